@@ -1,0 +1,23 @@
+"""Exceptions raised by sdeeos.
+
+`ParameterError` is a `ValueError` so that generic callers still catch it; the CLI turns it into a
+one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+
+class SdeeosError(Exception):
+    """Base class of every error sdeeos raises on purpose."""
+
+
+class ParameterError(SdeeosError, ValueError):
+    """A parameter is outside its allowed range.  The message names the parameter and the range."""
+
+
+class BackendUnavailableError(SdeeosError, RuntimeError):
+    """The requested backend cannot run here (no GPU, package missing); never silently replaced."""
+
+
+class OutsideDomainError(SdeeosError, ValueError):
+    """A theoretical formula was evaluated where it does not hold (e.g. no stationary state)."""

@@ -1,0 +1,237 @@
+"""`simulate`: run an ensemble of trajectories and return a labelled, provenance-stamped dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import _rng
+from ._errors import ParameterError
+from ._provenance import provenance_attrs
+from ._validation import check_int
+from .engines import FOLD, RunSpec, RunState, get_engine
+from .models._base import EnsembleModel
+
+__all__ = ["simulate", "ensemble_summary"]
+
+# One segment is about this many trajectory-steps: short enough for a live progress bar and for
+# checkpoints, long enough that the per-call overhead is invisible.
+_SEGMENT_WORK = 2e8
+_CHECKPOINT_EVERY_S = 30.0
+
+
+def _segment_length(n_traj: int, n_steps: int) -> int:
+    seg = int(_SEGMENT_WORK // max(n_traj, 1))
+    seg = max(FOLD, seg - seg % FOLD)
+    return min(seg, n_steps)
+
+
+def _spec_digest(spec: RunSpec) -> str:
+    key = json.dumps({
+        "model": type(spec.model).__name__, "params": spec.model.parameters(),
+        "init": spec.model.initial_state(), "method": spec.method, "n_traj": spec.n_traj,
+        "n_steps": spec.n_steps, "burn_in": spec.burn_in, "seed": spec.seed,
+        "record_every": spec.record_every, "rng": _rng.RNG_SCHEME,
+    }, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _save_checkpoint(path: Path, spec: RunSpec, run: RunState) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, spec_digest=np.array(_spec_digest(spec)), **run.arrays())
+    os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+
+
+def _load_checkpoint(path: Path, spec: RunSpec) -> RunState | None:
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        if str(data["spec_digest"]) != _spec_digest(spec):
+            raise ParameterError(
+                f"checkpoint {str(path)!r} belongs to a different run; delete it or choose another path")
+        fields = {k: data[k] for k in data.files if k != "spec_digest"}
+    fields["t"] = int(fields["t"])
+    return RunState(**fields)
+
+
+def simulate(
+    model: EnsembleModel,
+    method: str | None = None,
+    *,
+    n_traj: int = 1000,
+    n_steps: int = 10_000,
+    burn_in: int | None = None,
+    seed: int = 0,
+    backend: str = "numba",
+    record_every: int | None = None,
+    n_threads: int | None = None,
+    progress: bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+) -> xr.Dataset:
+    r"""Run ``n_traj`` independent trajectories of ``model`` for ``n_steps`` steps.
+
+    Statistics are streamed per trajectory over the states :math:`\theta_t`,
+    ``burn_in <= t < n_steps``: the time mean and mean square of every observable of the model.
+    Trajectories that leave the model's divergence bound (or overflow) are counted, reported with
+    the step at which they were caught, and excluded from every ensemble summary.
+
+    Parameters
+    ----------
+    model : EnsembleModel
+        E.g. ``SelfStabilization(eta=0.01, alpha=1, beta=100, sigma=10)``.
+    method : str, optional
+        One of ``model.methods`` (default: the model's natural method).
+    n_traj, n_steps : int >= 1
+    burn_in : int in [0, n_steps - 1], default ``n_steps // 2``
+    seed : int in [0, 2**64 - 1]
+        With the trajectory index, keys every random draw (`sdeeos._rng`): the same seed gives
+        the same result on any backend, thread count and segmentation.
+    backend : {"numba", "numpy"}
+    record_every : int >= 1, optional
+        Record state and observables at steps ``0, k, 2k, ... < n_steps`` (dims ``traj, step``).
+    n_threads : int, optional
+        Numba threads (results do not depend on it).
+    progress : bool, optional
+        Show a progress bar (default: only once a run has taken more than 2 s).
+    checkpoint : path, optional
+        Save the run state there every 30 s and on Ctrl-C; a later call with the same arguments
+        resumes from it and deletes it when done.
+
+    Returns
+    -------
+    xarray.Dataset
+        Per-trajectory ``<obs>_time_mean``/``<obs>_time_meansq`` (dim ``traj``), ensemble
+        ``<obs>_mean``, ``<obs>_mean_stderr``, ``<obs>_meansq``, ``n_diverged``, the model's
+        summaries and theory predictions, and provenance in ``attrs``.
+    """
+    if not isinstance(model, EnsembleModel):
+        raise ParameterError(f"model must be an sdeeos EnsembleModel, got {type(model).__name__}")
+    method = model.check_method(method)
+    n_traj = check_int("n_traj", n_traj, low=1)
+    n_steps = check_int("n_steps", n_steps, low=1)
+    burn_in = n_steps // 2 if burn_in is None else check_int("burn_in", burn_in, low=0, high=n_steps - 1)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
+        raise ParameterError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
+    record_every = 0 if record_every is None else check_int("record_every", record_every, low=1)
+    if n_threads is not None:
+        n_threads = check_int("n_threads", n_threads, low=1)
+    model.validate_run(method)
+    engine = get_engine(backend)
+
+    spec = RunSpec(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in,
+                   seed=int(seed), record_every=record_every)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    run = (_load_checkpoint(ckpt, spec) if ckpt else None) or RunState.initial(spec)
+    resumed_from = run.t
+
+    seg = _segment_length(n_traj, n_steps)
+    bar = None
+    start = time.perf_counter()
+    last_save = start
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps * n_traj, initial=run.t * n_traj, unit="traj-step", unit_scale=True,
+                   desc=f"{model.name} {method}", disable=(progress is False),
+                   delay=0 if progress else 2.0, leave=False)
+        while run.t < n_steps:
+            t1 = min(n_steps, run.t + seg)
+            t0 = run.t
+            engine.advance(spec, run, t1, n_threads=n_threads)
+            bar.update((t1 - t0) * n_traj)
+            if ckpt and time.perf_counter() - last_save > _CHECKPOINT_EVERY_S:
+                _save_checkpoint(ckpt, spec, run)
+                last_save = time.perf_counter()
+    except KeyboardInterrupt:
+        if ckpt:
+            _save_checkpoint(ckpt, spec, run)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - start
+    if ckpt and ckpt.exists():
+        ckpt.unlink()
+    return _to_dataset(spec, run, backend, wall, resumed_from)
+
+
+def ensemble_summary(per_traj_mean: np.ndarray, alive: np.ndarray) -> tuple[float, float]:
+    """Mean over surviving trajectories and its standard error (independent trajectories)."""
+    vals = per_traj_mean[alive]
+    if vals.size == 0:
+        return float("nan"), float("nan")
+    mean = float(np.mean(vals))
+    se = float(np.std(vals, ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else float("nan")
+    return mean, se
+
+
+def _to_dataset(spec: RunSpec, run: RunState, backend: str, wall: float, resumed_from: int) -> xr.Dataset:
+    step = spec.step
+    model, method = spec.model, spec.method
+    alive = run.alive.astype(bool)
+    n_avg = spec.n_steps - spec.burn_in
+    obs_names = list(step.observables)
+    traj = np.arange(spec.n_traj)
+    data = {}
+    summary: dict[str, float] = {}
+    for k, name in enumerate(obs_names):
+        mean = np.where(alive, run.acc_sum[k] / n_avg, np.nan)
+        meansq = np.where(alive, run.acc_sq[k] / n_avg, np.nan)
+        data[f"{name}_time_mean"] = ("traj", mean, {"long_name": f"time mean of {name} after burn-in"})
+        data[f"{name}_time_meansq"] = ("traj", meansq, {"long_name": f"time mean of {name}**2 after burn-in"})
+        m, se = ensemble_summary(mean, alive)
+        summary[f"{name}_mean"] = m
+        summary[f"{name}_mean_stderr"] = se
+        summary[f"{name}_meansq"] = ensemble_summary(meansq, alive)[0]
+    for k, name in enumerate(step.state_names):
+        data[f"final_{name}"] = ("traj", run.state[k].copy())
+        data[f"burn_in_{name}"] = ("traj", run.burn_state[k].copy())
+    data["diverged"] = ("traj", ~alive, {"long_name": "trajectory left the divergence bound"})
+    data["diverged_step"] = ("traj", run.diverged_step.copy(), {"long_name": "step at which divergence was detected (-1: never)"})
+    coords = {"traj": traj}
+    if spec.record_every:
+        coords["step"] = np.arange(spec.n_records) * spec.record_every
+        names = list(step.state_names) + obs_names
+        for k, name in enumerate(names):
+            data[f"path_{name}"] = (("traj", "step"), run.rec[:, k, :].T.copy())
+    n_div = int((~alive).sum())
+    summary["n_diverged"] = n_div
+    summary["n_alive"] = int(alive.sum())
+    if summary["n_alive"]:
+        summary.update(model.summarize(method, summary))
+    predictions = model.predictions(method)
+    for name, value in {**summary, **predictions}.items():
+        data[name] = ((), value)
+    attrs = {
+        "model": model.name,
+        "model_class": type(model).__name__,
+        "method": method,
+        **{k: float(v) for k, v in model.parameters().items()},
+        **{f"initial_{k}": float(v) for k, v in model.initial_state().items()},
+        "n_traj": spec.n_traj,
+        "n_steps": spec.n_steps,
+        "burn_in": spec.burn_in,
+        "seed": str(spec.seed),  # NetCDF has no uint64 attribute
+        "record_every": spec.record_every,
+        "rng_scheme": _rng.RNG_SCHEME,
+        "backend": backend,
+        "wall_time_s": wall,
+        "resumed_from_step": resumed_from,
+        "n_diverged": n_div,
+        **{k: v for k, v in model.run_notes(method).items()},
+        "parameter_names": " ".join(model.parameters()),
+    }
+    if summary["n_alive"] == 0:
+        attrs["warning"] = "every trajectory diverged: no ensemble statistics"
+    elif n_div:
+        attrs["warning"] = f"{n_div} of {spec.n_traj} trajectories diverged and are excluded from the summaries"
+    ds = xr.Dataset(data, coords=coords, attrs=provenance_attrs(**attrs))
+    if "sharpness_mean" in ds:
+        ds["sharpness_mean"].attrs.update(long_name="ensemble mean sharpness", units="1/step size")
+    return ds

@@ -1,0 +1,99 @@
+"""The engine interface and the state of a run that engines advance in place.
+
+An engine advances every trajectory from step ``t0`` to ``t1``.  Because draws are keyed by
+(seed, trajectory, step) and partial sums are folded at absolute step multiples of ``FOLD``, a run
+split into any number of segments, on any number of threads, gives bit-identical results: this is
+what makes progress bars, checkpoints and resume exact.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+
+from ..models._base import EnsembleModel, SymbolicStep
+
+__all__ = ["FOLD", "RunSpec", "RunState", "Engine"]
+
+#: Partial sums are folded into the totals every FOLD absolute steps (and at the last step); a
+#: trajectory found non-finite or beyond the divergence bound at a fold is marked diverged and
+#: its unfinished partial sums are dropped.
+FOLD = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's result (besides the model's parameter values)."""
+
+    model: EnsembleModel
+    method: str
+    n_traj: int
+    n_steps: int
+    burn_in: int
+    seed: int
+    record_every: int  # 0: no recording
+
+    @property
+    def step(self) -> SymbolicStep:
+        return self.model.step(self.method)
+
+    @property
+    def n_records(self) -> int:
+        return 0 if self.record_every == 0 else -(-self.n_steps // self.record_every)
+
+
+@dataclasses.dataclass
+class RunState:
+    """Host-side arrays of a run in progress (all per trajectory; shapes in comments)."""
+
+    t: int                       # next step to take
+    state: np.ndarray            # (n_state, n_traj) float64
+    params: np.ndarray           # (n_params,)
+    keys: np.ndarray             # (n_traj,) uint64
+    gammas: np.ndarray           # (n_traj,) uint64
+    acc_sum: np.ndarray          # (n_obs, n_traj) folded sums of each observable
+    acc_sq: np.ndarray           # (n_obs, n_traj) folded sums of squares
+    part_sum: np.ndarray         # (n_obs, n_traj) partial sums since the last fold
+    part_sq: np.ndarray          # (n_obs, n_traj)
+    alive: np.ndarray            # (n_traj,) uint8
+    diverged_step: np.ndarray    # (n_traj,) int64, -1 while alive
+    burn_state: np.ndarray       # (n_state, n_traj) state at t == burn_in
+    rec: np.ndarray              # (n_records, n_state + n_obs, n_traj), or (0, ., n_traj)
+
+    @classmethod
+    def initial(cls, spec: RunSpec) -> "RunState":
+        from .._rng import stream_keys
+
+        step = spec.step
+        n, ns, no = spec.n_traj, len(step.state), len(step.observables)
+        keys, gammas = stream_keys(spec.seed, n)
+        state = np.repeat(spec.model.initial_vector(spec.method)[:, None], n, axis=1)
+        zeros = lambda: np.zeros((no, n))  # noqa: E731
+        return cls(
+            t=0, state=np.ascontiguousarray(state), params=spec.model.param_vector(spec.method),
+            keys=keys, gammas=gammas, acc_sum=zeros(), acc_sq=zeros(), part_sum=zeros(),
+            part_sq=zeros(), alive=np.ones(n, np.uint8), diverged_step=np.full(n, -1, np.int64),
+            burn_state=np.full((ns, n), np.nan),
+            rec=np.full((spec.n_records, ns + no, n), np.nan),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+class Engine(abc.ABC):
+    """A backend that advances a `RunState` in place."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """``(True, "")`` or ``(False, reason)``."""
+        return True, ""
+
+    @abc.abstractmethod
+    def advance(self, spec: RunSpec, run: RunState, t1: int, n_threads: int | None = None) -> None:
+        """Advance ``run`` from ``run.t`` to ``t1`` (exclusive) and set ``run.t = t1``."""
