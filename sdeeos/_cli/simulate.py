@@ -1,0 +1,108 @@
+"""``sdeeos simulate MODEL --param ... [--out run.nc] [--json]``.
+
+Model options are generated from each registered model's constructor signature, so a new model
+needs no CLI code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import sys
+
+__all__ = ["register", "summary_dict"]
+
+
+def _model_options(parser: argparse.ArgumentParser, cls) -> list[str]:
+    names = []
+    sig = inspect.signature(cls.__init__)
+    helps = getattr(cls, "cli_help", {})
+    for name, p in list(sig.parameters.items())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        kind = p.annotation if p.annotation in (int, float, str, "int", "float", "str") else float
+        kind = {"int": int, "float": float, "str": str}.get(kind, kind)
+        required = p.default is inspect.Parameter.empty
+        default = None if required else p.default
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", dest=f"model_{name}", type=kind, required=required, default=default,
+            metavar=name.upper(),
+            help=helps.get(name, f"model parameter {name}") + ("" if required else f" (default: {default})"),
+        )
+        names.append(name)
+    return names
+
+
+def register(subparsers) -> None:
+    from ..models import MODEL_REGISTRY
+
+    parser = subparsers.add_parser("simulate", help="run an ensemble of trajectories of a model",
+                                   description="Run an ensemble of trajectories and summarise it.")
+    models = parser.add_subparsers(dest="model", metavar="MODEL", required=True)
+    for name, cls in MODEL_REGISTRY.items():
+        doc = (inspect.getdoc(cls) or name).splitlines()[0]
+        mp = models.add_parser(name, help=doc, description=doc)
+        names = _model_options(mp, cls)
+        mp.add_argument("--method", choices=cls.methods, default=None,
+                        help="update rule (default: the model's natural method)")
+        mp.add_argument("--n-traj", type=int, default=1000, help="number of trajectories (default: 1000)")
+        mp.add_argument("--steps", type=int, default=10_000, help="steps per trajectory (default: 10000)")
+        mp.add_argument("--burn-in", type=int, default=None, help="steps discarded before averaging (default: steps/2)")
+        mp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        mp.add_argument("--backend", default="numba", help="numba (default) or numpy")
+        mp.add_argument("--record-every", type=int, default=None, help="record paths every K steps")
+        mp.add_argument("--threads", type=int, default=None, help="Numba threads (results do not depend on it)")
+        mp.add_argument("--checkpoint", default=None, help="checkpoint file: resume an interrupted run")
+        mp.add_argument("--out", default=None, help="write the dataset here (.nc NetCDF, or .zarr)")
+        mp.add_argument("--json", action="store_true", help="print the ensemble summary as one JSON object")
+        mp.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+        mp.set_defaults(func=_run, model_cls=cls, model_param_names=names)
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summary_dict(ds) -> dict:
+    """Scalar variables and the run's main attributes, JSON-ready (NaN -> null)."""
+    out = {k: ds.attrs[k] for k in ("model", "method", "n_traj", "n_steps", "burn_in", "seed", "rng_scheme",
+                                   "backend", "sdeeos_version", "git_revision") if k in ds.attrs}
+    out["parameters"] = {k: ds.attrs[k] for k in ds.attrs.get("parameter_names", "").split()}
+    for k in ("stationary_state", "closure_validity_ratio", "warning"):
+        if k in ds.attrs:
+            out[k] = ds.attrs[k]
+    for name, var in ds.data_vars.items():
+        if var.ndim == 0:
+            out[name] = _jsonable(var.values)
+    out["wall_time_s"] = ds.attrs.get("wall_time_s")
+    return {k: _jsonable(v) for k, v in out.items()}
+
+
+def _run(args) -> int:
+    from .._simulate import simulate
+    from .._io import write_dataset
+
+    kwargs = {n: getattr(args, f"model_{n}") for n in args.model_param_names}
+    model = args.model_cls(**kwargs)
+    ds = simulate(model, args.method, n_traj=args.n_traj, n_steps=args.steps, burn_in=args.burn_in,
+                  seed=args.seed, backend=args.backend, record_every=args.record_every,
+                  n_threads=args.threads, progress=False if args.no_progress else None,
+                  checkpoint=args.checkpoint)
+    if args.out:
+        write_dataset(ds, args.out)
+    summary = summary_dict(ds)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for k, v in summary.items():
+            print(f"{k:>36}: {v}")
+        if args.out:
+            print(f"{'written':>36}: {args.out}")
+    sys.stdout.flush()
+    return 0
