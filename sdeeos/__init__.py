@@ -13,12 +13,13 @@ from ._errors import BackendUnavailableError, OutsideDomainError, ParameterError
 from ._rng import RNG_SCHEME
 from ._simulate import simulate
 from ._version import __version__
-from .models import MODEL_REGISTRY, EnsembleModel, SelfStabilization
+from .models import MODEL_REGISTRY, EnsembleModel, Model, SelfStabilization
 
 __all__ = [
     "__version__",
     "simulate",
     "theory",
+    "Model",
     "EnsembleModel",
     "SelfStabilization",
     "MODEL_REGISTRY",

@@ -15,8 +15,9 @@ from . import _rng
 from ._errors import ParameterError
 from ._provenance import provenance_attrs
 from ._validation import check_int
-from .engines import FOLD, RunSpec, RunState, get_engine
-from .models._base import EnsembleModel
+from .engines import FOLD, RunSpec
+from .engines._base import ensemble_summary
+from .models._base import Model
 
 __all__ = ["simulate", "ensemble_summary"]
 
@@ -35,33 +36,36 @@ def _segment_length(n_traj: int, n_steps: int) -> int:
 def _spec_digest(spec: RunSpec) -> str:
     key = json.dumps({
         "model": type(spec.model).__name__, "params": spec.model.parameters(),
-        "init": spec.model.initial_state(), "method": spec.method, "n_traj": spec.n_traj,
+        "init": {k: repr(v) for k, v in spec.model.initial_state().items()}, "method": spec.method, "n_traj": spec.n_traj,
         "n_steps": spec.n_steps, "burn_in": spec.burn_in, "seed": spec.seed,
         "record_every": spec.record_every, "rng": _rng.RNG_SCHEME,
     }, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _save_checkpoint(path: Path, spec: RunSpec, run: RunState) -> None:
+def _save_checkpoint(path: Path, spec: RunSpec, run) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, spec_digest=np.array(_spec_digest(spec)), **run.arrays())
     os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
 
 
-def _load_checkpoint(path: Path, spec: RunSpec) -> RunState | None:
+def _load_checkpoint(path: Path, spec: RunSpec, run) -> None:
+    """Overwrite the fresh ``run`` with the checkpoint at ``path``, if there is one."""
     if not path.exists():
-        return None
+        return
     with np.load(path) as data:
         if str(data["spec_digest"]) != _spec_digest(spec):
             raise ParameterError(
                 f"checkpoint {str(path)!r} belongs to a different run; delete it or choose another path")
-        fields = {k: data[k] for k in data.files if k != "spec_digest"}
-    fields["t"] = int(fields["t"])
-    return RunState(**fields)
+        for name in data.files:
+            if name == "spec_digest":
+                continue
+            value = data[name]
+            setattr(run, name, int(value) if name == "t" else value)
 
 
 def simulate(
-    model: EnsembleModel,
+    model: Model,
     method: str | None = None,
     *,
     n_traj: int = 1000,
@@ -83,7 +87,7 @@ def simulate(
 
     Parameters
     ----------
-    model : EnsembleModel
+    model : Model
         E.g. ``SelfStabilization(eta=0.01, alpha=1, beta=100, sigma=10)``.
     method : str, optional
         One of ``model.methods`` (default: the model's natural method).
@@ -110,8 +114,8 @@ def simulate(
         ``<obs>_mean``, ``<obs>_mean_stderr``, ``<obs>_meansq``, ``n_diverged``, the model's
         summaries and theory predictions, and provenance in ``attrs``.
     """
-    if not isinstance(model, EnsembleModel):
-        raise ParameterError(f"model must be an sdeeos EnsembleModel, got {type(model).__name__}")
+    if not isinstance(model, Model):
+        raise ParameterError(f"model must be an sdeeos Model, got {type(model).__name__}")
     method = model.check_method(method)
     n_traj = check_int("n_traj", n_traj, low=1)
     n_steps = check_int("n_steps", n_steps, low=1)
@@ -122,12 +126,14 @@ def simulate(
     if n_threads is not None:
         n_threads = check_int("n_threads", n_threads, low=1)
     model.validate_run(method)
-    engine = get_engine(backend)
+    engine = model.engine(backend)
 
     spec = RunSpec(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in,
                    seed=int(seed), record_every=record_every)
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    run = (_load_checkpoint(ckpt, spec) if ckpt else None) or RunState.initial(spec)
+    run = model.new_run(spec)
+    if ckpt:
+        _load_checkpoint(ckpt, spec, run)
     resumed_from = run.t
 
     seg = _segment_length(n_traj, n_steps)
@@ -161,59 +167,20 @@ def simulate(
     return _to_dataset(spec, run, backend, wall, resumed_from)
 
 
-def ensemble_summary(per_traj_mean: np.ndarray, alive: np.ndarray) -> tuple[float, float]:
-    """Mean over surviving trajectories and its standard error (independent trajectories)."""
-    vals = per_traj_mean[alive]
-    if vals.size == 0:
-        return float("nan"), float("nan")
-    mean = float(np.mean(vals))
-    se = float(np.std(vals, ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else float("nan")
-    return mean, se
-
-
-def _to_dataset(spec: RunSpec, run: RunState, backend: str, wall: float, resumed_from: int) -> xr.Dataset:
-    step = spec.step
+def _to_dataset(spec: RunSpec, run, backend: str, wall: float, resumed_from: int) -> xr.Dataset:
     model, method = spec.model, spec.method
-    alive = run.alive.astype(bool)
-    n_avg = spec.n_steps - spec.burn_in
-    obs_names = list(step.observables)
-    traj = np.arange(spec.n_traj)
-    data = {}
-    summary: dict[str, float] = {}
-    for k, name in enumerate(obs_names):
-        mean = np.where(alive, run.acc_sum[k] / n_avg, np.nan)
-        meansq = np.where(alive, run.acc_sq[k] / n_avg, np.nan)
-        data[f"{name}_time_mean"] = ("traj", mean, {"long_name": f"time mean of {name} after burn-in"})
-        data[f"{name}_time_meansq"] = ("traj", meansq, {"long_name": f"time mean of {name}**2 after burn-in"})
-        m, se = ensemble_summary(mean, alive)
-        summary[f"{name}_mean"] = m
-        summary[f"{name}_mean_stderr"] = se
-        summary[f"{name}_meansq"] = ensemble_summary(meansq, alive)[0]
-    for k, name in enumerate(step.state_names):
-        data[f"final_{name}"] = ("traj", run.state[k].copy())
-        data[f"burn_in_{name}"] = ("traj", run.burn_state[k].copy())
-    data["diverged"] = ("traj", ~alive, {"long_name": "trajectory left the divergence bound"})
-    data["diverged_step"] = ("traj", run.diverged_step.copy(), {"long_name": "step at which divergence was detected (-1: never)"})
-    coords = {"traj": traj}
-    if spec.record_every:
-        coords["step"] = np.arange(spec.n_records) * spec.record_every
-        names = list(step.state_names) + obs_names
-        for k, name in enumerate(names):
-            data[f"path_{name}"] = (("traj", "step"), run.rec[:, k, :].T.copy())
-    n_div = int((~alive).sum())
-    summary["n_diverged"] = n_div
-    summary["n_alive"] = int(alive.sum())
-    if summary["n_alive"]:
+    data, coords, summary = model.collect(spec, run)
+    n_div = int(summary.get("n_diverged", 0))
+    if summary.get("n_alive", 1):
         summary.update(model.summarize(method, summary))
-    predictions = model.predictions(method)
-    for name, value in {**summary, **predictions}.items():
+    for name, value in {**summary, **model.predictions(method)}.items():
         data[name] = ((), value)
     attrs = {
         "model": model.name,
         "model_class": type(model).__name__,
         "method": method,
         **{k: float(v) for k, v in model.parameters().items()},
-        **{f"initial_{k}": float(v) for k, v in model.initial_state().items()},
+        **{f"initial_{k}": v for k, v in model.initial_state().items()},
         "n_traj": spec.n_traj,
         "n_steps": spec.n_steps,
         "burn_in": spec.burn_in,
@@ -224,10 +191,10 @@ def _to_dataset(spec: RunSpec, run: RunState, backend: str, wall: float, resumed
         "wall_time_s": wall,
         "resumed_from_step": resumed_from,
         "n_diverged": n_div,
-        **{k: v for k, v in model.run_notes(method).items()},
+        **model.run_notes(method),
         "parameter_names": " ".join(model.parameters()),
     }
-    if summary["n_alive"] == 0:
+    if summary.get("n_alive", 1) == 0:
         attrs["warning"] = "every trajectory diverged: no ensemble statistics"
     elif n_div:
         attrs["warning"] = f"{n_div} of {spec.n_traj} trajectories diverged and are excluded from the summaries"

@@ -14,9 +14,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..models._base import EnsembleModel, SymbolicStep
+from ..models._base import Model, SymbolicStep
 
-__all__ = ["FOLD", "RunSpec", "RunState", "Engine"]
+__all__ = ["FOLD", "RunSpec", "RunState", "Engine", "ensemble_summary", "collect_symbolic"]
 
 #: Partial sums are folded into the totals every FOLD absolute steps (and at the last step); a
 #: trajectory found non-finite or beyond the divergence bound at a fold is marked diverged and
@@ -28,7 +28,7 @@ FOLD = 64
 class RunSpec:
     """Everything that determines a run's result (besides the model's parameter values)."""
 
-    model: EnsembleModel
+    model: Model
     method: str
     n_traj: int
     n_steps: int
@@ -97,3 +97,50 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def advance(self, spec: RunSpec, run: RunState, t1: int, n_threads: int | None = None) -> None:
         """Advance ``run`` from ``run.t`` to ``t1`` (exclusive) and set ``run.t = t1``."""
+
+
+def ensemble_summary(per_traj_mean: np.ndarray, alive: np.ndarray) -> tuple[float, float]:
+    """Mean over surviving trajectories and its standard error, std(ddof=1)/sqrt(n_alive).
+
+    Trajectories are independent, so per-trajectory time averages give an honest error bar
+    whatever the autocorrelation within a trajectory.
+    """
+    vals = per_traj_mean[alive]
+    if vals.size == 0:
+        return float("nan"), float("nan")
+    mean = float(np.mean(vals))
+    se = float(np.std(vals, ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else float("nan")
+    return mean, se
+
+
+def collect_symbolic(spec: RunSpec, run: RunState) -> tuple[dict, dict, dict]:
+    """Data variables, coordinates and scalar summaries of a finished symbolic-model run."""
+    step = spec.step
+    alive = run.alive.astype(bool)
+    n_avg = spec.n_steps - spec.burn_in
+    obs_names = list(step.observables)
+    data: dict = {}
+    summary: dict[str, float] = {}
+    for k, name in enumerate(obs_names):
+        mean = np.where(alive, run.acc_sum[k] / n_avg, np.nan)
+        meansq = np.where(alive, run.acc_sq[k] / n_avg, np.nan)
+        data[f"{name}_time_mean"] = ("traj", mean, {"long_name": f"time mean of {name} after burn-in"})
+        data[f"{name}_time_meansq"] = ("traj", meansq, {"long_name": f"time mean of {name}**2 after burn-in"})
+        m, se = ensemble_summary(mean, alive)
+        summary[f"{name}_mean"] = m
+        summary[f"{name}_mean_stderr"] = se
+        summary[f"{name}_meansq"] = ensemble_summary(meansq, alive)[0]
+    for k, name in enumerate(step.state_names):
+        data[f"final_{name}"] = ("traj", run.state[k].copy())
+        data[f"burn_in_{name}"] = ("traj", run.burn_state[k].copy())
+    data["diverged"] = ("traj", ~alive, {"long_name": "trajectory left the divergence bound"})
+    data["diverged_step"] = ("traj", run.diverged_step.copy(),
+                             {"long_name": "step at which divergence was detected (-1: never)"})
+    coords = {"traj": np.arange(spec.n_traj)}
+    if spec.record_every:
+        coords["step"] = np.arange(spec.n_records) * spec.record_every
+        for k, name in enumerate(list(step.state_names) + obs_names):
+            data[f"path_{name}"] = (("traj", "step"), run.rec[:, k, :].T.copy())
+    summary["n_diverged"] = int((~alive).sum())
+    summary["n_alive"] = int(alive.sum())
+    return data, coords, summary

@@ -18,7 +18,7 @@ import sympy as sp
 from .._errors import ParameterError
 from .._validation import check_choice
 
-__all__ = ["SymbolicStep", "EnsembleModel"]
+__all__ = ["SymbolicStep", "Model", "EnsembleModel"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +65,13 @@ class SymbolicStep:
         return repr((self.state, self.params, self.noise, self.update, tuple(self.observables.items())))
 
 
-class EnsembleModel(abc.ABC):
-    """A model whose trajectories are advanced independently by the ensemble engines.
+class Model(abc.ABC):
+    """Anything `simulate` can run: it makes a run state, names an engine, and collects results.
 
-    Subclasses are small final classes: they validate their parameters in ``__init__``, state their
-    symbolic step per method, and may add theory predictions and ensemble summaries.
+    Symbolic models derive from `EnsembleModel`, which implements the three hooks once for all of
+    them.  Models whose step is linear algebra (e.g. quadratic regression) implement them with their
+    own run state and engines, and still get segmentation, progress, checkpoints and provenance
+    from `simulate`.
     """
 
     #: CLI / dataset name, e.g. ``"self-stabilization"``.
@@ -81,17 +83,26 @@ class EnsembleModel(abc.ABC):
 
     # ------------------------------------------------------------------ to implement
     @abc.abstractmethod
-    def step(self, method: str) -> SymbolicStep:
-        """The symbolic step of ``method``."""
-
-    @abc.abstractmethod
     def parameters(self) -> dict[str, float]:
         """Parameter values by name (all numeric attributes that identify the model)."""
 
     @abc.abstractmethod
     def initial_state(self) -> dict[str, float]:
-        """Initial value of each state variable (the same for every trajectory)."""
+        """Initial conditions that identify the run (recorded in the dataset's attrs)."""
 
+    @abc.abstractmethod
+    def new_run(self, spec):
+        """A fresh run state for ``spec`` (an object with ``t`` and ``arrays()``, see `RunState`)."""
+
+    @abc.abstractmethod
+    def engine(self, backend: str):
+        """The engine (with ``advance(spec, run, t1, n_threads)``) that runs this model on ``backend``."""
+
+    @abc.abstractmethod
+    def collect(self, spec, run) -> tuple[dict, dict, dict]:
+        """``(data_vars, coords, summary)`` of a finished run; ``summary`` holds the scalars."""
+
+    # ------------------------------------------------------------------ optional hooks
     def default_method(self) -> str:
         return self.methods[0]
 
@@ -114,7 +125,38 @@ class EnsembleModel(abc.ABC):
         """Model-specific ensemble summaries computed from the generic ones (``summary``)."""
         return {}
 
-    # ------------------------------------------------------------------ generic helpers
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in {**self.parameters(), **self.initial_state()}.items())
+        return f"{type(self).__name__}({params})"
+
+
+class EnsembleModel(Model):
+    """A model defined by a symbolic step; every backend runs code generated from it.
+
+    Subclasses are small final classes: they validate their parameters in ``__init__``, state their
+    symbolic step per method (`step`), and may add theory predictions and ensemble summaries.
+    """
+
+    @abc.abstractmethod
+    def step(self, method: str) -> SymbolicStep:
+        """The symbolic step of ``method``."""
+
+    # ------------------------------------------------------------------ generic machinery
+    def new_run(self, spec):
+        from ..engines._base import RunState
+
+        return RunState.initial(spec)
+
+    def engine(self, backend: str):
+        from ..engines import get_engine
+
+        return get_engine(backend)
+
+    def collect(self, spec, run):
+        from ..engines._base import collect_symbolic
+
+        return collect_symbolic(spec, run)
+
     def param_vector(self, method: str) -> np.ndarray:
         """Parameter values in the order of ``step(method).params``."""
         values = self.parameters()
@@ -127,7 +169,3 @@ class EnsembleModel(abc.ABC):
         if missing:
             raise ParameterError(f"initial state misses {sorted(missing)}")
         return np.array([init[n] for n in names], dtype=np.float64)
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in {**self.parameters(), **self.initial_state()}.items())
-        return f"{type(self).__name__}({params})"
