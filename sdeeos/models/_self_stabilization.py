@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+import numpy as np
 import sympy as sp
 
 from .._errors import ParameterError
@@ -94,6 +95,15 @@ class SelfStabilization(EnsembleModel):
         params = (eta, alpha, beta, sigma)
         return SymbolicStep(state=(x, y), params=params, noise=noise, update=tuple(update),
                             observables=observables)
+
+    def collect(self, spec, run):
+        data, coords, summary = super().collect(spec, run)
+        if spec.method == "gd":
+            # Deterministic cycles grow (the period-2 orbit is weakly unstable, math.md §2.6); once
+            # x underflows to 0.0 it stays there and y (the sharpness) grows without bound.
+            alive = run.alive.astype(bool)
+            summary["n_x_underflow"] = int(np.sum(alive & (run.state[0] == 0.0)))
+        return data, coords, summary
 
     # ------------------------------------------------------------------ theory
     def run_notes(self, method: str) -> dict[str, object]:
