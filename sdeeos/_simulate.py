@@ -27,8 +27,8 @@ _SEGMENT_WORK = 2e8
 _CHECKPOINT_EVERY_S = 30.0
 
 
-def _segment_length(n_traj: int, n_steps: int) -> int:
-    seg = int(_SEGMENT_WORK // max(n_traj, 1))
+def _segment_length(n_traj: int, n_steps: int, work: float = _SEGMENT_WORK) -> int:
+    seg = int(work // max(n_traj, 1))
     seg = max(FOLD, seg - seg % FOLD)
     return min(seg, n_steps)
 
@@ -136,7 +136,8 @@ def simulate(
         _load_checkpoint(ckpt, spec, run)
     resumed_from = run.t
 
-    seg = _segment_length(n_traj, n_steps)
+    # An engine may ask for longer segments (a GPU engine copies state back after each one).
+    seg = _segment_length(n_traj, n_steps, max(_SEGMENT_WORK, getattr(engine, "segment_work", 0.0)))
     bar = None
     start = time.perf_counter()
     last_save = start

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
         mp.add_argument("--steps", type=int, default=10_000, help="steps per trajectory (default: 10000)")
         mp.add_argument("--burn-in", type=int, default=None, help="steps discarded before averaging (default: steps/2)")
         mp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-        mp.add_argument("--backend", default="numba", help="numba (default) or numpy")
+        mp.add_argument("--backend", default="numba", help="numba (default), numpy (reference) or cupy (NVIDIA GPU)")
         mp.add_argument("--record-every", type=int, default=None, help="record paths every K steps")
         mp.add_argument("--threads", type=int, default=None, help="Numba threads (results do not depend on it)")
         mp.add_argument("--checkpoint", default=None, help="checkpoint file: resume an interrupted run")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from .._errors import BackendUnavailableError, ParameterError
 from ._base import FOLD, Engine, RunSpec, RunState
+from ._cupy import CupyEngine
 from ._numba import NumbaEngine
 from ._numpy import NumpyEngine
 
-ENGINES: dict[str, type[Engine]] = {"numba": NumbaEngine, "numpy": NumpyEngine}
+ENGINES: dict[str, type[Engine]] = {"numba": NumbaEngine, "numpy": NumpyEngine, "cupy": CupyEngine}
 
 
 def get_engine(name: str) -> Engine:
@@ -25,4 +26,4 @@ def get_engine(name: str) -> Engine:
     return cls()
 
 
-__all__ = ["ENGINES", "FOLD", "Engine", "RunSpec", "RunState", "get_engine", "NumbaEngine", "NumpyEngine"]
+__all__ = ["ENGINES", "FOLD", "Engine", "RunSpec", "RunState", "get_engine", "NumbaEngine", "NumpyEngine", "CupyEngine"]

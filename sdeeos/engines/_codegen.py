@@ -52,12 +52,24 @@ class _NumbaPrinter(PythonCodePrinter):
     def _print_Integer(self, expr):
         return f"{float(expr.p)!r}"  # float literals: no int/float unification in Numba
 
+    def _print_Float(self, expr):
+        return repr(float(expr))  # shortest string that round-trips: the literal is exact
+
     def _print_Rational(self, expr):
         return f"({float(expr.p)!r}/{float(expr.q)!r})"
 
 
 class _NumpyPrinter(_NumbaPrinter):
-    """The same arithmetic, in the same order, on arrays (``numpy.minimum`` for ``Min``)."""
+    """The same arithmetic, in the same order, on arrays (``numpy.minimum`` for ``Min``).
+
+    Elementary functions (``math.sqrt``, ``math.exp``, ...) become their ``numpy`` ufuncs, which
+    take arrays; ``sqrt`` is correctly rounded in both, so the engines still agree bit for bit there.
+    """
+
+    def _module_format(self, fqn, register=True):
+        if fqn.startswith("math."):
+            fqn = "numpy." + fqn[len("math."):]
+        return super()._module_format(fqn, register=register)
 
     def _print_Min(self, expr):
         args = [self._print(a) for a in expr.args]

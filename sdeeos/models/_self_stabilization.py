@@ -45,7 +45,7 @@ class SelfStabilization(EnsembleModel):
 
     >>> m = SelfStabilization(eta=0.01, alpha=1.0, beta=100.0, sigma=10.0)
     >>> m.step("sgd").update
-    (eta*sigma*z - x*(eta*y + 1), eta*(alpha - beta*x**2/2) + y)
+    (eta*sigma*z + x*(-eta*y - 1), eta*(alpha - beta*x**2/2) + y)
     """
 
     name: ClassVar[str] = "self-stabilization"
@@ -125,6 +125,8 @@ class SelfStabilization(EnsembleModel):
             args = (p["eta"], p["alpha"], p["beta"], p["sigma"])
             out["sharpness_gap_predicted_leading"] = float(theory.gap_leading(*args, outside="nan"))
             out["sharpness_gap_predicted_exact"] = float(theory.gap_exact(*args, outside="nan"))
+            # closure plus the slow-variable fluctuations (linearised slow SDE): ~ exact + 3/2 eta alpha
+            out["sharpness_gap_predicted_corrected"] = float(theory.gap_corrected(*args, outside="nan"))
         elif method == "pgd":
             out = {"sharpness_gap_predicted_exact": 0.0}
         return out

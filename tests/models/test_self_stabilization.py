@@ -130,21 +130,22 @@ def test_stationary_moment_identities(stationary_runs, case):
 @pytest.mark.parametrize("case", CASES)
 def test_gap_against_closure_inside_its_regime(stationary_runs, case):
     r"""Inside the closure's regime (sigma^2 >> 4 alpha^2/beta) the gap is the closure's up to the
-    fluctuation terms of the exact identity: the x^2 variance adds eta*alpha (Gaussian fast variable)
-    and the slow variable ~eta*alpha/2, both amplified by 1/(1 - eta*gap).  So
-    0 <= gap - closure <~ 2 eta alpha / (1 - eta gap), checked within 4 standard errors.
-    The leading-order formula is an exact lower bound (identity) and is checked as such."""
+    fluctuation terms of the exact identity, which are positive: the closure must not overestimate.
+    With the slow-variable fluctuations of the linearised slow SDE (Var y = alpha,
+    Var x^2 = 2 (2 alpha/beta)^2) the corrected gap ~ closure + 3/2 eta alpha must agree within
+    4 standard errors.  The leading-order formula is an exact lower bound (identity)."""
     eta, alpha, beta, sigma = case
     ds = stationary_runs[case]
     gap, se = float(ds.sharpness_gap), float(ds.sharpness_gap_stderr)
     exact = theory.gap_exact(eta, alpha, beta, sigma)
+    corrected = theory.gap_corrected(eta, alpha, beta, sigma)
     leading = theory.gap_leading(eta, alpha, beta, sigma)
-    correction_bound = 2 * eta * alpha / (1 - eta * exact)
-    assert gap > exact - Z * se, "the closure must not overestimate the gap"
-    assert gap < exact + correction_bound + Z * se
     assert gap > leading - Z * se
+    assert gap > exact - Z * se, "the closure must not overestimate the gap"
+    assert abs(gap - corrected) < Z * se
     # the dataset carries the same lambdified predictions
     assert float(ds.sharpness_gap_predicted_exact) == pytest.approx(exact, rel=1e-15)
+    assert float(ds.sharpness_gap_predicted_corrected) == pytest.approx(corrected, rel=1e-15)
     assert float(ds.sharpness_gap_predicted_leading) == pytest.approx(leading, rel=1e-15)
 
 
