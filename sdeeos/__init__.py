@@ -2,8 +2,10 @@
 
 Public API (everything else is private and may change):
 
-* models: `SelfStabilization`, base `EnsembleModel`
+* models: `SelfStabilization` (reduced EoS model), `QuadraticRegression`, `Minimalist`, `CubicTaylor`,
+  `OrnsteinUhlenbeck` and the stochastic modified equations `*SME`; bases `Model`, `EnsembleModel`
 * `simulate`: run an ensemble, get an `xarray.Dataset`
+* `sweep`: a grid of simulations (local Dask cluster by default), resumable NetCDF/Zarr stores
 * `theory`: SymPy derivations and the predictions lambdified from them
 * `RNG_SCHEME`: the name of the counter-based random-number scheme every backend uses
 """
@@ -12,16 +14,39 @@ from . import theory
 from ._errors import BackendUnavailableError, OutsideDomainError, ParameterError, SdeeosError
 from ._rng import RNG_SCHEME
 from ._simulate import simulate
+from ._sweep import sweep
 from ._version import __version__
-from .models import MODEL_REGISTRY, EnsembleModel, Model, SelfStabilization
+from .models import (
+    MODEL_REGISTRY,
+    CubicTaylor,
+    CubicTaylorSME,
+    EnsembleModel,
+    Minimalist,
+    MinimalistSME,
+    Model,
+    OrnsteinUhlenbeck,
+    QuadraticRegression,
+    SelfStabilization,
+    SelfStabilizationSME,
+    StochasticModifiedEquation,
+)
 
 __all__ = [
     "__version__",
     "simulate",
+    "sweep",
     "theory",
     "Model",
     "EnsembleModel",
     "SelfStabilization",
+    "QuadraticRegression",
+    "Minimalist",
+    "CubicTaylor",
+    "OrnsteinUhlenbeck",
+    "StochasticModifiedEquation",
+    "MinimalistSME",
+    "CubicTaylorSME",
+    "SelfStabilizationSME",
     "MODEL_REGISTRY",
     "RNG_SCHEME",
     "SdeeosError",

@@ -186,11 +186,16 @@ _LOCK = threading.Lock()
 def compile_kernel(spec: RunSpec):
     """The compiled ``advance`` function for ``spec``'s model step (memoised per process)."""
     step = spec.step
+    signature = step.signature()
+    with _LOCK:
+        if signature in _KERNELS:  # skip printing and CSE on every segment of a run
+            return _KERNELS[signature]
     printed = print_python(step)
     source = kernel_source(step, printed, type(spec.model).__name__, spec.method)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     with _LOCK:
         if digest in _KERNELS:
+            _KERNELS[signature] = _KERNELS[digest]
             return _KERNELS[digest]
         path = _cache_dir() / f"sdeeos_kernel_{digest}.py"
         if not path.exists() or path.read_text() != source:
@@ -202,7 +207,7 @@ def compile_kernel(spec: RunSpec):
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         module_spec.loader.exec_module(module)
-        _KERNELS[digest] = module.advance
+        _KERNELS[digest] = _KERNELS[signature] = module.advance
         return module.advance
 
 

@@ -2,8 +2,27 @@
 
 from ._base import EnsembleModel, Model, SymbolicStep
 from ._self_stabilization import SelfStabilization
+from ._minimalist import Minimalist
+from ._cubic_taylor import CubicTaylor
+from ._sde import CubicTaylorSME, MinimalistSME, OrnsteinUhlenbeck, SelfStabilizationSME, StochasticModifiedEquation
+from ._quadratic_regression import QuadraticRegression
 
 #: CLI / dataset name -> model class.  Adding a model is adding a module and one entry here.
-MODEL_REGISTRY = {cls.name: cls for cls in (SelfStabilization,)}
+MODEL_REGISTRY = {cls.name: cls for cls in (SelfStabilization, QuadraticRegression)}
+MODEL_REGISTRY.update({cls.name: cls for cls in (Minimalist, CubicTaylor, OrnsteinUhlenbeck, MinimalistSME, CubicTaylorSME, SelfStabilizationSME)})
 
-__all__ = ["Model", "EnsembleModel", "SymbolicStep", "SelfStabilization", "MODEL_REGISTRY"]
+__all__ = [
+    "Model",
+    "EnsembleModel",
+    "SymbolicStep",
+    "SelfStabilization",
+    "QuadraticRegression",
+    "Minimalist",
+    "CubicTaylor",
+    "OrnsteinUhlenbeck",
+    "StochasticModifiedEquation",
+    "MinimalistSME",
+    "CubicTaylorSME",
+    "SelfStabilizationSME",
+    "MODEL_REGISTRY",
+]

@@ -1,0 +1,73 @@
+"""PyTorch side of sdeeos: curvature of real networks, the theory's quantities, EoS-SGD, training.
+
+Importing this subpackage imports torch (an optional extra: ``pip install sdeeos[torch]``);
+``import sdeeos`` alone never does.
+
+Public API
+----------
+* curvature: :class:`FlatParams`, :func:`hvp`, :class:`HessianOperator`, :func:`lanczos_top`,
+  :func:`power_iteration_top`, :class:`SharpnessTracker`, :class:`EigenResult`, :func:`disable_tf32`
+* theory quantities: :func:`loss_function`, :func:`per_example_loss_function`,
+  :func:`sharpness_gradient`, :func:`self_stabilization_constants`, :func:`projected_noise_variance`,
+  :func:`batch_sharpness`, :func:`project_to_stable_set`, :func:`predicted_gap`
+* data and networks: :func:`load_data`, :func:`build_model`, :func:`per_example_loss`
+* optimizer: :class:`EoSSGD`
+* training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`
+* studies: :data:`STUDY_RUNNERS` (``real_eos``, ``real_gap``, ``eos_sgd_vs_baselines``)
+"""
+
+from __future__ import annotations
+
+from .._errors import BackendUnavailableError
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise BackendUnavailableError(
+        "sdeeos.torch needs PyTorch, which is not installed; install the CPU build with "
+        "`pip install torch --index-url https://download.pytorch.org/whl/cpu` "
+        "or the extra `pip install 'sdeeos[torch]'`"
+    ) from exc
+
+from ._curvature import (
+    EigenResult,
+    FlatParams,
+    HessianOperator,
+    SharpnessTracker,
+    disable_tf32,
+    hvp,
+    lanczos_top,
+    power_iteration_top,
+)
+from ._data import DATASETS, ClassificationData, load_data
+from ._eos_sgd import EoSSGD
+from ._nets import LOSSES, MODELS, accuracy, build_model, mean_loss, per_example_loss
+from ._quantities import (
+    SelfStabilizationConstants,
+    batch_sharpness,
+    loss_function,
+    per_example_loss_function,
+    predicted_gap,
+    project_to_stable_set,
+    projected_gradient_components,
+    projected_noise_variance,
+    self_stabilization_constants,
+    sharpness_gradient,
+    without_replacement_factor,
+)
+from ._train import OPTIMIZERS, NonFiniteLossError, TrainConfig, train
+from ._studies import STUDY_RUNNERS, eos_sgd_vs_baselines, real_eos, real_gap
+
+__all__ = [
+    "EigenResult", "FlatParams", "HessianOperator", "SharpnessTracker", "disable_tf32", "hvp",
+    "lanczos_top", "power_iteration_top",
+    "DATASETS", "ClassificationData", "load_data",
+    "EoSSGD",
+    "LOSSES", "MODELS", "accuracy", "build_model", "mean_loss", "per_example_loss",
+    "SelfStabilizationConstants", "batch_sharpness", "loss_function", "per_example_loss_function",
+    "predicted_gap", "project_to_stable_set", "projected_gradient_components",
+    "projected_noise_variance", "self_stabilization_constants", "sharpness_gradient",
+    "without_replacement_factor",
+    "OPTIMIZERS", "NonFiniteLossError", "TrainConfig", "train",
+    "STUDY_RUNNERS", "eos_sgd_vs_baselines", "real_eos", "real_gap",
+]

@@ -1,0 +1,224 @@
+r"""EoS-SGD: SGD whose step size follows the edge of stability, widened by the measured gradient noise.
+
+The algorithm (the proposal's, with its noise statistic made precise)
+---------------------------------------------------------------------
+Every ``k`` steps (and at the first step) the optimizer *refreshes* its curvature and noise
+estimates on a curvature batch :math:`C` (``curvature_closure()``, e.g. a fixed subset of the training
+set; by default the current mini-batch), whose per-example losses :math:`\ell_i`, :math:`i\in C`, it
+differentiates once with a free weight vector :math:`w` (:math:`L_w=\sum_iw_i\ell_i`, :math:`w_i=1/|C|`):
+
+* :math:`\hat\lambda`: ``lanczos_steps`` Lanczos iterations on the Hessian of :math:`L_w`, warm-started
+  from the previous top eigenvector :math:`u` (a Ritz value, so :math:`\hat\lambda\le\lambda_{\max}` of
+  that Hessian); stops early once the relative residual is below ``lanczos_tol``;
+* the per-example projected gradients :math:`p_i=u\cdot\nabla\ell_i=\partial(u\cdot\nabla_\theta L_w)/\partial w_i`,
+  all :math:`|C|` of them from one more backward pass through the same graph.
+
+The noise statistic is the **projected gradient-noise variance along** :math:`u` **at the training
+batch size** :math:`B`, for batches drawn uniformly without replacement from :math:`n` examples
+(``n_data``; math.md §0.1):
+
+.. math::
+
+    \hat s=\Big(\frac1B-\frac1n\Big)\,\frac{1}{|C|-1}\sum_{i\in C}(p_i-\bar p)^2,\qquad
+    \mathbb E\,\hat s=u^\top\Sigma_Bu=\sigma_u^2(B)
+
+(the ``ddof=1`` sample variance is unbiased for the finite-population variance :math:`\frac{n}{n-1}\sigma_1^2`;
+with ``n_data=None`` the factor is :math:`1/B`).  :math:`\hat\sigma^2` is the bias-corrected
+exponential moving average of :math:`\hat s` over refreshes with factor ``noise_ema`` (as Adam's
+moments).  Why this statistic: the self-stabilization gap is :math:`\Delta S=\eta\beta\sigma_u^2/(4\alpha)`,
+set by the projection of the noise covariance on :math:`u` — "not the trace, not the largest
+eigenvalue" (Liao et al.; math.md §4).  Being a spread of per-example gradients at one
+:math:`\theta`, it is blind to the deterministic period-2 oscillation of :math:`u\cdot\nabla L` at
+the edge of stability, which an EMA of :math:`(u\cdot g_B)^2` over steps would count as noise; and it
+costs nothing between refreshes.
+
+Step size and update (heavy-ball momentum :math:`\mu`, as ``torch.optim.SGD``):
+
+.. math::
+
+    \eta_t=\min\Big\{\frac{e+c\sqrt{\eta_{t-1}\hat\sigma_t^2}}{\hat\lambda},\ \eta_{\max}\Big\},\qquad
+    b_t=\mu b_{t-1}+g_t,\qquad \theta_{t+1}=\theta_t-\eta_tb_t ,
+
+with the edge :math:`e=2` (``edge``; the proposal's rule).  :math:`e=2` is the stability edge of
+plain GD; heavy-ball momentum's edge on a quadratic is :math:`\eta\lambda=2(1+\mu)` (math.md §1),
+so with :math:`\mu>0` and :math:`e=2` the step keeps a safety factor :math:`1+\mu` below its own edge
+(``edge=2*(1+momentum)`` puts it on the edge, which in our MNIST-1D trials diverged within a few
+refreshes because sharpness rises between them).  :math:`\eta_{-1}=\min(e/\hat\lambda_0,\eta_{\max})`.
+If :math:`\hat\lambda\le0`, :math:`\eta_t=\eta_{\max}`.
+
+Scale of the noise term: :math:`c\sqrt{\eta\hat\sigma^2}` is not dimensionless (the rule is the
+proposal's), so ``c`` carries units.  On MNIST-1D (MLP, MSE, :math:`B=64`) we measured
+:math:`\hat\sigma^2\approx2\times10^{-3}` with :math:`\eta\approx0.7`, so at ``c = 1`` the
+widening is :math:`\approx0.04`, i.e. it moves :math:`\eta_t` by about 2% from :math:`2/\hat\lambda`.
+
+Extra cost over SGD with momentum: nothing on ordinary steps; on a refresh (every ``k`` steps) one
+forward pass and one graph-keeping backward pass on the curvature batch, ``lanczos_steps`` HVPs and
+one more backward pass.  It is measured by the ``eos_sgd_vs_baselines`` study and reported there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from .._validation import check_int, check_nonnegative, check_positive, check_real
+from ._curvature import lanczos_top
+
+__all__ = ["EoSSGD"]
+
+
+class EoSSGD(torch.optim.Optimizer):
+    """EoS-SGD (see the module docstring for the exact rule).
+
+    Parameters
+    ----------
+    params : iterable of tensors (one parameter group)
+    eta_max : float > 0, the step-size cap :math:`\\eta_{\\max}`
+    c : float >= 0, noise widening coefficient
+    k : int >= 1, curvature refresh period (steps)
+    momentum : float in [0, 1)
+    noise_ema : float in [0, 1), EMA factor (per refresh) of the projected noise variance
+    lanczos_steps : int >= 1, Lanczos iterations (HVPs) per refresh (stops early at ``lanczos_tol``)
+    lanczos_tol : float > 0, relative residual at which a refresh stops early
+    n_data : int >= 2 or None, training-set size for the without-replacement factor
+    edge : float > 0, the numerator's constant :math:`e` (2: the proposal)
+    curvature_closure : callable returning the per-example losses of the curvature batch
+        (None: the current mini-batch)
+    seed : int, seeds the random start vector of the first Lanczos refresh (reproducibility)
+
+    ``step(closure)``: ``closure()`` must return the 1-D tensor of per-example losses of the
+    mini-batch (with graph); the optimizer differentiates their mean itself.  Returns the mean loss (detached).
+    Diagnostics after each step: ``last_lr``, ``last_lambda``, ``noise_variance`` (:math:`\\hat\\sigma^2`),
+    ``per_example_variance``, ``total_hvp``, ``curvature_seconds`` (time spent in refreshes).
+    """
+
+    def __init__(self, params, *, eta_max: float, c: float = 1.0, k: int = 10, momentum: float = 0.9,
+                 noise_ema: float = 0.9, lanczos_steps: int = 5, lanczos_tol: float = 1e-3,
+                 n_data: int | None = None, edge: float = 2.0, curvature_closure=None, seed: int = 0):
+        eta_max = check_positive("eta_max", eta_max)
+        c = check_nonnegative("c", c)
+        k = check_int("k", k, low=1)
+        momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        noise_ema = check_real("noise_ema", noise_ema, low=0.0, high=1.0, high_open=True)
+        lanczos_steps = check_int("lanczos_steps", lanczos_steps, low=1)
+        lanczos_tol = check_positive("lanczos_tol", lanczos_tol)
+        if n_data is not None:
+            n_data = check_int("n_data", n_data, low=2)
+        defaults = dict(eta_max=eta_max, c=c, k=k, momentum=momentum, noise_ema=noise_ema,
+                        lanczos_steps=lanczos_steps, lanczos_tol=lanczos_tol)
+        super().__init__(params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError("EoSSGD supports one parameter group")
+        self.n_data = n_data
+        self.curvature_closure = curvature_closure
+        self.edge = check_positive("edge", edge)
+        self.generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+        self.step_count = 0
+        self.last_lambda = float("nan")
+        self.last_lr = float("nan")
+        self.prev_lr = None
+        self.noise_variance = 0.0
+        self.per_example_variance = 0.0
+        self._var_ema_raw = 0.0
+        self.refresh_count = 0
+        self.eigenvector = None
+        self.total_hvp = 0
+        self.curvature_seconds = 0.0
+
+    # ------------------------------------------------------------------ helpers
+    def _params(self):
+        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+
+    @staticmethod
+    def _flat(tensors):
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def _refresh(self, closure):
+        group = self.param_groups[0]
+        params = self._params()
+        t0 = time.perf_counter()
+        with torch.enable_grad():
+            losses = self.curvature_closure() if self.curvature_closure is not None else closure()
+            losses = losses.reshape(-1)
+            c = losses.numel()
+            w = torch.full((c,), 1.0 / c, dtype=losses.dtype, requires_grad=True)
+            grads = torch.autograd.grad((w * losses).sum(), params, create_graph=True)
+            flat_grads = self._flat(grads)
+
+        def hvp(v):
+            with torch.enable_grad():
+                hv = torch.autograd.grad(flat_grads, params, grad_outputs=v.to(flat_grads.dtype),
+                                         retain_graph=True)
+            return self._flat(hv).detach()
+
+        res = lanczos_top(hvp, flat_grads.numel(), v0=self.eigenvector, tol=group["lanczos_tol"],
+                          max_iter=group["lanczos_steps"], dtype=torch.float64, generator=self.generator)
+        self.eigenvector = res.vector
+        self.last_lambda = res.value
+        self.total_hvp += res.n_hvp
+        if c >= 2 and bool(torch.isfinite(res.vector).all()):
+            with torch.enable_grad():
+                (proj,) = torch.autograd.grad(flat_grads, w, grad_outputs=res.vector.to(flat_grads.dtype))
+            var = float(proj.detach().to(torch.float64).var(unbiased=True))
+        else:
+            var = float("nan")
+        if math.isfinite(var):
+            self.refresh_count += 1
+            rho = group["noise_ema"]
+            self._var_ema_raw = rho * self._var_ema_raw + (1 - rho) * var
+            self.per_example_variance = self._var_ema_raw / (1 - rho ** self.refresh_count)
+        self.curvature_seconds += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ step
+    @torch.no_grad()
+    def step(self, closure):  # noqa: D401
+        """One EoS-SGD step; ``closure()`` returns the per-example losses of the mini-batch."""
+        group = self.param_groups[0]
+        params = self._params()
+        if self.step_count % group["k"] == 0:
+            self._refresh(closure)
+        with torch.enable_grad():
+            losses = closure()
+            if losses.dim() != 1:
+                raise ValueError("EoSSGD closure must return the 1-D tensor of per-example losses")
+            batch = losses.numel()
+            loss = losses.mean()
+            grads = torch.autograd.grad(loss, params)
+        self.step_count += 1
+        self.noise_variance = self.batch_noise_factor(batch, self.n_data) * self.per_example_variance
+        lam = self.last_lambda
+        if self.prev_lr is None:
+            self.prev_lr = min(self.edge / lam, group["eta_max"]) if lam > 0 else group["eta_max"]
+        lr = self.step_size_rule(lam, self.prev_lr, self.noise_variance, c=group["c"],
+                                 eta_max=group["eta_max"], edge=self.edge)
+        self.prev_lr = lr
+        self.last_lr = lr
+        mu = group["momentum"]
+        for p, g in zip(params, grads):
+            state = self.state[p]
+            if mu > 0:
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = g.clone()
+                else:
+                    buf.mul_(mu).add_(g)
+                g = buf
+            p.add_(g, alpha=-lr)
+        return loss.detach()
+
+    @staticmethod
+    def batch_noise_factor(batch_size: int, n_data: int | None) -> float:
+        r""":math:`1/B-1/n` (``n_data=None``: :math:`1/B`): turns the ``ddof=1`` per-example variance of
+        :math:`u\cdot\nabla\ell_i` into :math:`\sigma_u^2(B)` for batches without replacement."""
+        b = int(batch_size)
+        return 1.0 / b - (0.0 if n_data is None else 1.0 / n_data)
+
+    @staticmethod
+    def step_size_rule(lam: float, prev_lr: float, noise_variance: float, *, c: float, eta_max: float,
+                       edge: float = 2.0) -> float:
+        r""":math:`\min\{(e+c\sqrt{\eta_{t-1}\hat\sigma^2})/\hat\lambda,\ \eta_{\max}\}` as a pure function."""
+        if lam <= 0:
+            return eta_max
+        return min((edge + c * (prev_lr * noise_variance) ** 0.5) / lam, eta_max)

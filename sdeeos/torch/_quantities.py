@@ -1,0 +1,223 @@
+r"""The self-stabilization theory's quantities measured on a real network (math.md §0, §2.1, §4, §7.3).
+
+At parameters :math:`\theta` with sharpness :math:`S` and unit top eigenvector :math:`u`:
+
+* :math:`\nabla S=\nabla^3L[u,u]=\nabla_\theta\big(u^\top\nabla^2L(\theta)\,u\big)\big|_{u\ \rm fixed}`
+  (valid when :math:`\lambda_{\max}` is simple), by reverse-mode differentiation of the HVP;
+* :math:`\nabla S^\perp=\nabla S-u(u^\top\nabla S)`;
+* progressive-sharpening rate :math:`\alpha=-\nabla L\cdot\nabla S^\perp` and self-stabilization
+  strength :math:`\beta=\lVert\nabla S^\perp\rVert^2` (Damian et al.'s ``constants_fn``);
+* projected noise variance :math:`\sigma_u^2=u^\top\Sigma_Bu` for batches of size :math:`B` drawn
+  uniformly **without replacement**: :math:`\sigma_u^2=\frac{n-B}{B(n-1)}\,\sigma_1^2` with
+  :math:`\sigma_1^2=\frac1n\sum_i(u\cdot\nabla\ell_i-u\cdot\nabla L)^2` (math.md §0.1).  The :math:`n`
+  directional derivatives :math:`u\cdot\nabla\ell_i` come from one forward-mode pass (a JVP of the
+  vector of per-example losses), so no per-example gradient is ever stored;
+* batch sharpness :math:`\mathbb E_B[g_B^\top H_Bg_B/\lVert g_B\rVert^2]` (Andreyev & Beneventano,
+  math.md §7.3), by Monte Carlo over batches without replacement;
+* the predicted gap :math:`\Delta S=\eta\beta\sigma_u^2/(4\alpha)` and its closure-exact version, taken
+  from :mod:`sdeeos.theory.self_stabilization` (lambdified from the SymPy derivation, not retyped).
+
+α measured *at an oscillating iterate* is contaminated by the oscillation itself: with
+:math:`\theta=\theta^\dagger+xu`, :math:`\nabla L\cdot\nabla S^\perp` picks up
+:math:`\tfrac12x^2\beta`, so the measured α averages to about zero at equilibrium (that is
+self-stabilization).  :func:`project_to_stable_set` removes the oscillation first with the Newton step
+along :math:`u` of Damian et al.'s projection, :math:`\theta\mapsto\theta-u\,(u\cdot\nabla L)/S`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch.func import grad, jvp
+
+from .._validation import check_int, check_positive
+from ._curvature import EigenResult, FlatParams, HessianOperator, lanczos_top
+from ._nets import per_example_loss
+
+__all__ = [
+    "loss_function",
+    "per_example_loss_function",
+    "sharpness_gradient",
+    "SelfStabilizationConstants",
+    "self_stabilization_constants",
+    "projected_gradient_components",
+    "projected_noise_variance",
+    "without_replacement_factor",
+    "batch_sharpness",
+    "project_to_stable_set",
+    "predicted_gap",
+]
+
+
+def loss_function(flat: FlatParams, x: torch.Tensor, targets: torch.Tensor, loss: str):
+    r""":math:`\theta\mapsto L(\theta)=\frac1n\sum_i\ell_i(\theta)` on the examples ``x``."""
+
+    def fn(theta):
+        return per_example_loss(flat.call(theta, x), targets, loss).mean()
+
+    return fn
+
+
+def per_example_loss_function(flat: FlatParams, x, targets, loss: str):
+    r""":math:`\theta\mapsto(\ell_1(\theta),\dots,\ell_n(\theta))`."""
+
+    def fn(theta):
+        return per_example_loss(flat.call(theta, x), targets, loss)
+
+    return fn
+
+
+def sharpness_gradient(loss_fn, theta: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r""":math:`\nabla^3L(\theta)[u,u]=\nabla_\theta\,(u^\top\nabla^2L(\theta)u)` with :math:`u` held fixed.
+
+    Reverse mode over the forward-over-reverse HVP: about three to four gradient evaluations.
+    Equal to :math:`\nabla S` when :math:`u` is the top eigenvector and :math:`\lambda_{\max}` is simple.
+    """
+    u = u.detach().to(theta.dtype)
+
+    def quad(th):
+        return torch.dot(u, jvp(grad(loss_fn), (th,), (u,))[1])
+
+    return grad(quad)(theta.detach()).detach()
+
+
+@dataclasses.dataclass
+class SelfStabilizationConstants:
+    """Measured constants at one point; ``alpha``/``beta`` as in Damian et al., ``alpha_full``
+    :math:`=-\\nabla L\\cdot\\nabla S` (equal to ``alpha`` on the stable set, where :math:`u\\cdot\\nabla L=0`)."""
+
+    sharpness: float
+    alpha: float
+    beta: float
+    alpha_full: float
+    grad_norm: float
+    grad_dot_u: float
+    grad_sharpness_dot_u: float
+    eigenvector: torch.Tensor = dataclasses.field(repr=False)
+    grad_sharpness: torch.Tensor = dataclasses.field(repr=False)
+
+    @property
+    def delta_sq(self) -> float:
+        """Equilibrium oscillation variance :math:`\\delta^2=2\\alpha/\\beta`."""
+        return 2 * self.alpha / self.beta
+
+
+def self_stabilization_constants(loss_fn, theta: torch.Tensor, eig: EigenResult) -> SelfStabilizationConstants:
+    r""":math:`\alpha=-\nabla L\cdot\nabla S^\perp`, :math:`\beta=\lVert\nabla S^\perp\rVert^2` at ``theta``.
+
+    ``eig`` is the top eigenpair at ``theta`` (from :func:`~sdeeos.torch.lanczos_top`); its accuracy
+    bounds that of :math:`\nabla S` (the eigenvector error enters linearly).
+    """
+    theta = theta.detach()
+    u = eig.vector.to(theta.dtype)
+    g = grad(loss_fn)(theta).detach()
+    ds = sharpness_gradient(loss_fn, theta, u)
+    ds_u = torch.dot(u, ds)
+    ds_perp = ds - u * ds_u
+    return SelfStabilizationConstants(
+        sharpness=float(eig.value),
+        alpha=float(-torch.dot(g, ds_perp)),
+        beta=float(torch.dot(ds_perp, ds_perp)),
+        alpha_full=float(-torch.dot(g, ds)),
+        grad_norm=float(torch.linalg.vector_norm(g)),
+        grad_dot_u=float(torch.dot(g, u)),
+        grad_sharpness_dot_u=float(ds_u),
+        eigenvector=u,
+        grad_sharpness=ds,
+    )
+
+
+def projected_gradient_components(per_example_fn, theta: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r"""The vector :math:`(u\cdot\nabla\ell_i(\theta))_{i=1..n}`: one JVP of the per-example losses."""
+    return jvp(per_example_fn, (theta.detach(),), (u.detach().to(theta.dtype),))[1].detach()
+
+
+def without_replacement_factor(n: int, batch_size: int) -> float:
+    r""":math:`\operatorname{Cov}(\nabla L_B)=\frac{n-B}{B(n-1)}\Sigma_1` for uniform batches without replacement."""
+    n = check_int("n", n, low=2)
+    batch_size = check_int("batch_size", batch_size, low=1, high=n)
+    return (n - batch_size) / (batch_size * (n - 1))
+
+
+def projected_noise_variance(per_example_fn, theta: torch.Tensor, u: torch.Tensor,
+                             batch_sizes) -> dict:
+    r"""Projected gradient-noise variance :math:`\sigma_u^2(B)=u^\top\Sigma_Bu` (without replacement).
+
+    Returns ``sigma1_sq`` (:math:`\sigma_1^2`, the single-example population variance of
+    :math:`u\cdot\nabla\ell_i`), ``mean`` (:math:`u\cdot\nabla L`) and ``sigma_u_sq`` (an array, one per
+    batch size: :math:`\frac{n-B}{B(n-1)}\sigma_1^2`, exact for uniform sampling without replacement).
+    """
+    proj = projected_gradient_components(per_example_fn, theta, u).to(torch.float64)
+    n = int(proj.numel())
+    mean = proj.mean()
+    sigma1_sq = float(((proj - mean) ** 2).mean())
+    bs = np.atleast_1d(np.asarray(batch_sizes, dtype=np.int64))
+    factors = np.array([without_replacement_factor(n, int(b)) for b in bs])
+    return {"sigma1_sq": sigma1_sq, "mean": float(mean), "sigma_u_sq": factors * sigma1_sq, "n": n}
+
+
+def batch_sharpness(flat: FlatParams, x, targets, loss: str, theta: torch.Tensor, batch_size: int,
+                    *, n_batches: int = 16, generator: torch.Generator | None = None) -> tuple[float, float]:
+    r"""Batch sharpness :math:`\mathbb E_B\big[g_B^\top H_Bg_B/\lVert g_B\rVert^2\big]` (math.md §7.3).
+
+    Average of the ratio over ``n_batches`` batches drawn uniformly without replacement (the
+    Andreyev–Beneventano code's default); returns ``(mean, standard error)``.
+    """
+    n = int(x.shape[0])
+    batch_size = check_int("batch_size", batch_size, low=1, high=n)
+    n_batches = check_int("n_batches", n_batches, low=1)
+    theta = theta.detach()
+    ratios = []
+    for _ in range(n_batches):
+        idx = torch.randperm(n, generator=generator)[:batch_size]
+        fn = loss_function(flat, x[idx], targets[idx], loss)
+        g = grad(fn)(theta).detach()
+        hg = HessianOperator(fn, theta)(g)
+        ratios.append(float(torch.dot(g, hg) / torch.dot(g, g)))
+    r = np.asarray(ratios)
+    se = float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else float("nan")
+    return float(r.mean()), se
+
+
+def project_to_stable_set(loss_fn, theta: torch.Tensor, eig: EigenResult, *, n_newton: int = 1,
+                          tol: float = 1e-6, max_iter: int = 100):
+    r"""Remove the oscillation along :math:`u`: :math:`\theta\leftarrow\theta-u\,(u\cdot\nabla L)/S`.
+
+    This is the second component of Damian et al.'s linearised projection onto the stable set
+    :math:`\{u\cdot\nabla L=0\}` (math.md §2.3), repeated ``n_newton`` times with :math:`u,S` re-estimated
+    (warm-started Lanczos) after each step.  Returns ``(theta_projected, eig_at_projected, n_hvp)``.
+    """
+    theta = theta.detach()
+    n_hvp = 0
+    for _ in range(check_int("n_newton", n_newton, low=0)):
+        u = eig.vector.to(theta.dtype)
+        g = grad(loss_fn)(theta).detach()
+        theta = theta - u * (torch.dot(u, g) / eig.value)
+        op = HessianOperator(loss_fn, theta)
+        eig = lanczos_top(op, op.dim, v0=u, tol=tol, max_iter=max_iter, dtype=theta.dtype)
+        n_hvp += eig.n_hvp
+    return theta, eig, n_hvp
+
+
+def predicted_gap(eta, alpha, beta, sigma_u_sq) -> dict:
+    r"""Predicted sharpness gap from measured constants: ``leading`` :math:`\eta\beta\sigma_u^2/(4\alpha)`
+    and ``exact`` (closure), both NaN where the theory has no stationary state (or :math:`\alpha\le0`).
+
+    Calls :func:`sdeeos.theory.self_stabilization.gap_leading`/``gap_exact`` (lambdified from SymPy).
+    """
+    from ..theory.self_stabilization import gap_exact, gap_leading
+
+    check_positive("eta", eta)
+    alpha = np.asarray(alpha, dtype=float)
+    beta = np.asarray(beta, dtype=float)
+    s2 = np.asarray(sigma_u_sq, dtype=float)
+    ok = (alpha > 0) & (beta > 0) & (s2 >= 0) & np.isfinite(alpha) & np.isfinite(beta) & np.isfinite(s2)
+    a = np.where(ok, alpha, 1.0)
+    b = np.where(ok, beta, 1.0)
+    sig = np.sqrt(np.where(ok, s2, 0.0))
+    lead = np.where(ok, gap_leading(eta, a, b, sig, outside="nan"), np.nan)
+    exact = np.where(ok, gap_exact(eta, a, b, sig, outside="nan"), np.nan)
+    return {"leading": lead[()], "exact": exact[()]}

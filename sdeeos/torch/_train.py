@@ -1,0 +1,405 @@
+r"""Training harness: GD, SGD, SGD with momentum, Adam and EoS-SGD on a real data set, with sharpness
+tracked on a stride, written as an ``xarray.Dataset``.
+
+Sampling: SGD draws every step's batch uniformly **without replacement** from the training set,
+independently across steps (``randperm(n)[:B]``), the sampling model of math.md §0.1 under which
+:math:`u^\top\Sigma_Bu=\frac{n-B}{B(n-1)}\sigma_1^2` holds exactly.  GD uses the whole training set.
+
+Sharpness :math:`\lambda_{\max}(\nabla^2L)` of the *full training loss* (or of its first
+``sharpness_n_train`` examples, Cohen et al.'s "abridged" set) is computed every ``sharpness_every``
+steps by warm-started Lanczos (:class:`~sdeeos.torch.SharpnessTracker`), in ``sharpness_dtype``
+(``"float64"`` for eigenvalue work; ``"same"`` uses the training dtype).  With ``measure_theory`` the
+self-stabilization quantities are also measured at those of them from ``theory_start`` on (dim
+``theory_step``; see :func:`_theory_record`).
+
+Timing: ``time_train_s`` counts only the optimizer steps (forward, backward, update, and EoS-SGD's
+own curvature refreshes); ``time_tracking_s`` the sharpness tracking; ``time_eval_s`` loss/accuracy
+evaluation.  ``tracking_overhead`` = ``time_tracking_s / time_train_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .._errors import SdeeosError
+from .._provenance import provenance_attrs
+from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
+from ._curvature import FlatParams, SharpnessTracker, disable_tf32
+from ._data import DATASETS, load_data
+from ._eos_sgd import EoSSGD
+from ._nets import LOSSES, MODELS, build_model, per_example_loss
+from ._quantities import (
+    batch_sharpness,
+    loss_function,
+    per_example_loss_function,
+    predicted_gap,
+    project_to_stable_set,
+    projected_noise_variance,
+    self_stabilization_constants,
+)
+
+__all__ = ["OPTIMIZERS", "TrainConfig", "NonFiniteLossError", "train"]
+
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "eos-sgd")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class NonFiniteLossError(SdeeosError, FloatingPointError):
+    """The training loss became NaN or infinite; the message gives the step and the last sharpness."""
+
+    def __init__(self, message: str, dataset: xr.Dataset | None = None):
+        super().__init__(message)
+        self.dataset = dataset
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a training run (all of them go into the dataset's attributes)."""
+
+    dataset: str = "mnist1d"
+    n_train: int | None = None
+    n_test: int | None = None
+    loss: str = "mse"
+    model: str = "mlp-tanh"
+    width: int = 100
+    depth: int = 2
+    channels: int = 16
+    optimizer: str = "gd"
+    lr: float = 0.1
+    batch_size: int | None = None
+    momentum: float = 0.9
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    eos_c: float = 1.0
+    eos_eta_max: float = 1.0
+    eos_k: int = 50
+    eos_momentum: float = 0.0
+    eos_lanczos_steps: int = 5
+    eos_noise_ema: float = 0.9
+    eos_curvature_batch_size: int = 256
+    n_steps: int = 1000
+    eval_every: int = 50
+    sharpness_every: int = 200
+    sharpness_tol: float = 1e-3
+    sharpness_max_iter: int = 100
+    sharpness_dtype: str = "same"
+    sharpness_n_train: int | None = None
+    measure_theory: bool = False
+    theory_start: int = 0
+    batch_sharpness_batches: int = 8
+    dtype: str = "float32"
+    seed: int = 0
+    target_test_accuracy: float | None = None
+    threads: int | None = None
+
+    def validated(self) -> "TrainConfig":
+        c = dataclasses.replace(self)
+        check_choice("dataset", c.dataset, DATASETS)
+        check_choice("loss", c.loss, LOSSES)
+        check_choice("model", c.model, MODELS)
+        check_choice("optimizer", c.optimizer, OPTIMIZERS)
+        check_choice("dtype", c.dtype, tuple(_DTYPES))
+        check_choice("sharpness_dtype", c.sharpness_dtype, ("same",) + tuple(_DTYPES))
+        c.lr = check_positive("lr", c.lr)
+        if c.batch_size is not None:
+            c.batch_size = check_int("batch_size", c.batch_size, low=1)
+            if c.optimizer == "eos-sgd":
+                c.batch_size = check_int("batch_size", c.batch_size, low=2)
+        c.momentum = check_real("momentum", c.momentum, low=0.0, high=1.0, high_open=True)
+        c.adam_beta1 = check_real("adam_beta1", c.adam_beta1, low=0.0, high=1.0, high_open=True)
+        c.adam_beta2 = check_real("adam_beta2", c.adam_beta2, low=0.0, high=1.0, high_open=True)
+        c.eos_c = check_nonnegative("eos_c", c.eos_c)
+        c.eos_eta_max = check_positive("eos_eta_max", c.eos_eta_max)
+        c.eos_k = check_int("eos_k", c.eos_k, low=1)
+        c.eos_momentum = check_real("eos_momentum", c.eos_momentum, low=0.0, high=1.0, high_open=True)
+        c.eos_lanczos_steps = check_int("eos_lanczos_steps", c.eos_lanczos_steps, low=1)
+        c.eos_noise_ema = check_real("eos_noise_ema", c.eos_noise_ema, low=0.0, high=1.0, high_open=True)
+        c.eos_curvature_batch_size = check_int("eos_curvature_batch_size", c.eos_curvature_batch_size, low=1)
+        c.n_steps = check_int("n_steps", c.n_steps, low=0)
+        c.eval_every = check_int("eval_every", c.eval_every, low=1)
+        c.sharpness_every = check_int("sharpness_every", c.sharpness_every, low=0)
+        c.sharpness_tol = check_positive("sharpness_tol", c.sharpness_tol)
+        c.sharpness_max_iter = check_int("sharpness_max_iter", c.sharpness_max_iter, low=1)
+        c.batch_sharpness_batches = check_int("batch_sharpness_batches", c.batch_sharpness_batches, low=2)
+        c.seed = check_int("seed", c.seed, low=0)
+        if c.target_test_accuracy is not None:
+            c.target_test_accuracy = check_real("target_test_accuracy", c.target_test_accuracy,
+                                                low=0.0, high=1.0)
+        if c.threads is not None:
+            c.threads = check_int("threads", c.threads, low=1)
+        for name in ("n_train", "n_test", "sharpness_n_train"):
+            v = getattr(c, name)
+            if v is not None:
+                setattr(c, name, check_int(name, v, low=2))
+        c.measure_theory = bool(c.measure_theory)
+        c.theory_start = check_int("theory_start", c.theory_start, low=0)
+        return c
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            from .._errors import ParameterError
+
+            raise ParameterError(f"unknown training setting(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
+
+
+def _theory_record(flat, data_c, loss, theta, eig, lr, batch_size, n_batches, gen, tol, max_iter):
+    """Self-stabilization quantities at the iterate ``theta`` and at its stable-set projection.
+
+    At the iterate: batch sharpness (math.md §7.3) for the run's batch size.  At the projection
+    :math:`\\theta^\\dagger=\\theta-u(u\\cdot\\nabla L)/S` (oscillation along :math:`u` removed):
+    :math:`S^\\dagger`, :math:`\\alpha`, :math:`\\beta`, :math:`\\sigma_1^2`, :math:`\\sigma_u^2(B)` and the predicted gaps.
+    """
+    fn = loss_function(flat, data_c.x_train, data_c.targets_train, loss)
+    pe = per_example_loss_function(flat, data_c.x_train, data_c.targets_train, loss)
+    n = data_c.n_train
+    b = n if batch_size is None else min(batch_size, n)
+    out = {}
+    if b < n:
+        bs, bs_se = batch_sharpness(flat, data_c.x_train, data_c.targets_train, loss, theta, b,
+                                    n_batches=n_batches, generator=gen)
+    else:
+        bs, bs_se = float("nan"), float("nan")
+    out["batch_sharpness"], out["batch_sharpness_stderr"] = bs, bs_se
+    theta_p, eig_p, n_hvp = project_to_stable_set(fn, theta, eig, n_newton=2, tol=tol, max_iter=max_iter)
+    const = self_stabilization_constants(fn, theta_p, eig_p)
+    noise = projected_noise_variance(pe, theta_p, eig_p.vector, [b])
+    out.update(
+        sharpness_projected=const.sharpness, alpha=const.alpha, beta=const.beta,
+        alpha_full=const.alpha_full,
+        sigma1_sq=noise["sigma1_sq"], sigma_u_sq=float(noise["sigma_u_sq"][0]),
+        theory_n_hvp=n_hvp,
+    )
+    gap = predicted_gap(lr, const.alpha, const.beta, out["sigma_u_sq"])
+    out["gap_predicted_leading"] = float(gap["leading"])
+    out["gap_predicted_exact"] = float(gap["exact"])
+    return out
+
+
+def _config_attrs(cfg: TrainConfig) -> dict:
+    attrs = {}
+    for k, v in dataclasses.asdict(cfg).items():
+        attrs[k] = "none" if v is None else (int(v) if isinstance(v, bool) else v)
+    attrs["seed"] = str(cfg.seed)
+    return attrs
+
+
+def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: str = "raise",
+          init_params: torch.Tensor | None = None, data=None) -> xr.Dataset:
+    """Run one training run; returns an ``xarray.Dataset`` (dims ``step`` and ``sharpness_step``).
+
+    ``on_nonfinite="raise"`` raises :class:`NonFiniteLossError` (with the partial dataset attached
+    as ``.dataset``) when the training loss becomes NaN/inf; ``"stop"`` returns the partial
+    dataset with ``attrs["stopped_reason"]`` and ``attrs["diverged_step"]``.  ``init_params`` (a flat
+    vector) replaces the seeded initialisation; ``data`` (a :class:`ClassificationData`) skips loading.
+    """
+    cfg = (TrainConfig.from_dict(config) if isinstance(config, dict) else config).validated()
+    check_choice("on_nonfinite", on_nonfinite, ("raise", "stop"))
+    disable_tf32()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    dtype = _DTYPES[cfg.dtype]
+    sdtype = dtype if cfg.sharpness_dtype == "same" else _DTYPES[cfg.sharpness_dtype]
+    if data is None:
+        data = load_data(cfg.dataset, loss=cfg.loss, n_train=cfg.n_train, n_test=cfg.n_test, dtype=dtype)
+    else:
+        data = data.to(dtype)
+    n = data.n_train
+    if cfg.batch_size is not None and cfg.batch_size > n:
+        from .._errors import ParameterError
+
+        raise ParameterError(f"batch_size must be in [1, {n}] (the training-set size), got {cfg.batch_size}")
+    full_batch = cfg.optimizer == "gd" or cfg.batch_size is None or cfg.batch_size == n
+    batch_size = n if full_batch else cfg.batch_size
+    if cfg.optimizer == "eos-sgd" and batch_size < 2:
+        from .._errors import ParameterError
+
+        raise ParameterError("batch_size must be >= 2 for eos-sgd (it splits the batch in halves)")
+
+    model = build_model(cfg.model, data.input_shape, data.n_classes, width=cfg.width, depth=cfg.depth,
+                        channels=cfg.channels, seed=cfg.seed, dtype=dtype)
+    flat = FlatParams(model)
+    if init_params is not None:
+        flat.assign(init_params.to(dtype))
+    gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    theory_gen = torch.Generator().manual_seed(cfg.seed + 2_000_003)
+
+    # curvature data (possibly abridged, possibly float64)
+    data_c = data.to(sdtype)
+    if cfg.sharpness_n_train is not None and cfg.sharpness_n_train < n:
+        k = cfg.sharpness_n_train
+        data_c = dataclasses.replace(data_c, x_train=data_c.x_train[:k], y_train=data_c.y_train[:k],
+                                     targets_train=data_c.targets_train[:k])
+    tracker = SharpnessTracker(tol=cfg.sharpness_tol, max_iter=cfg.sharpness_max_iter, seed=cfg.seed)
+
+    # optimizer
+    params = list(model.parameters())
+    if cfg.optimizer in ("gd", "sgd"):
+        opt = torch.optim.SGD(params, lr=cfg.lr)
+    elif cfg.optimizer == "momentum":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    else:
+        cidx = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 3_000_017))
+        cidx = cidx[: min(cfg.eos_curvature_batch_size, n)]
+        xc, tc = data.x_train[cidx], data.targets_train[cidx]
+
+        def curvature_closure():
+            return per_example_loss(model(xc), tc, cfg.loss)
+
+        opt = EoSSGD(params, eta_max=cfg.eos_eta_max, c=cfg.eos_c, k=cfg.eos_k, momentum=cfg.eos_momentum,
+                     noise_ema=cfg.eos_noise_ema, lanczos_steps=cfg.eos_lanczos_steps,
+                     n_data=n, curvature_closure=curvature_closure, seed=cfg.seed)
+
+    rec: dict[str, list] = {k: [] for k in ("step", "train_loss", "train_accuracy", "test_loss",
+                                            "test_accuracy", "learning_rate", "elapsed_train_s")}
+    srec: dict[str, list] = {k: [] for k in ("sharpness_step", "sharpness", "sharpness_n_hvp",
+                                             "sharpness_residual")}
+    trec: dict[str, list] = {}
+    t_train = t_track = t_eval = t_theory = 0.0
+    last_sharp = (float("nan"), -1)
+    stopped, diverged_step, target_step, target_time = "completed", -1, -1, float("nan")
+    current_lr = float("nan") if cfg.optimizer == "eos-sgd" else cfg.lr  # EoS-SGD: set by its first step
+
+    def evaluate(step):
+        nonlocal t_eval
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model(data.x_train)
+            ltr = float(per_example_loss(out, data.targets_train, cfg.loss).mean())
+            atr = float((out.argmax(-1) == data.y_train).to(torch.float64).mean())
+            out = model(data.x_test)
+            lte = float(per_example_loss(out, data.targets_test, cfg.loss).mean())
+            ate = float((out.argmax(-1) == data.y_test).to(torch.float64).mean())
+        rec["step"].append(step)
+        rec["train_loss"].append(ltr)
+        rec["train_accuracy"].append(atr)
+        rec["test_loss"].append(lte)
+        rec["test_accuracy"].append(ate)
+        rec["learning_rate"].append(current_lr)
+        rec["elapsed_train_s"].append(t_train)
+        if cfg.optimizer == "eos-sgd":
+            rec.setdefault("eos_lambda_hat", []).append(opt.last_lambda)
+            rec.setdefault("eos_noise_variance", []).append(opt.noise_variance)
+        t_eval += time.perf_counter() - t0
+        return ltr, ate
+
+    def track(step):
+        nonlocal t_track, t_theory, last_sharp
+        t0 = time.perf_counter()
+        theta = flat.flat(sdtype)
+        fn = loss_function(flat, data_c.x_train, data_c.targets_train, cfg.loss)
+        res = tracker(fn, theta)
+        srec["sharpness_step"].append(step)
+        srec["sharpness"].append(res.value)
+        srec["sharpness_n_hvp"].append(res.n_hvp)
+        srec["sharpness_residual"].append(res.residual)
+        last_sharp = (res.value, step)
+        t_track += time.perf_counter() - t0
+        if cfg.measure_theory and step >= cfg.theory_start:
+            lr_now = current_lr
+            t1 = time.perf_counter()
+            tr = _theory_record(flat, data_c, cfg.loss, theta, res, lr_now,
+                                None if full_batch else batch_size, cfg.batch_sharpness_batches,
+                                theory_gen, 1e-6, max(cfg.sharpness_max_iter, 200))
+            for k, v in tr.items():
+                trec.setdefault(k, []).append(v)
+            t_theory += time.perf_counter() - t1
+        return res.value
+
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.n_steps, disable=not progress, desc=f"train {cfg.optimizer}", leave=False)
+    except ImportError:  # pragma: no cover
+        bar = None
+
+    step = 0
+    for step in range(cfg.n_steps + 1):
+        if step % cfg.eval_every == 0 or step == cfg.n_steps:
+            _, test_acc = evaluate(step)
+            if cfg.target_test_accuracy is not None and test_acc >= cfg.target_test_accuracy and target_step < 0:
+                target_step, target_time = step, t_train
+        if cfg.sharpness_every and (step % cfg.sharpness_every == 0 or step == cfg.n_steps):
+            track(step)
+        if target_step >= 0:
+            stopped = "target_test_accuracy reached"
+            break
+        if step == cfg.n_steps:
+            break
+        t0 = time.perf_counter()
+        if full_batch:
+            xb, tb = data.x_train, data.targets_train
+        else:
+            idx = torch.randperm(n, generator=gen)[:batch_size]
+            xb, tb = data.x_train[idx], data.targets_train[idx]
+        if cfg.optimizer == "eos-sgd":
+            loss_val = opt.step(lambda: per_example_loss(model(xb), tb, cfg.loss))
+            current_lr = opt.last_lr
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss_val = per_example_loss(model(xb), tb, cfg.loss).mean()
+            loss_val.backward()
+            opt.step()
+        lv = float(loss_val.detach())
+        t_train += time.perf_counter() - t0
+        if not math.isfinite(lv):
+            stopped = "non-finite loss"
+            diverged_step = step
+            break
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{lv:.4g}", sharpness=f"{last_sharp[0]:.4g}", lr=f"{current_lr:.3g}")
+    if bar is not None:
+        bar.close()
+
+    ds = xr.Dataset(
+        {k: ("step", np.asarray(v, dtype=float)) for k, v in rec.items() if k != "step"},
+        coords={"step": np.asarray(rec["step"], dtype=np.int64)},
+    )
+    sd = {k: ("sharpness_step", np.asarray(v, dtype=float)) for k, v in srec.items() if k != "sharpness_step"}
+    ds = ds.assign_coords(sharpness_step=np.asarray(srec["sharpness_step"], dtype=np.int64)).assign(sd)
+    if trec:
+        tsteps = [st for st in srec["sharpness_step"] if st >= cfg.theory_start]
+        ds = ds.assign_coords(theory_step=np.asarray(tsteps, dtype=np.int64)).assign(
+            {k: ("theory_step", np.asarray(v, dtype=float)) for k, v in trec.items()})
+    ds["sharpness_n_hvp"] = ds["sharpness_n_hvp"].astype(np.int64)
+    ds["learning_rate"].attrs["long_name"] = "step size in effect (EoS-SGD: eta_t of the last step)"
+    ds["sharpness"].attrs["long_name"] = "lambda_max of the training-loss Hessian (Lanczos)"
+    attrs = _config_attrs(cfg)
+    attrs.update(
+        batch_size_effective=int(batch_size), n_train_effective=int(n), n_parameters=int(flat.size),
+        loss_convention=("0.5*||f-onehot||^2 summed over outputs, mean over examples (Cohen et al.)"
+                         if cfg.loss == "mse" else "softmax cross-entropy, mean over examples"),
+        sampling="uniform without replacement, independent per step" if not full_batch else "full batch",
+        time_train_s=t_train, time_tracking_s=t_track, time_eval_s=t_eval, time_theory_s=t_theory,
+        tracking_overhead=(t_track / t_train) if t_train > 0 else float("nan"),
+        total_hvp=int(tracker.total_hvp), steps_run=int(step), stopped_reason=stopped,
+        diverged_step=int(diverged_step), target_step=int(target_step), target_time_s=target_time,
+    )
+    if cfg.optimizer == "eos-sgd":
+        attrs.update(eos_sgd_curvature_s=opt.curvature_seconds, eos_sgd_total_hvp=int(opt.total_hvp),
+                     eos_sgd_final_noise_variance=float(opt.noise_variance))
+    ds.attrs = provenance_attrs(**attrs)
+    if stopped == "non-finite loss":
+        msg = (f"training loss became non-finite ({lv}) at step {diverged_step} "
+               f"(optimizer {cfg.optimizer}, lr {current_lr:.4g}); last sharpness "
+               + (f"{last_sharp[0]:.6g} measured at step {last_sharp[1]}" if last_sharp[1] >= 0
+                  else "not measured")
+               + f" (2/lr = {2 / current_lr:.6g})")
+        ds.attrs["stopped_reason"] = msg
+        if on_nonfinite == "raise":
+            raise NonFiniteLossError(msg, ds)
+    return ds
