@@ -8,6 +8,7 @@ from .._study import register_study_runner
 from .. import toy_studies  # noqa: F401 - minimalist_bifurcation, sde_order, sde_vs_sgd
 from . import gd_recovery, sharpness_gap, validity_map  # noqa: F401 - registration side effects
 from . import stochastic_eos  # noqa: F401 - wires sdeeos.models.QuadraticRegression
+from . import stochastic_eos_qr  # noqa: F401 - linear theory, GD/PGD and the eta x B grid
 
 
 def _real_network_runner(kind: str):

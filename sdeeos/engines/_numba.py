@@ -118,6 +118,7 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str)
     alloc += [f"zb{k} = numpy.empty(BLOCK)" for k in range(nz)]
     alloc += [f"ub{k} = numpy.empty(BLOCK)" for k in range(nz)]
     alloc += ["kk = numpy.empty(BLOCK, dtype=numpy.uint64)", "gg = numpy.empty(BLOCK, dtype=numpy.uint64)"]
+    alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int64)"] if nz else []
     load_block = [f"s{k}[j] = state[{k}, lo + j]" for k in range(len(st))]
     load_block += [f"ps{k}[j] = part_sum[{k}, lo + j]" for k in range(no)]
     load_block += [f"pq{k}[j] = part_sq[{k}, lo + j]" for k in range(no)]
@@ -144,9 +145,14 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str)
             f"    u = uniform_nb(kk[j], gg[j], c{k})",
             f"    ub{k}[j] = u",
             f"    zb{k}[j] = ndtri_central_nb(u)",
+            # branch-free compaction of the ~15 % tail lanes, then the scalar tail on those only
+            "n_tail = 0",
             "for j in range(m):",
-            f"    if abs(ub{k}[j] - 0.5) > 0.425:",
-            f"        zb{k}[j] = ndtri_tail_nb(ub{k}[j])",
+            "    tail_idx[n_tail] = j",
+            f"    n_tail += abs(ub{k}[j] - 0.5) > 0.425",
+            "for i in range(n_tail):",
+            "    j = tail_idx[i]",
+            f"    zb{k}[j] = ndtri_tail_nb(ub{k}[j])",
         ]
     check = [f"if not (abs(s{k}[j]) <= bound):\n{' ' * 28}ok = False" for k in range(len(st))]
     check += [f"if not (abs(pq{k}[j]) < numpy.inf):\n{' ' * 28}ok = False" for k in range(no)]

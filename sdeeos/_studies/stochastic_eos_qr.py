@@ -15,10 +15,9 @@ Four parts, all on `sdeeos.models.QuadraticRegression` (math.md §5) and `sdeeos
 
 Run it (writes ``<name>.nc``, ``<name>_summary.json`` and PNG/PDF figures)::
 
-    python -m studies.stochastic_eos_qr studies/stochastic_eos_qr.toml --out studies [--quick]
+    sdeeos study studies/stochastic_eos_qr.toml [--out DIR] [--quick]
 
-``sdeeos study studies/stochastic_eos_qr.toml`` runs it once this module is imported by
-``sdeeos._studies`` (it registers the kind ``stochastic_eos_qr`` on import).
+It registers the study kind ``stochastic_eos_qr`` when ``sdeeos._studies`` imports it.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -325,9 +325,9 @@ def _quadratic_sgd(cfg, progress):
                         res[key][i, j] = vals.mean()
                         if f"{key}_stderr" in res and vals.size > 1:
                             res[f"{key}_stderr"][i, j] = vals.std(ddof=1) / math.sqrt(vals.size)
-                with np.errstate(all="ignore"):
-                    kx_path[i, j] = np.nanmedian(ds.path_noise_kernel_norm_exact.values[alive], axis=0) \
-                        if np.isfinite(ds.path_noise_kernel_norm_exact.values[alive]).any() else np.nan
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps (K off-domain)
+                    kx_path[i, j] = np.nanmedian(ds.path_noise_kernel_norm_exact.values[alive], axis=0)
                     es_path[i, j] = eta * np.nanmedian(ds.path_sharpness.values[alive], axis=0)
             _log(progress, f"SGD eta={eta} B={B}: survival {res['survival'][i, j]:.2f}, eta*S={res['eta_sharpness'][i, j]:.4f}, "
                            f"K={res['noise_kernel_norm'][i, j]:.3f}, K_exact={res['noise_kernel_norm_exact'][i, j]:.3f} "
@@ -567,7 +567,7 @@ def run_stochastic_eos_qr(cfg, out_dir: Path, *, progress: bool = True) -> xr.Da
 def main(argv=None) -> int:
     from sdeeos._study import load_study, run_study
 
-    parser = argparse.ArgumentParser(prog="python -m studies.stochastic_eos_qr", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sdeeos._studies.stochastic_eos_qr", description=__doc__.splitlines()[0])
     parser.add_argument("file", nargs="?", default=str(Path(__file__).with_suffix(".toml")))
     parser.add_argument("--out", default=None, help="output directory (default: out/<name>)")
     parser.add_argument("--quick", action="store_true", help="apply the file's [quick] overrides")
