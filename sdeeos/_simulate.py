@@ -114,22 +114,12 @@ def simulate(
         ``<obs>_mean``, ``<obs>_mean_stderr``, ``<obs>_meansq``, ``n_diverged``, the model's
         summaries and theory predictions, and provenance in ``attrs``.
     """
-    if not isinstance(model, Model):
-        raise ParameterError(f"model must be an sdeeos Model, got {type(model).__name__}")
-    method = model.check_method(method)
-    n_traj = check_int("n_traj", n_traj, low=1)
-    n_steps = check_int("n_steps", n_steps, low=1)
-    burn_in = n_steps // 2 if burn_in is None else check_int("burn_in", burn_in, low=0, high=n_steps - 1)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
-        raise ParameterError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
-    record_every = 0 if record_every is None else check_int("record_every", record_every, low=1)
+    spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed,
+                           record_every=record_every)
     if n_threads is not None:
         n_threads = check_int("n_threads", n_threads, low=1)
-    model.validate_run(method)
     engine = model.engine(backend)
-
-    spec = RunSpec(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in,
-                   seed=int(seed), record_every=record_every)
+    method, n_traj, n_steps = spec.method, spec.n_traj, spec.n_steps
     ckpt = Path(checkpoint) if checkpoint is not None else None
     run = model.new_run(spec)
     if ckpt:

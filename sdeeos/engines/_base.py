@@ -36,6 +36,28 @@ class RunSpec:
     seed: int
     record_every: int  # 0: no recording
 
+    @classmethod
+    def checked(cls, model: Model, method, *, n_traj, n_steps, burn_in=None, seed=0, record_every=None) -> "RunSpec":
+        """A spec from user input, every setting validated (one place for every entry point).
+
+        ``burn_in`` defaults to ``n_steps // 2``; ``record_every=None`` means no recording.
+        """
+        from .._errors import ParameterError
+        from .._validation import check_int
+
+        if not isinstance(model, Model):
+            raise ParameterError(f"model must be an sdeeos Model, got {type(model).__name__}")
+        method = model.check_method(method)
+        n_traj = check_int("n_traj", n_traj, low=1)
+        n_steps = check_int("n_steps", n_steps, low=1)
+        burn_in = n_steps // 2 if burn_in is None else check_int("burn_in", burn_in, low=0, high=n_steps - 1)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
+            raise ParameterError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
+        record_every = 0 if record_every is None else check_int("record_every", record_every, low=1)
+        model.validate_run(method)
+        return cls(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in,
+                   seed=int(seed), record_every=record_every)
+
     @property
     def step(self) -> SymbolicStep:
         return self.model.step(self.method)

@@ -490,19 +490,12 @@ def run_summary(model, method: str | None = None, *, n_traj: int, n_steps: int, 
 
     if not isinstance(model, EnsembleModel):
         raise ParameterError(f"model must be a symbolic sdeeos EnsembleModel, got {type(model).__name__}")
-    method = model.check_method(method)
-    n_traj = check_int("n_traj", n_traj, low=1)
-    n_steps = check_int("n_steps", n_steps, low=1)
-    burn_in = n_steps // 2 if burn_in is None else check_int("burn_in", burn_in, low=0, high=n_steps - 1)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
-        raise ParameterError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
+    spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed)
+    method, n_traj, n_steps, burn_in = spec.method, spec.n_traj, spec.n_steps, spec.burn_in
     dtype, fmad, block, max_device_bytes = _check_options(dtype, fmad, block, max_device_bytes)
     steps_per_launch = n_steps if steps_per_launch is None else check_int("steps_per_launch", steps_per_launch, low=1)
-    model.validate_run(method)
     device = CupyDevice() if device is None else device
 
-    spec = RunSpec(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=int(seed),
-                   record_every=0)
     kernel = _kernel_for(spec, dtype)
     fns = device.functions(kernel, fmad)
     xp = device.xp
