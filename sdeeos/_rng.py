@@ -161,9 +161,8 @@ def _stream_keys_nb(seed, first, n, keys, gammas):
 
 # ---------------------------------------------------------------- NumPy (array) versions
 def _as_seed(seed) -> np.uint64:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
-    if not 0 <= int(seed) < 2**64:
+    """The seed as uint64; ``ParameterError`` unless it is an integer in [0, 2**64 - 1]."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
         from ._errors import ParameterError
 
         raise ParameterError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")

@@ -47,6 +47,7 @@ import numpy as np
 import xarray as xr
 
 from . import _rng
+from ._rng import _as_seed
 from ._errors import BackendUnavailableError, ParameterError, SdeeosError
 from ._provenance import provenance_attrs
 from ._validation import check_int, check_positive
@@ -303,8 +304,7 @@ def _make_points(cls, base, grid, settings) -> list[PointSpec]:
             burn_in = _resolve_setting("burn_in", run.get("burn_in", settings["burn_in"]), ctx, n_steps // 2)
             burn_in = check_int("burn_in", burn_in, low=0, high=n_steps - 1)
             seed = run.get("seed", settings["seed"])
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
-                raise ParameterError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
+            _as_seed(seed)  # the RNG's own check: ParameterError unless an integer in [0, 2**64 - 1]
             backend = run.get("backend", settings["backend"])
             if not isinstance(backend, str):
                 raise ParameterError(f"backend must be a string, got {backend!r}")
