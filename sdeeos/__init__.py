@@ -14,7 +14,7 @@ from . import theory
 from ._errors import BackendUnavailableError, OutsideDomainError, ParameterError, SdeeosError
 from ._rng import RNG_SCHEME
 from ._simulate import simulate
-from ._sweep import sweep
+from .sweeps import sweep
 from ._version import __version__
 from .models import (
     MODEL_REGISTRY,

@@ -21,3 +21,7 @@ class BackendUnavailableError(SdeeosError, RuntimeError):
 
 class OutsideDomainError(SdeeosError, ValueError):
     """A theoretical formula was evaluated where it does not hold (e.g. no stationary state)."""
+
+
+class DistExtraMissingError(SdeeosError, ImportError):
+    """dask/distributed or zarr is needed but not installed (the ``dist`` extra)."""

@@ -9,10 +9,10 @@ import xarray as xr
 
 from ._errors import ParameterError
 
-__all__ = ["write_dataset", "open_dataset"]
+__all__ = ["write_dataset", "open_dataset", "netcdf_safe"]
 
 
-def _netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
+def netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
     """NetCDF attributes must be str/number/array: turn bools and None into ints and strings."""
     ds = ds.copy()
     for obj in [ds, *ds.variables.values()]:
@@ -36,12 +36,12 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
             import zarr  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on extras
             raise ParameterError("writing .zarr needs the 'dist' extra (pip install 'sdeeos[dist]')") from exc
-        _netcdf_safe(ds).to_zarr(path, mode="w", consolidated=False, zarr_format=2)
+        netcdf_safe(ds).to_zarr(path, mode="w", consolidated=False, zarr_format=2)
     elif path.suffix in (".nc", ".nc4", ".h5", ".netcdf", ""):
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        _netcdf_safe(ds).to_netcdf(tmp, engine="h5netcdf")
+        netcdf_safe(ds).to_netcdf(tmp, engine="h5netcdf")
         os.replace(tmp, path)
     else:
         raise ParameterError(f"out must end in .nc or .zarr, got {str(path)!r}")

@@ -43,7 +43,7 @@ class RunSpec:
         ``burn_in`` defaults to ``n_steps // 2``; ``record_every=None`` means no recording.
         """
         from .._errors import ParameterError
-        from .._rng import _as_seed
+        from .._rng import as_seed
         from .._validation import check_int
 
         if not isinstance(model, Model):
@@ -52,7 +52,7 @@ class RunSpec:
         n_traj = check_int("n_traj", n_traj, low=1)
         n_steps = check_int("n_steps", n_steps, low=1)
         burn_in = n_steps // 2 if burn_in is None else check_int("burn_in", burn_in, low=0, high=n_steps - 1)
-        seed = int(_as_seed(seed))
+        seed = int(as_seed(seed))
         record_every = 0 if record_every is None else check_int("record_every", record_every, low=1)
         model.validate_run(method)
         return cls(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in,

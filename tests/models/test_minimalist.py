@@ -212,7 +212,7 @@ def test_docstring_examples():
 
 
 def test_sweep_over_eta():
-    from sdeeos._sweep import sweep
+    from sdeeos import sweep
 
     ds = sweep("minimalist", {"eta": [0.05, 0.02]}, params={"x0": 6.0, "y0": 0.05}, method="gd", n_traj=1,
                n_steps=20_000, scheduler="serial", backend="numba", progress=False)

@@ -1,0 +1,168 @@
+"""Where a sweep's points run: in this process, on an embedded local Dask cluster or on a remote one.
+
+The default local cluster has one single-threaded worker process per core (``NUMBA_NUM_THREADS=1``) and is
+closed afterwards; points with a GPU backend ask for the worker resource ``GPU=1``, so they only go to GPU
+workers (``dask worker ADDR --resources GPU=1``).  dask/distributed is optional (the ``dist`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import os
+
+from .._errors import BackendUnavailableError, DistExtraMissingError, ParameterError, SdeeosError
+from .._validation import check_int
+from ._points import PointSpec, run_point
+
+__all__ = ["Runner", "SchedulerUnreachableError"]
+
+
+class SchedulerUnreachableError(SdeeosError, ConnectionError):
+    """The Dask scheduler given to `sweep` could not be reached within the connect timeout."""
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as exc:  # pragma: no cover - depends on extras
+        raise DistExtraMissingError(
+            "running a sweep on a Dask cluster needs the 'dist' extra: pip install 'sdeeos[dist]' "
+            "(or pass scheduler='serial' to run the points in this process)") from exc
+    return distributed
+
+
+class Runner:
+    """Runs point specs serially or on a dask cluster; yields results as they finish."""
+
+    def __init__(self, scheduler, n_workers, connect_timeout, need_gpu, n_todo):
+        self.client = None
+        self.cluster = None
+        self.own = False
+        self.description = "serial"
+        if isinstance(scheduler, str) and scheduler == "serial":
+            return
+        distributed = _import_distributed()
+        if scheduler is None or (isinstance(scheduler, str) and scheduler == "local"):
+            n = n_workers or min(_n_cores(), max(n_todo, 1))
+            n = check_int("n_workers", n, low=1)
+            if need_gpu:
+                _require_local_gpu()
+            self.cluster = distributed.LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                     "OPENBLAS_NUM_THREADS": "1", "TQDM_DISABLE": "1"},
+                resources={"GPU": 1} if need_gpu else None, silence_logs=logging.ERROR)
+            self.client = distributed.Client(self.cluster, set_as_default=False)
+            self.own = True
+            self.description = f"local dask cluster, {n} worker(s) x 1 thread"
+        elif isinstance(scheduler, distributed.Client):
+            self.client = scheduler
+            self.description = f"dask cluster at {scheduler.scheduler.address}"
+        elif isinstance(scheduler, str):
+            _probe_scheduler(scheduler, connect_timeout)
+            try:
+                self.client = distributed.Client(scheduler, timeout=connect_timeout, set_as_default=False)
+            except Exception as exc:  # noqa: BLE001 - any failure to connect is reported the same way
+                raise SchedulerUnreachableError(
+                    f"could not connect to the Dask scheduler at {scheduler!r} within {connect_timeout:g} s "
+                    f"({type(exc).__name__}: {exc})") from None
+            self.own = True
+            self.description = f"dask cluster at {scheduler}"
+        else:
+            raise ParameterError(f"scheduler must be None, 'local', 'serial', an address or a "
+                                 f"distributed.Client, got {scheduler!r}")
+        if need_gpu and self.cluster is None:
+            info = (self.client.scheduler_info(n_workers=-1) if _accepts_n_workers(self.client)
+                    else self.client.scheduler_info())
+            workers = info.get("workers", {})
+            if not any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers.values()):
+                self.close()
+                raise BackendUnavailableError(
+                    "GPU points need a worker with the resource GPU=1, and no worker of this cluster has one "
+                    "(start GPU workers with: dask worker ADDRESS --resources GPU=1)")
+
+    def run(self, specs: list[PointSpec]):
+        if self.client is None:
+            for spec in specs:
+                yield spec, run_point(spec)
+            return
+        distributed = _import_distributed()
+        futures = {}
+        for spec in specs:
+            fut = self.client.submit(run_point, spec, pure=False, resources=spec.resources,
+                                     key=f"sdeeos-point-{'-'.join(map(str, spec.index))}-{os.urandom(4).hex()}")
+            futures[fut] = spec
+        try:
+            for fut in distributed.as_completed(list(futures), loop=self.client.loop):
+                spec = futures[fut]
+                try:
+                    result = fut.result()
+                except SdeeosError as exc:
+                    raise type(exc)(f"grid point ({spec.label}): {exc}") from exc
+                yield spec, result
+                fut.release()
+        finally:
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+
+    def close(self):
+        if self.own and self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        self.client = self.cluster = None
+
+
+def _probe_scheduler(address: str, timeout: float) -> None:
+    """Open (and close) one comm to ``address`` within ``timeout`` s, or raise `SchedulerUnreachableError`.
+
+    Done before creating a ``Client``, whose failed construction leaves a half-made object that
+    complains when garbage-collected; the probe runs its own event loop in a helper thread, so it
+    also works where a loop is already running (Jupyter).
+    """
+    from distributed.comm import connect
+
+    async def probe():
+        comm = await connect(address, timeout=timeout)
+        await comm.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(asyncio.run, probe())
+        try:
+            fut.result(timeout=timeout + 5)
+        except Exception as exc:  # noqa: BLE001 - refused, unresolvable, timed out, not a scheduler...
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise SchedulerUnreachableError(
+                f"could not reach the Dask scheduler at {address!r} within {timeout:g} s ({reason}); is it "
+                "running? (omit the scheduler to use a local cluster)") from None
+
+
+def _accepts_n_workers(client) -> bool:
+    try:
+        return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def _n_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _require_local_gpu():
+    try:
+        import cupy
+
+        ok = bool(cupy.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        ok = False
+    if not ok:
+        raise BackendUnavailableError("GPU points (backend 'cupy') need a CUDA GPU with CuPy; none is "
+                                      "available here (give the address of a cluster with GPU workers)")
+
