@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from . import _rng
+from ._contract import FOLD, Model, RunSpec, ensemble_summary
 from ._errors import ParameterError
 from ._provenance import provenance_attrs
 from ._validation import check_int
-from .engines import FOLD, RunSpec
-from .engines._base import ensemble_summary
-from .models._base import Model
 
 __all__ = ["simulate", "ensemble_summary"]
 
@@ -96,7 +95,11 @@ def simulate(
     seed : int in [0, 2**64 - 1]
         With the trajectory index, keys every random draw (`sdeeos._rng`): the same seed gives
         the same result on any backend, thread count and segmentation.
-    backend : {"numba", "numpy"}
+    backend : {"numba", "numpy", "cupy"}
+        ``"numba"`` (default): the compiled, parallel CPU kernel.  ``"numpy"``: the vectorised
+        reference, same arithmetic and random draws.  ``"cupy"``: the CUDA kernel (NVIDIA GPU with
+        CuPy; otherwise ``BackendUnavailableError``, never a silent fallback).  Quadratic regression
+        runs on ``"numba"`` and ``"numpy"`` only.
     record_every : int >= 1, optional
         Record state and observables at steps ``0, k, 2k, ... < n_steps`` (dims ``traj, step``).
     n_threads : int, optional
@@ -132,8 +135,6 @@ def simulate(
     start = time.perf_counter()
     last_save = start
     try:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_steps * n_traj, initial=run.t * n_traj, unit="traj-step", unit_scale=True,
                    desc=f"{model.name} {method}", disable=(progress is False),
                    delay=0 if progress else 2.0, leave=False)

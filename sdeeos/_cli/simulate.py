@@ -1,7 +1,9 @@
 """``sdeeos simulate MODEL --param ... [--out run.nc] [--json]``.
 
 Model options are generated from each registered model's constructor signature, so a new model
-needs no CLI code.
+needs no CLI code.  Their help comes from the model's ``cli_help`` or, failing that, from the
+``Parameters`` section of its docstring; docstrings are written for Sphinx and shown here as plain
+text (`sdeeos._cli._plain`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import json
 import math
 import sys
 
+from ._plain import first_sentence, numpydoc_parameters, plain_text
+
 __all__ = ["register", "summary_dict"]
 
 
 def _model_options(parser: argparse.ArgumentParser, cls) -> list[str]:
     names = []
     sig = inspect.signature(cls.__init__)
-    helps = getattr(cls, "cli_help", {})
+    helps = {**numpydoc_parameters(inspect.getdoc(cls) or ""), **getattr(cls, "cli_help", {})}
     for name, p in list(sig.parameters.items())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
@@ -29,7 +33,8 @@ def _model_options(parser: argparse.ArgumentParser, cls) -> list[str]:
         parser.add_argument(
             f"--{name.replace('_', '-')}", dest=f"model_{name}", type=kind, required=required, default=default,
             metavar=name.upper(),
-            help=helps.get(name, f"model parameter {name}") + ("" if required else f" (default: {default})"),
+            help=plain_text(helps.get(name, f"model parameter {name}"))
+            + ("" if required or default is None else f" (default: {default})"),
         )
         names.append(name)
     return names
@@ -42,8 +47,8 @@ def register(subparsers) -> None:
                                    description="Run an ensemble of trajectories and summarise it.")
     models = parser.add_subparsers(dest="model", metavar="MODEL", required=True)
     for name, cls in MODEL_REGISTRY.items():
-        doc = (inspect.getdoc(cls) or name).splitlines()[0]
-        mp = models.add_parser(name, help=doc, description=doc)
+        summary = plain_text((inspect.getdoc(cls) or name).split("\n\n")[0])
+        mp = models.add_parser(name, help=first_sentence(summary), description=summary)
         names = _model_options(mp, cls)
         mp.add_argument("--method", choices=cls.methods, default=None,
                         help="update rule (default: the model's natural method)")
