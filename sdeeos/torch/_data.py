@@ -16,11 +16,11 @@ import random
 import numpy as np
 import torch
 
+from .._train_config import DATASETS  # the names TrainConfig.dataset accepts
 from .._validation import check_choice, check_int
 
 __all__ = ["DATASETS", "ClassificationData", "load_data"]
 
-DATASETS = ("mnist1d", "digits")
 
 
 @dataclasses.dataclass

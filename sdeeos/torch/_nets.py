@@ -20,12 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._train_config import LOSSES, MODELS  # the names TrainConfig accepts
 from .._validation import check_choice, check_int
 
 __all__ = ["MODELS", "LOSSES", "build_model", "per_example_loss", "mean_loss", "accuracy"]
 
-MODELS = ("mlp-tanh", "mlp-relu", "cnn-tanh", "cnn-relu")
-LOSSES = ("mse", "ce")
 
 _ACT = {"tanh": nn.Tanh, "relu": nn.ReLU}
 

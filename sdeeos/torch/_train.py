@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,11 +29,12 @@ import xarray as xr
 
 from .._errors import SdeeosError
 from .._provenance import provenance_attrs
-from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
+from .._train_config import OPTIMIZERS, TrainConfig
+from .._validation import check_choice
 from ._curvature import FlatParams, SharpnessTracker, disable_tf32
-from ._data import DATASETS, load_data
+from ._data import load_data
 from ._eos_sgd import EoSSGD
-from ._nets import LOSSES, MODELS, build_model, per_example_loss
+from ._nets import build_model, per_example_loss
 from ._quantities import (
     batch_sharpness,
     loss_function,
@@ -47,8 +47,7 @@ from ._quantities import (
 
 __all__ = ["OPTIMIZERS", "TrainConfig", "NonFiniteLossError", "train"]
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "eos-sgd")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}  # TrainConfig.dtype choices
 
 
 class NonFiniteLossError(SdeeosError, FloatingPointError):
@@ -57,100 +56,6 @@ class NonFiniteLossError(SdeeosError, FloatingPointError):
     def __init__(self, message: str, dataset: xr.Dataset | None = None):
         super().__init__(message)
         self.dataset = dataset
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Every setting of a training run (all of them go into the dataset's attributes)."""
-
-    dataset: str = "mnist1d"
-    n_train: int | None = None
-    n_test: int | None = None
-    loss: str = "mse"
-    model: str = "mlp-tanh"
-    width: int = 100
-    depth: int = 2
-    channels: int = 16
-    optimizer: str = "gd"
-    lr: float = 0.1
-    batch_size: int | None = None
-    momentum: float = 0.9
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    eos_c: float = 1.0
-    eos_eta_max: float = 1.0
-    eos_k: int = 50
-    eos_momentum: float = 0.0
-    eos_lanczos_steps: int = 5
-    eos_noise_ema: float = 0.9
-    eos_curvature_batch_size: int = 256
-    n_steps: int = 1000
-    eval_every: int = 50
-    sharpness_every: int = 200
-    sharpness_tol: float = 1e-3
-    sharpness_max_iter: int = 100
-    sharpness_dtype: str = "same"
-    sharpness_n_train: int | None = None
-    measure_theory: bool = False
-    theory_start: int = 0
-    batch_sharpness_batches: int = 8
-    dtype: str = "float32"
-    seed: int = 0
-    target_test_accuracy: float | None = None
-    threads: int | None = None
-
-    def validated(self) -> "TrainConfig":
-        c = dataclasses.replace(self)
-        check_choice("dataset", c.dataset, DATASETS)
-        check_choice("loss", c.loss, LOSSES)
-        check_choice("model", c.model, MODELS)
-        check_choice("optimizer", c.optimizer, OPTIMIZERS)
-        check_choice("dtype", c.dtype, tuple(_DTYPES))
-        check_choice("sharpness_dtype", c.sharpness_dtype, ("same",) + tuple(_DTYPES))
-        c.lr = check_positive("lr", c.lr)
-        if c.batch_size is not None:
-            c.batch_size = check_int("batch_size", c.batch_size, low=1)
-            if c.optimizer == "eos-sgd":
-                c.batch_size = check_int("batch_size", c.batch_size, low=2)
-        c.momentum = check_real("momentum", c.momentum, low=0.0, high=1.0, high_open=True)
-        c.adam_beta1 = check_real("adam_beta1", c.adam_beta1, low=0.0, high=1.0, high_open=True)
-        c.adam_beta2 = check_real("adam_beta2", c.adam_beta2, low=0.0, high=1.0, high_open=True)
-        c.eos_c = check_nonnegative("eos_c", c.eos_c)
-        c.eos_eta_max = check_positive("eos_eta_max", c.eos_eta_max)
-        c.eos_k = check_int("eos_k", c.eos_k, low=1)
-        c.eos_momentum = check_real("eos_momentum", c.eos_momentum, low=0.0, high=1.0, high_open=True)
-        c.eos_lanczos_steps = check_int("eos_lanczos_steps", c.eos_lanczos_steps, low=1)
-        c.eos_noise_ema = check_real("eos_noise_ema", c.eos_noise_ema, low=0.0, high=1.0, high_open=True)
-        c.eos_curvature_batch_size = check_int("eos_curvature_batch_size", c.eos_curvature_batch_size, low=1)
-        c.n_steps = check_int("n_steps", c.n_steps, low=0)
-        c.eval_every = check_int("eval_every", c.eval_every, low=1)
-        c.sharpness_every = check_int("sharpness_every", c.sharpness_every, low=0)
-        c.sharpness_tol = check_positive("sharpness_tol", c.sharpness_tol)
-        c.sharpness_max_iter = check_int("sharpness_max_iter", c.sharpness_max_iter, low=1)
-        c.batch_sharpness_batches = check_int("batch_sharpness_batches", c.batch_sharpness_batches, low=2)
-        c.seed = check_int("seed", c.seed, low=0)
-        if c.target_test_accuracy is not None:
-            c.target_test_accuracy = check_real("target_test_accuracy", c.target_test_accuracy,
-                                                low=0.0, high=1.0)
-        if c.threads is not None:
-            c.threads = check_int("threads", c.threads, low=1)
-        for name in ("n_train", "n_test", "sharpness_n_train"):
-            v = getattr(c, name)
-            if v is not None:
-                setattr(c, name, check_int(name, v, low=2))
-        c.measure_theory = bool(c.measure_theory)
-        c.theory_start = check_int("theory_start", c.theory_start, low=0)
-        return c
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            from .._errors import ParameterError
-
-            raise ParameterError(f"unknown training setting(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
 
 
 def _theory_record(flat, data_c, loss, theta, eig, lr, batch_size, n_batches, gen, tol, max_iter):

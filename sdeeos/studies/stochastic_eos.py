@@ -19,18 +19,19 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .._study import Field, Table, register_study_runner
+from ..models import QuadraticRegression
 from ..plotting import COLORS, new_figure, save_figure
+from ..sweeps import sweep
 from ._common import OUTPUT_TABLE, figure_formats, write_outputs
+from ._schema import Field, Table
 
-__all__ = ["run_stochastic_eos", "SCHEMA"]
+__all__ = ["run", "SCHEMA"]
 
 _TYPES = {int: "int", float: "float", str: "str", "int": "int", "float": "float", "str": "str"}
 
 
 def _model_table() -> Table:
     """[model]: the keyword arguments of `QuadraticRegression` (types from its signature), less batch_size."""
-    from ..models import QuadraticRegression
 
     fields = {}
     for name, p in list(inspect.signature(QuadraticRegression.__init__).parameters.items())[1:]:
@@ -61,11 +62,8 @@ SCHEMA = {
 _OBS = ("sharpness", "noise_kernel_norm", "noise_kernel_norm_exact", "loss")
 
 
-@register_study_runner("stochastic_eos", schema=SCHEMA)
-def run_stochastic_eos(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
+def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
     """Quadratic regression: K and eta*lambda_max vs batch size (the stochastic edge of stability)."""
-    from .._sweep import sweep
-    from ..models import QuadraticRegression
 
     m, run = dict(cfg["model"]), cfg["run"]
     bs = list(cfg["grid"]["batch_size"])
