@@ -172,6 +172,8 @@ class QuadraticRegression(Model):
     lanczos_iters : int >= 1
         Krylov dimension (capped at P) of the Lanczos sharpness estimate of the Numba engine.
 
+    Notes
+    -----
     Use :meth:`from_arrays` to supply your own ``J0``, ``Q``, ``z0``.
 
     >>> m = QuadraticRegression(n=8, P=4, eta=0.1, batch_size=2, q_scale=0.5)
@@ -185,7 +187,7 @@ class QuadraticRegression(Model):
 
     name: ClassVar[str] = "quadratic-regression"
     methods: ClassVar[tuple[str, ...]] = ("sgd", "gd", "pgd")
-    #: |theta_a| above which a trajectory counts as diverged (checked after every step).
+    #: ``abs(theta_a)`` above which a trajectory counts as diverged (checked after every step).
     divergence_bound: ClassVar[float] = 1e6
     #: Most linearised projection steps of PGD per step (it stops as soon as S <= 2/eta).
     pgd_max_projections: ClassVar[int] = 50

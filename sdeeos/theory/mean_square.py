@@ -280,6 +280,8 @@ def noise_kernel_norm(eta_value, ntk_eigenvalues, batch_size, n, sampling: str =
         :math:`\eta\lambda_{\max}<2` for Bernoulli) the secular characterisation fails:
         ``OutsideDomainError`` or NaN.
 
+    Notes
+    -----
     Mean-square stability of the closure operator needs :math:`\mathcal K<1` *and* the domain
     condition; the exact operator needs :math:`\mathcal K_{\rm exact}<1`, and
     :math:`\mathcal K\le\mathcal K_{\rm exact}` (see :func:`noise_kernel_norm_exact`).

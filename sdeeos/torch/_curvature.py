@@ -164,7 +164,7 @@ class HessianOperator:
 @dataclasses.dataclass
 class EigenResult:
     """Top eigenpair estimate: ``value`` (float), unit ``vector`` (torch), ``n_hvp`` products used,
-    ``residual`` :math:`\\lVert Hv-\\lambda v\\rVert`, ``converged`` (residual <= tol * |value|)."""
+    ``residual`` :math:`\\lVert Hv-\\lambda v\\rVert`, ``converged`` (``residual <= tol * abs(value)``)."""
 
     value: float
     vector: torch.Tensor

@@ -27,7 +27,7 @@ __all__ = ["DATASETS", "ClassificationData", "load_data"]
 class ClassificationData:
     """Training and test sets as tensors.
 
-    ``x_train`` (n, *input_shape), ``y_train`` integer labels, ``targets_train`` the loss's targets
+    ``x_train`` (shape ``(n, *input_shape)``), ``y_train`` integer labels, ``targets_train`` the loss's targets
     (one-hot 0/1 floats for ``"mse"``, the labels for ``"ce"``); the same for the test set.
     """
 
