@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from . import _rng
+from ._contract import FOLD, Model, RunSpec, ensemble_summary
 from ._errors import ParameterError
 from ._provenance import provenance_attrs
 from ._validation import check_int
-from .engines import FOLD, RunSpec
-from .engines._base import ensemble_summary
-from .models._base import Model
 
 __all__ = ["simulate", "ensemble_summary"]
 
@@ -136,8 +135,6 @@ def simulate(
     start = time.perf_counter()
     last_save = start
     try:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_steps * n_traj, initial=run.t * n_traj, unit="traj-step", unit_scale=True,
                    desc=f"{model.name} {method}", disable=(progress is False),
                    delay=0 if progress else 2.0, leave=False)

@@ -12,7 +12,7 @@ import sympy as sp
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..models._base import SymbolicStep
+from .._contract import SymbolicStep
 
 __all__ = ["PrintedStep", "print_python", "print_numpy", "print_c"]
 

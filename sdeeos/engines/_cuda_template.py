@@ -46,7 +46,7 @@ from sympy.codegen.ast import real as _sp_real
 from .. import _rng
 from .._errors import ParameterError
 from .._version import __version__
-from ..models._base import SymbolicStep
+from .._contract import SymbolicStep
 from ._codegen import PrintedStep, _CPrinter, _print
 
 __all__ = [

@@ -28,7 +28,7 @@ from typing import ClassVar
 import numba
 
 from .._version import __version__
-from ._base import FOLD, Engine, RunSpec, RunState
+from .._contract import FOLD, Engine, RunSpec, RunState
 from ._codegen import PrintedStep, print_python
 
 __all__ = ["NumbaEngine", "kernel_source", "BLOCK"]

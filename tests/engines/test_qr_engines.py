@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import sdeeos
-from sdeeos.engines._base import RunSpec
+from sdeeos._contract import RunSpec
 from sdeeos.engines._qr_numba import _advance_quadratic, _sample
 from sdeeos.engines._qr_numpy import batch_counts, hessian
 from sdeeos.engines._qr_state import SCHEME_CODES, draw_layout, get_qr_engine
