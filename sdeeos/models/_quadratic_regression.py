@@ -1,12 +1,12 @@
 r"""Quadratic ("second-order") regression: mini-batch SGD ensembles, sharpness and the noise kernel K.
 
-Outputs on :math:`n` data points (math.md §5.2)
+Outputs on :math:`n` data points (docs/theory.md#quadratic-regression)
 
 .. math:: z(\theta) = z_0 + J_0\theta + \tfrac12 Q(\theta,\theta)\in\mathbb R^n,\qquad
           Q(\theta,\theta)_i = \theta^\top Q_i\theta,\quad Q_i = Q_i^\top\in\mathbb R^{P\times P},
 
 with the **mean** squared loss :math:`L(\theta)=\frac1{2n}\lVert z(\theta)\rVert^2` (per-example loss
-:math:`\ell_i=\frac12z_i^2`, the Cohen et al. convention of math.md §0.2: a loss without the
+:math:`\ell_i=\frac12z_i^2`, the Cohen et al. convention, docs/theory.md#loss-conventions: a loss without the
 :math:`\frac12`, or summed instead of averaged, has a 2x or n-x larger sharpness).  Then
 
 * Jacobian :math:`J(\theta)=J_0+Q(\theta,\cdot)` (row :math:`i`: :math:`J_{0,i}+Q_i\theta`);
@@ -43,7 +43,7 @@ Methods
 (heavy-ball momentum :math:`\mu`: :math:`v_{t+1}=\mu v_t+b_t`, :math:`\theta_{t+1}=\theta_t-\eta v_{t+1}`),
 batches ``"without_replacement"`` (exactly B distinct points, Floyd's algorithm), ``"with_replacement"``
 (B independent uniform draws) or ``"bernoulli"`` (each point with probability B/n, still divided by B).
-``"gd"``: full batch.  ``"pgd"``: projected GD on :math:`\{S\le2/\eta\}` (Damian et al., math.md §2.3):
+``"gd"``: full batch.  ``"pgd"``: projected GD on :math:`\{S\le2/\eta\}` (Damian et al.; docs/theory.md#projected-gd):
 a GD step, then while :math:`S>2/\eta` (at most ``pgd_max_projections`` times) the linearised
 projection :math:`\theta\leftarrow\theta-c\,\nabla S^\perp/\lVert\nabla S^\perp\rVert^2-u\,(u\cdot\nabla L)/S`
 with the exact :math:`\nabla S=\nabla^3L[u,u]`.  Damian's code takes :math:`c=S-2/\eta` and 3 steps;
@@ -147,7 +147,7 @@ def _array_digest(*arrays) -> str:
 
 
 class QuadraticRegression(Model):
-    r"""Quadratic regression z = z0 + J0 theta + Q(theta, theta)/2 trained by GD/SGD/PGD (math.md §5).
+    r"""Quadratic regression z = z0 + J0 theta + Q(theta, theta)/2 trained by GD/SGD/PGD (docs/theory.md#quadratic-regression).
 
     Parameters
     ----------

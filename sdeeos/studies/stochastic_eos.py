@@ -1,5 +1,5 @@
 r"""Study ``stochastic_eos``: quadratic regression, the noise kernel :math:`\mathcal K` and
-:math:`\eta\lambda_{\max}` against the batch size (Agarwala & Pennington 2024, math.md §5).
+:math:`\eta\lambda_{\max}` against the batch size (Agarwala & Pennington 2024; docs/theory.md#noise-kernel).
 
 A sweep of `sdeeos.models.QuadraticRegression` (the model, its engines and the kernel
 :math:`\mathcal K` are `sdeeos.models._quadratic_regression` and `sdeeos.theory.mean_square`) over

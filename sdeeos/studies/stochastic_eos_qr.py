@@ -1,6 +1,6 @@
 r"""Study ``stochastic_eos_qr``: when does K ~ 1 bind and when does eta*lambda_max ~ 2 bind?
 
-Four parts, all on `sdeeos.models.QuadraticRegression` (math.md §5) and `sdeeos.theory.mean_square`:
+Four parts, all on `sdeeos.models.QuadraticRegression` (docs/theory.md#quadratic-regression) and `sdeeos.theory.mean_square`:
 
 1. **linear theory** (q = 0, realizable P = p_over_n * n): over n and B, the step size eta_c at which
    the *exact* second-moment recursion loses stability (`critical_learning_rate`), against the root

@@ -62,7 +62,7 @@ def _eta_from_eta_sq_alpha(a, *, alpha):
 
 
 #: name -> map.  ``batch_size`` uses the exact mini-batch noise factor of `sdeeos.theory.batch_noise`
-#: (math.md §0.1): ``sigma**2 = sigma_1**2 * a(B, n)``, ``a = (n-B)/(B(n-1))`` without replacement.
+#: (docs/theory.md#batch-noise): ``sigma**2 = sigma_1**2 * a(B, n)``, ``a = (n-B)/(B(n-1))`` without replacement.
 PARAMETER_MAPS: dict[str, ParameterMap] = {
     m.name: m for m in (
         ParameterMap(
@@ -73,7 +73,7 @@ PARAMETER_MAPS: dict[str, ParameterMap] = {
         ParameterMap(
             name="closure_validity_ratio", target="sigma", inputs=(), defaults={}, needs=("alpha", "beta"),
             fn=_sigma_from_validity_ratio,
-            doc="sigma**2 = ratio * 4 alpha**2 / beta: the closure holds for ratio >> 1 (math.md §9.1)"),
+            doc="sigma**2 = ratio * 4 alpha**2 / beta: the closure holds for ratio >> 1 (docs/theory.md#closure-validity)"),
         ParameterMap(
             name="eta_sq_alpha", target="eta", inputs=(), defaults={}, needs=("alpha",), fn=_eta_from_eta_sq_alpha,
             doc="eta = sqrt(eta_sq_alpha / alpha); eta**2 alpha is the per-step sharpening of eta*S, with "

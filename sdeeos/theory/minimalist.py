@@ -1,4 +1,4 @@
-r"""The minimalist edge-of-stability example of Zhu et al. (ICLR 2023; math.md §6).
+r"""The minimalist edge-of-stability example of Zhu et al. (ICLR 2023; docs/theory.md#minimalist).
 
 .. math:: f(x, y) = \tfrac14\,(x^2y^2-1)^2 .
 

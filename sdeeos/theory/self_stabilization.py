@@ -1,7 +1,7 @@
 r"""The stochastic reduced self-stabilization model: stationary identities and the sharpness gap.
 
 Model (Damian, Nichani & Lee 2023 reduced dynamics plus projected gradient noise, sharpness units;
-math.md §2.5, §9.1)
+docs/theory.md#reduced-model)
 
 .. math::
 
@@ -90,7 +90,7 @@ def reduced_update(noisy: bool = True) -> tuple[sp.Expr, sp.Expr]:
     """The reduced map ``(x', y')``; ``noisy=False`` is full-batch GD.
 
     Derived from a generic cubic Taylor model of the loss (:func:`sdeeos.theory.reduced_model.reduced_map`,
-    math.md §2.2-2.5); SGD adds the projected gradient noise ``eta*sigma*z`` to ``x'``.
+    docs/theory.md#reduced-model); SGD adds the projected gradient noise ``eta*sigma*z`` to ``x'``.
 
     >>> reduced_update()
     (eta*sigma*z + x*(-eta*y - 1), eta*(alpha - beta*x**2/2) + y)
@@ -231,7 +231,7 @@ def gap_from_moments(eta, alpha, beta, sigma, mean_x_sq_y_sq, mean_x_4):
 
 
 def cycle_period(eta, alpha):
-    """Period (in steps) of the linearised deterministic cycle, :math:`2\\pi/(\\eta\\sqrt{2\\alpha})` (math.md §2.6)."""
+    """Period (in steps) of the linearised deterministic cycle, :math:`2\\pi/(\\eta\\sqrt{2\\alpha})` (docs/theory.md#deterministic-cycle)."""
     return 2 * np.pi / (eta * np.sqrt(2 * alpha))
 
 

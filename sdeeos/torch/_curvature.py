@@ -9,7 +9,7 @@ any callable ``theta -> scalar tensor``; :func:`hvp` differentiates it with ``to
 which costs about two gradient evaluations and never forms :math:`H`.
 
 Sharpness is the largest *algebraic* eigenvalue :math:`S=\lambda_{\max}(H)` (Cohen et al. 2021;
-math.md §0), not the largest in magnitude: early in training, or with cross-entropy late in training,
+docs/theory.md#notation), not the largest in magnitude: early in training, or with cross-entropy late in training,
 :math:`H` can have negative eigenvalues of larger modulus, and power iteration would then return one of
 those.  :func:`lanczos_top` therefore runs the Lanczos process (with full re-orthogonalisation) and
 keeps the largest Ritz value.

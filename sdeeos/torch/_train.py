@@ -2,7 +2,7 @@ r"""Training harness: GD, SGD, SGD with momentum, Adam and EoS-SGD on a real dat
 tracked on a stride, written as an ``xarray.Dataset``.
 
 Sampling: SGD draws every step's batch uniformly **without replacement** from the training set,
-independently across steps (``randperm(n)[:B]``), the sampling model of math.md §0.1 under which
+independently across steps (``randperm(n)[:B]``), the sampling model of docs/theory.md#batch-noise under which
 :math:`u^\top\Sigma_Bu=\frac{n-B}{B(n-1)}\sigma_1^2` holds exactly.  GD uses the whole training set.
 
 Sharpness :math:`\lambda_{\max}(\nabla^2L)` of the *full training loss* (or of its first
@@ -61,7 +61,7 @@ class NonFiniteLossError(SdeeosError, FloatingPointError):
 def _theory_record(flat, data_c, loss, theta, eig, lr, batch_size, n_batches, gen, tol, max_iter):
     """Self-stabilization quantities at the iterate ``theta`` and at its stable-set projection.
 
-    At the iterate: batch sharpness (math.md §7.3) for the run's batch size.  At the projection
+    At the iterate: batch sharpness (docs/theory.md#batch-sharpness) for the run's batch size.  At the projection
     :math:`\\theta^\\dagger=\\theta-u(u\\cdot\\nabla L)/S` (oscillation along :math:`u` removed):
     :math:`S^\\dagger`, :math:`\\alpha`, :math:`\\beta`, :math:`\\sigma_1^2`, :math:`\\sigma_u^2(B)` and the predicted gaps.
     """

@@ -98,7 +98,7 @@ def derive(d) -> None:
     H = y**2 + beta / 2 * X**2 - alpha * sp.log(X**2)
     det_drift = drift.subs(sigma, 0)
     lead_drift = sp.Matrix([sp.expand(det_drift[0]), det_drift[1]])
-    d.step("H = y^2 + (beta/2) X^2 - alpha log X^2 (math.md §2.6)", H)
+    d.step("H = y^2 + (beta/2) X^2 - alpha log X^2 (conserved by the deterministic drift)", H)
     d.check_equal("H is conserved by the deterministic drift (dH/dt = b . grad H = 0)",
                   sum(lead_drift[i] * sp.diff(H, v) for i, v in enumerate(state)), 0)
     LH = sp.simplify(_generator(H, drift, diff, state))

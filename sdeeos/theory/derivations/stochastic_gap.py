@@ -1,4 +1,4 @@
-"""Stationary identities of the stochastic reduced model and the closure gap (math.md §9.1)."""
+"""Stationary identities of the stochastic reduced model and the closure gap (docs/theory.md#stochastic-gap)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def derive(d) -> None:
                   closure["discriminant"], 4 * alpha * (1 - eta**2 * beta * sigma**2 / (2 * alpha)))
     d.check_equal("equivalently eta^2 sigma^2 <= delta^2 = 2 alpha/beta: the noise kick must not exceed the amplitude",
                   sp.solve(closure["discriminant"], sigma)[0] ** 2 * eta**2, 2 * alpha / beta)
-    # numbers quoted in math.md §9.1 (S2: 29.289 exact, 25 leading), lambdified functions
+    # reference values of docs/theory.md#gap-closure (29.289 closure, 25 leading), lambdified functions
     args = (0.01, 1.0, 100.0, 10.0)
     d.check_close("gap_leading(0.01, 1, 100, 10) = 25", ss.gap_leading(*args), 25.0, rtol=1e-14)
     d.check_close("gap_exact(0.01, 1, 100, 10) = 100 (1 - sqrt(1/2)) = 29.2893", ss.gap_exact(*args),
