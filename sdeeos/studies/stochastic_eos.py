@@ -2,7 +2,7 @@ r"""Study ``stochastic_eos``: quadratic regression, the noise kernel :math:`\mat
 :math:`\eta\lambda_{\max}` against the batch size (Agarwala & Pennington 2024; docs/theory.md#noise-kernel).
 
 A sweep of `sdeeos.models.QuadraticRegression` (the model, its engines and the kernel
-:math:`\mathcal K` are `sdeeos.models._quadratic_regression` and `sdeeos.theory.mean_square`) over
+:math:`\mathcal K` are `sdeeos.models.quadratic_regression` and `sdeeos.theory.mean_square`) over
 the batch size at a fixed step size.  For each batch size: the time averages after burn-in of the
 closure kernel :math:`\mathcal K`, the exact one :math:`\mathcal K_{\rm exact}=\lambda_{\max}(G)`
 (mean-square threshold exactly 1), :math:`\eta\lambda_{\max}` and the loss.  Full-batch GD sits at

@@ -35,9 +35,8 @@ import xarray as xr
 from .._io import write_dataset
 from .._provenance import provenance_attrs
 from .._simulate import simulate
-from ..engines._qr_numpy import jacobian_residual
-from ..engines._qr_state import single_blas_thread
 from ..models import QuadraticRegression
+from ..models.quadratic_regression import jacobian_residual, single_blas_thread
 from ..plotting import save_figure
 from ..theory import mean_square as ms
 from ._schema import Field, Table

@@ -63,36 +63,23 @@ from typing import ClassVar
 import numpy as np
 from numba import njit, prange
 
-from .._errors import OutsideDomainError, ParameterError
-from .._rng import normals, stream_keys, uniform_nb, ndtri_nb
-from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
-from ._base import Model
+from ..._contract import Model
+from ..._errors import BackendUnavailableError, OutsideDomainError, ParameterError
+from ..._rng import normals, stream_keys, uniform_nb, ndtri_nb
+from ..._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
+from ...theory import mean_square as ms
+from ._numba_engine import QRNumbaEngine
+from ._numpy_engine import QRNumpyEngine
+from ._state import LANCZOS_DRAW_OFFSET, OBSERVABLE_DOCS, OBSERVABLES, QRRunState, collect_qr
 
-__all__ = ["QuadraticRegression", "SAMPLING_SCHEMES", "OBSERVABLES"]
+__all__ = ["QuadraticRegression", "SAMPLING_SCHEMES", "OBSERVABLES", "OBSERVABLE_DOCS", "DATA_STREAM_OFFSET",
+           "LANCZOS_DRAW_OFFSET", "QR_ENGINES", "get_qr_engine"]
 
 SAMPLING_SCHEMES = ("without_replacement", "with_replacement", "bernoulli")
-
-#: Observables recorded on the stride (and at the final step), in this order.
-OBSERVABLES = ("loss", "sharpness", "ntk_max_eigenvalue", "ntk_trace", "noise_kernel_norm", "grad_norm",
-               "noise_kernel_norm_exact")
-OBSERVABLE_DOCS = {
-    "loss": "full-batch loss ||z||^2/(2n)",
-    "sharpness": "largest algebraic eigenvalue of the Hessian of the loss",
-    "ntk_max_eigenvalue": "largest eigenvalue of the NTK J J^T/n (Gauss-Newton sharpness)",
-    "ntk_trace": "trace of the NTK J J^T/n",
-    "noise_kernel_norm": "noise kernel norm K (closure, sdeeos.theory.mean_square) at batch_size/sampling; "
-                         "NaN where eta*lambda is outside its domain",
-    "grad_norm": "norm of the full-batch gradient",
-    "noise_kernel_norm_exact": "exact noise kernel norm K_exact = lambda_max(G) of the linearised second-moment "
-                               "operator (threshold exactly 1; sdeeos.theory.mean_square); NaN off-domain or "
-                               "when n > exact_kernel_max_n",
-}
 
 #: Data point i of a random ensemble uses RNG stream (data_seed, DATA_STREAM_OFFSET + i), which no
 #: trajectory stream (seed, m < 2**63) can coincide with.
 DATA_STREAM_OFFSET = 2**63
-#: Draw counter of the fixed per-trajectory vector mixed into Lanczos warm starts.
-LANCZOS_DRAW_OFFSET = 2**62
 #: Largest number of stored Q entries (n * P * P) accepted (32 GiB of float64).
 MAX_Q_ENTRIES = 2**32
 #: Largest n for which exact mean-square predictions (bisection on the exact operator) are computed.
@@ -320,18 +307,12 @@ class QuadraticRegression(Model):
                 raise ParameterError("momentum must be 0 for method 'pgd'")
 
     def new_run(self, spec):
-        from ..engines._qr_state import QRRunState
-
         return QRRunState.initial(spec)
 
     def engine(self, backend: str):
-        from ..engines._qr_state import get_qr_engine
-
         return get_qr_engine(backend)
 
     def collect(self, spec, run):
-        from ..engines._qr_state import collect_qr
-
         return collect_qr(spec, run)
 
     def initial_theta(self, keys, gammas) -> np.ndarray:
@@ -351,19 +332,15 @@ class QuadraticRegression(Model):
 
     def noise_kernel_norm(self, ntk_eigenvalues) -> float:
         """K (closure, `sdeeos.theory.mean_square.noise_kernel_norm`) at this eta, B and sampling; NaN off-domain."""
-        from ..theory.mean_square import noise_kernel_norm
-
         if self.batch_size == self.n and self.sampling != "with_replacement":
             return 0.0  # no batch noise (also avoids n - 1 = 0 for n = 1)
-        return noise_kernel_norm(self.eta, ntk_eigenvalues, self.batch_size, self.n, self.sampling, outside="nan")
+        return ms.noise_kernel_norm(self.eta, ntk_eigenvalues, self.batch_size, self.n, self.sampling, outside="nan")
 
     def noise_kernel_norm_exact(self, ntk) -> float:
         """K_exact of the n x n NTK ``ntk`` (`sdeeos.theory.mean_square.noise_kernel_norm_exact`); NaN off-domain."""
-        from ..theory.mean_square import noise_kernel_norm_exact
-
         if self.batch_size == self.n and self.sampling != "with_replacement":
             return 0.0
-        return noise_kernel_norm_exact(self.eta, ntk, self.batch_size, self.sampling, outside="nan")
+        return ms.noise_kernel_norm_exact(self.eta, ntk, self.batch_size, self.sampling, outside="nan")
 
     def records_exact_kernel(self) -> bool:
         """Whether K_exact is recorded (n <= exact_kernel_max_n)."""
@@ -394,8 +371,6 @@ class QuadraticRegression(Model):
         """
         if not self.is_linear:
             return {}
-        from ..theory import mean_square as ms
-
         lam = self.initial_ntk_eigenvalues
         out = {
             "sharpness_predicted": float(lam.max()),
@@ -423,3 +398,18 @@ class QuadraticRegression(Model):
         if "sharpness_mean" in summary:
             out["eta_sharpness_mean"] = self.eta * summary["sharpness_mean"]
         return out
+
+
+#: backend -> quadratic-regression engine class
+QR_ENGINES = {"numba": QRNumbaEngine, "numpy": QRNumpyEngine}
+
+
+def get_qr_engine(backend: str):
+    """The quadratic-regression engine for ``backend`` ("numba" or "numpy")."""
+    if backend not in QR_ENGINES:
+        raise ParameterError(f"backend must be one of {sorted(QR_ENGINES)} for quadratic-regression, got {backend!r}")
+    cls = QR_ENGINES[backend]
+    ok, reason = cls.available()
+    if not ok:
+        raise BackendUnavailableError(f"backend {backend!r} is not available: {reason}")
+    return cls()
