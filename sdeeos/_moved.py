@@ -10,7 +10,8 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
-import warnings
+
+from ._deprecation import warn_moved
 
 __all__ = ["MOVED", "install"]
 
@@ -36,8 +37,7 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} is deprecated and will be removed in the next release; import {new} instead",
-                      DeprecationWarning, stacklevel=2)
+        warn_moved(spec.name, new, stacklevel=2)
         return importlib.import_module(new)
 
     def exec_module(self, module) -> None:

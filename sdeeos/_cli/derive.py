@@ -5,7 +5,10 @@ Exit status: 0 when every check passed, 1 when a check failed, 2 for an unknown 
 
 from __future__ import annotations
 
+import os
 import sys
+
+from ..theory import derivations as reg
 
 
 def register(subparsers) -> None:
@@ -25,16 +28,12 @@ def _run(args) -> int:
     try:
         return _run_inner(args)
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
 
 
 def _run_inner(args) -> int:
-    from ..theory import derivations as reg
-
     name = "all" if args.run_all else args.name
     if name is None:
         print("Derivations (run one with `sdeeos derive NAME [--latex]`, all with `sdeeos derive --all`):")

@@ -14,6 +14,9 @@ import json
 import math
 import sys
 
+from .._io import write_dataset
+from .._simulate import simulate
+from ..models import MODEL_REGISTRY
 from ._plain import first_sentence, numpydoc_parameters, plain_text
 
 __all__ = ["register", "summary_dict"]
@@ -41,8 +44,6 @@ def _model_options(parser: argparse.ArgumentParser, cls) -> list[str]:
 
 
 def register(subparsers) -> None:
-    from ..models import MODEL_REGISTRY
-
     parser = subparsers.add_parser("simulate", help="run an ensemble of trajectories of a model",
                                    description="Run an ensemble of trajectories and summarise it.")
     models = parser.add_subparsers(dest="model", metavar="MODEL", required=True)
@@ -90,9 +91,6 @@ def summary_dict(ds) -> dict:
 
 
 def _run(args) -> int:
-    from .._simulate import simulate
-    from .._io import write_dataset
-
     kwargs = {n: getattr(args, f"model_{n}") for n in args.model_param_names}
     model = args.model_cls(**kwargs)
     ds = simulate(model, args.method, n_traj=args.n_traj, n_steps=args.steps, burn_in=args.burn_in,

@@ -34,6 +34,7 @@ import functools
 
 import numpy as np
 import sympy as sp
+from scipy.linalg import solve_continuous_lyapunov
 
 from .._errors import OutsideDomainError, ParameterError
 from .._validation import check_choice, check_nonnegative, check_positive, check_real
@@ -289,8 +290,6 @@ def ou_stationary_covariance(drift_matrix, diffusion_matrix, *, outside: str = "
 
     Needs every eigenvalue of :math:`A` to have positive real part (otherwise no stationary state).
     """
-    from scipy.linalg import solve_continuous_lyapunov
-
     check_choice("outside", outside, ("raise", "nan"))
     A = np.atleast_2d(np.asarray(drift_matrix, dtype=float))
     G = np.atleast_2d(np.asarray(diffusion_matrix, dtype=float))

@@ -36,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import LinearOperator
 from torch.func import functional_call, grad, jvp
 
 from .._validation import check_int, check_positive
@@ -152,8 +153,6 @@ class HessianOperator:
         return hv.detach()
 
     def as_linear_operator(self):
-        from scipy.sparse.linalg import LinearOperator
-
         def matvec(x):
             v = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), dtype=self.theta.dtype)
             return self(v).to(torch.float64).numpy()

@@ -34,6 +34,7 @@ import torch
 from torch.func import grad, jvp
 
 from .._validation import check_int, check_positive
+from ..theory.self_stabilization import gap_exact, gap_leading
 from ._curvature import EigenResult, FlatParams, HessianOperator, lanczos_top
 from ._nets import per_example_loss
 
@@ -208,8 +209,6 @@ def predicted_gap(eta, alpha, beta, sigma_u_sq) -> dict:
 
     Calls :func:`sdeeos.theory.self_stabilization.gap_leading`/``gap_exact`` (lambdified from SymPy).
     """
-    from ..theory.self_stabilization import gap_exact, gap_leading
-
     check_positive("eta", eta)
     alpha = np.asarray(alpha, dtype=float)
     beta = np.asarray(beta, dtype=float)

@@ -26,8 +26,9 @@ import time
 import numpy as np
 import torch
 import xarray as xr
+from tqdm.auto import tqdm
 
-from .._errors import SdeeosError
+from .._errors import ParameterError, SdeeosError
 from .._provenance import provenance_attrs
 from .._train_config import OPTIMIZERS, TrainConfig
 from .._validation import check_choice
@@ -121,14 +122,10 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         data = data.to(dtype)
     n = data.n_train
     if cfg.batch_size is not None and cfg.batch_size > n:
-        from .._errors import ParameterError
-
         raise ParameterError(f"batch_size must be in [1, {n}] (the training-set size), got {cfg.batch_size}")
     full_batch = cfg.optimizer == "gd" or cfg.batch_size is None or cfg.batch_size == n
     batch_size = n if full_batch else cfg.batch_size
     if cfg.optimizer == "eos-sgd" and batch_size < 2:
-        from .._errors import ParameterError
-
         raise ParameterError("batch_size must be >= 2 for eos-sgd (it splits the batch in halves)")
 
     model = build_model(cfg.model, data.input_shape, data.n_classes, width=cfg.width, depth=cfg.depth,
@@ -223,12 +220,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
             t_theory += time.perf_counter() - t1
         return res.value
 
-    try:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.n_steps, disable=not progress, desc=f"train {cfg.optimizer}", leave=False)
-    except ImportError:  # pragma: no cover
-        bar = None
+    bar = tqdm(total=cfg.n_steps, disable=not progress, desc=f"train {cfg.optimizer}", leave=False)
 
     step = 0
     for step in range(cfg.n_steps + 1):

@@ -11,7 +11,7 @@ from .. import batch_noise as bn
 from .. import self_stabilization as ss
 
 
-def _enumerate_variance(scheme: str, n: int, B: int, g):
+def enumerate_variance(scheme: str, n: int, B: int, g):
     """Exact Var of the batch mean by enumerating every batch (exact rational probabilities)."""
     outcomes = []
     if scheme == "without_replacement":
@@ -51,7 +51,7 @@ def derive(d) -> None:
         # exact enumeration with symbolic per-example gradients
         for nn, bb in ((4, 2), (4, 3)):
             g = sp.symbols(f"g1:{nn + 1}", real=True)
-            mean, var = _enumerate_variance(scheme, nn, bb, g)
+            mean, var = enumerate_variance(scheme, nn, bb, g)
             gbar = sum(g) / nn
             s2 = sum((gi - gbar) ** 2 for gi in g) / nn
             formula = coef["centred"].subs({n: nn, B: bb}) * s2 + coef["mean_outer"].subs({n: nn, B: bb}) * gbar**2

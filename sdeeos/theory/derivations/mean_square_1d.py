@@ -7,7 +7,7 @@ import sympy as sp
 
 from .. import batch_noise as bn
 from .. import mean_square as ms
-from .batch_noise_scaling import _enumerate_variance
+from .batch_noise_scaling import enumerate_variance
 
 
 def derive(d) -> None:
@@ -22,7 +22,7 @@ def derive(d) -> None:
         vB = coef["centred"] * s2 + coef["mean_outer"] * hbar**2
         d.check_equal(f"{scheme}: factor = (1 - eta hbar)^2 + eta^2 v_B", fac, (1 - eta * hbar) ** 2 + eta**2 * vB)
         h = sp.symbols("h1:4", positive=True)
-        _, var = _enumerate_variance(scheme, 3, 2, h)
+        _, var = enumerate_variance(scheme, 3, 2, h)
         hb = sum(h) / 3
         d.check(f"{scheme}: v_B equals the variance of h_hat by enumerating every batch (n = 3, B = 2, symbolic h_i)",
                 sp.expand(var - vB.subs({n: 3, B: 2, hbar: hb, s2: sum((hi - hb) ** 2 for hi in h) / 3})) == 0)

@@ -16,7 +16,7 @@ def derive(d) -> None:
     d.step("stochastic reduced map (z ~ N(0,1) independent of the state)", [sp.Eq(sp.Symbol("x'"), x1), sp.Eq(sp.Symbol("y'"), y1)])
     d.text("Stationarity: E[f(x', y')] = E[f(x, y)] for f = y, x^2, y^2; expectations over z by Gaussian moments.")
     for f in (y, x**2, y**2):
-        d.step(f"E[f'] - E[f] for f = {f}", sp.Eq(ss._stationarity(f), 0))
+        d.step(f"E[f'] - E[f] for f = {f}", sp.Eq(ss.stationarity(f), 0))
     ex2 = ss.derive_stationary_x_sq()
     d.result("E[x^2] (exact)", sp.Eq(m(2, 0), ex2), key="x_sq")
     d.check_equal("E[x^2] = 2 alpha / beta", ex2, 2 * alpha / beta)
