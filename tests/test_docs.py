@@ -171,6 +171,7 @@ def test_plain_text_removes_roles_and_literals():
 def test_first_sentence_and_parameters():
     assert first_sentence("The reduced (x, y) model (see e.g. the theory). More.") == \
         "The reduced (x, y) model (see e.g. the theory)."
+    assert first_sentence("E.g. a model, i.e. one class. Then more.") == "E.g. a model, i.e. one class."
     doc = "Summary.\n\nParameters\n----------\na, b : float\n    First. Second.\nc : int\n    Third.\n\n" \
           "Returns\n-------\nint\n    Never a parameter.\n"
     assert numpydoc_parameters(doc) == {"a": "First. (float)", "b": "First. (float)", "c": "Third. (int)"}

@@ -135,7 +135,8 @@ def first_sentence(paragraph: str) -> str:
     depth = 0
     for i, ch in enumerate(text):
         depth += {"(": 1, ")": -1}.get(ch, 0)
-        if ch == "." and depth == 0 and (i + 1 == len(text) or text[i + 1] == " "):
+        if ch == "." and depth == 0 and (i + 1 == len(text) or text[i + 1] == " ") \
+                and not re.search(r"(?i)\b(e\.g|i\.e|cf|etc|vs)$", text[:i]):
             return text[:i + 1]
     return text
 
