@@ -17,10 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sdeeos._cli import build_parser
 from sdeeos._cli._plain import first_sentence, latex_to_text, numpydoc_parameters, plain_text
+from sdeeos.theory import batch_noise, gd_stability, mean_square, minimalist
+from sdeeos.theory import self_stabilization as ss
+from sdeeos.theory.derivations import names
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -68,8 +72,6 @@ def test_no_file_cites_the_unshipped_reference_notes():
 
 
 def test_every_derivation_named_in_theory_exists():
-    from sdeeos.theory.derivations import names
-
     text = (DOCS / "theory.md").read_text(encoding="utf-8")
     named = set(re.findall(r"[Dd]erivations? `([a-z0-9_]+)`", text))
     named |= set(re.findall(r"\(derivation `([a-z0-9_]+)`", text))
@@ -84,6 +86,35 @@ def test_gallery_shows_every_study_figure():
     assert figures
     missing = [f for f in figures if f"../studies/figures/{f})" not in gallery]
     assert not missing, f"figures not in docs/gallery.md: {missing}"
+
+
+def _theory_text() -> str:
+    return re.sub(r"\s+", " ", (DOCS / "theory.md").read_text(encoding="utf-8"))
+
+
+def test_numbers_quoted_in_the_theory_document_come_from_the_code():
+    """Each reference value theory.md quotes is recomputed from the lambdified theory, to its quoted digits."""
+    text = _theory_text()
+
+    def quoted(value: float, digits: int) -> str:
+        s = f"{value:.{digits}f}"
+        assert s in text, f"theory.md does not quote {s}"
+        return s
+
+    quoted(float(ss.gap_leading(0.01, 1, 100, 10)), 0)                    # leading 25
+    quoted(float(ss.gap_exact(0.01, 1, 100, 10)), 3)                      # closure 29.289
+    quoted(float(ss.gap_corrected(0.01, 1, 100, 10)), 3)                  # corrected 29.311
+    quoted(float(ss.cycle_period(0.01, 1.0)), 2)                          # 444.29 steps
+    sizes = [50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2500]
+    assert ", ".join(map(str, sizes)) in text
+    a = [batch_noise.centred_coefficient(b, 5000, "without_replacement") for b in sizes]
+    quoted(float(np.polyfit(np.log(sizes), np.log(a), 1)[0]), 3)          # slope -1.137
+    h = np.random.default_rng(0).uniform(0.5, 3.0, 20)
+    thresholds = [mean_square.one_dimensional_threshold(h, b, "without_replacement") for b in (1, 2, 5, 10, 20)]
+    assert ",\\ ".join(f"{t:.4f}" for t in thresholds) in text             # 0.9330, ..., 1.1230
+    quoted(float(minimalist.gf_limit_sharpness(6.0, 0.05)), 3)           # S_GF = 72.106
+    assert gd_stability.heavy_ball_threshold(0.5) == 3.0 and "2+2\\beta" in text
+    assert abs(gd_stability.nesterov_threshold(0.5) - 3 / 2) < 1e-12 and "\\frac{2+2\\beta}{1+2\\beta}" in text
 
 
 # ------------------------------------------------------------------------------------ the site
