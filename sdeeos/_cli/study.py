@@ -72,7 +72,9 @@ def _print_summary(cfg, summary: dict) -> None:
         if isinstance(value, dict):
             print(f"  {key}:")
             for k, v in value.items():
-                if isinstance(v, dict) and "slope" in v:
+                if isinstance(v, dict) and "slope" in v and v["slope"] is None:
+                    print(f"    {k}: no slope (n={v.get('n')}: a fit needs two points)")
+                elif isinstance(v, dict) and "slope" in v:
                     ci = ("" if v.get("ci_low") is None else
                           f" ± {(v['ci_high'] - v['ci_low']) / 2:.3f} ({100 * v.get('confidence', 0.95):g}% CI)")
                     th = "".join(f", {t.split('_')[1]} {v[t]:.3f}" for t in ("theory_exact_slope", "theory_leading_slope")

@@ -149,7 +149,7 @@ def _plot_bifurcation(ds, cfg):
     a1.set_ylim(0, min(2.5, np.nanmax(s) * 1.05 if np.isfinite(s).any() else 2.5))
     a1.set_ylabel(r"$\eta S/2$ (late iterates)")
     a1.legend(loc="upper left", fontsize=8)
-    a1.set_title(cfg.get("title") or r"GD on $f=\frac14(x^2y^2-1)^2$: bifurcation diagram")
+    a1.set_title(cfg.get("title") or r"GD on $f=\frac{1}{4}(x^2y^2-1)^2$: bifurcation diagram")
     xy = ds.tail_xy.values
     a2.plot(e3.ravel(), np.abs(xy).ravel(), ",", color="black", alpha=0.5, rasterized=True)
     a2.axhline(1.0, color=COLORS[1], lw=1, ls="--", label=r"minimisers $|xy|=1$")

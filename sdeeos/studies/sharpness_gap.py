@@ -280,7 +280,9 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
             c = COLORS[k % len(COLORS)]
             paths = p["path_sharpness"].values if "path_sharpness" in p else None
             gap_th = float(p["sharpness_gap_predicted_exact"])
-            lab = f"$B={int(bval)}$" + (" (GD)" if str(p["method"].values) == "gd" else
+            # "method" is a variable only when the grid mixes SGD and GD points (B = n); else an attribute
+            method = str(p["method"].values) if "method" in p else str(ds.attrs.get("method", "sgd"))
+            lab = f"$B={int(bval)}$" + (" (GD)" if method == "gd" else
                                         rf", $\sigma_u^2={float(p['sigma_sq']):.3g}$")
             plot_sharpness_traces(ax, steps, paths, p["path_sharpness_ensemble_mean"].values, color=c, label=lab)
             if math.isfinite(gap_th):
