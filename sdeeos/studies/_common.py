@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,12 +11,13 @@ import numpy as np
 import xarray as xr
 
 from .._io import write_dataset
+from .._train_config import TrainConfig, setting_type
 from ._schema import Field, StudyConfig, Table
 
 __all__ = [
     "RUN_TABLE", "OUTPUT_TABLE", "model_table", "batch_noise_table", "TauSteps", "sweep_kwargs",
     "sweep_store", "require_model", "write_outputs", "converged", "figure_formats", "tau_steps",
-    "BACKENDS", "backend_field", "run_table",
+    "BACKENDS", "backend_field", "run_table", "train_fields",
 ]
 
 #: The simulation backends a study's ``[run] backend`` may name.
@@ -163,3 +165,19 @@ def write_outputs(cfg: StudyConfig, out_dir: Path, ds: xr.Dataset, summary: dict
     write_dataset(ds, path)
     (out_dir / f"{cfg['name']}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return ds
+
+
+_FIELD_TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
+
+
+def train_fields(**overrides) -> dict[str, Field]:
+    """One schema field per `TrainConfig` setting (its type, choices, range and help); ``overrides``
+    replace some (e.g. a study's own default)."""
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        m = f.metadata
+        out[f.name] = Field(_FIELD_TYPES[setting_type(f.name)], doc=m["help"], choices=m["choices"],
+                            low=m["low"], high=m["high"], low_open=m["low_open"],
+                            high_open=m["high_open"])
+    out.update(overrides)
+    return out

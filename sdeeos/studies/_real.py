@@ -1,7 +1,7 @@
 r"""Shared pieces of the real-network study kinds (``real_eos``, ``real_gap``, ``eos_sgd_vs_baselines``).
 
 Their configurations are validated by the study schema: the study's own keys plus every training
-setting of `sdeeos.TrainConfig` (`train_fields`), so the keys of a study file, the fields of the
+setting of `sdeeos.torch.TrainConfig` (`train_fields`), so the keys of a study file, the fields of the
 dataclass and the options of ``sdeeos train`` are one list.  Importing this module imports torch.
 """
 
@@ -16,29 +16,15 @@ import xarray as xr
 
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
-from .._train_config import TrainConfig, setting_type
+from .._train_config import TrainConfig
 from ..plotting import save_figure
 from ..torch import train
 from ._schema import Field, StudyConfig
 
-__all__ = ["train_fields", "batch_sizes_field", "split_config", "batch_axis", "study_attrs",
+__all__ = ["batch_sizes_field", "split_config", "batch_axis", "study_attrs",
            "run_over_batch_sizes", "combine_runs", "save_study", "study_settings", "TRAIN_KEYS"]
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
-_FIELD_TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
-
-
-def train_fields(**overrides) -> dict[str, Field]:
-    """One schema field per `TrainConfig` setting (its type, choices, range and help); ``overrides``
-    replace some (e.g. a study's own default)."""
-    out = {}
-    for f in dataclasses.fields(TrainConfig):
-        m = f.metadata
-        out[f.name] = Field(_FIELD_TYPES[setting_type(f.name)], doc=m["help"], choices=m["choices"],
-                            low=m["low"], high=m["high"], low_open=m["low_open"],
-                            high_open=m["high_open"])
-    out.update(overrides)
-    return out
 
 
 def _check_batch_sizes(values: list) -> list:

@@ -2,7 +2,7 @@ r"""Study kind ``eos_sgd_vs_baselines`` (``studies/eos_sgd_vs_baselines.toml``):
 
 Time and steps to a target test accuracy for EoS-SGD against tuned SGD, SGD with momentum and Adam,
 over seeds, with the tuning budget stated in the dataset.  Keys: the study's own (``seeds``,
-``tuning_seed``, ``[grids]``) and every training setting of `sdeeos.TrainConfig`.  Needs the ``torch``
+``tuning_seed``, ``[grids]``) and every training setting of `sdeeos.torch.TrainConfig`.  Needs the ``torch``
 extra.
 """
 
@@ -18,12 +18,12 @@ from .._errors import ParameterError
 from .._train_config import TrainConfig
 from ..plotting import new_figure
 from ..torch import train
+from ._common import train_fields
 from ._real import (
     save_study,
     split_config,
     study_attrs,
     study_settings,
-    train_fields,
 )
 from ._schema import Field, StudyConfig, Table
 

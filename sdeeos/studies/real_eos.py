@@ -2,7 +2,7 @@ r"""Study kind ``real_eos`` (``studies/real_eos.toml``): full-batch GD on a real
 
 Full-batch GD on MNIST-1D sharpens progressively and then hovers at :math:`2/\eta` (Cohen et al.
 2021); SGD at the same :math:`\eta` plateaus below, lower for smaller batches.  Keys: the study's own
-(``batch_sizes``, ``plateau_start_fraction``) and every training setting of `sdeeos.TrainConfig`.
+(``batch_sizes``, ``plateau_start_fraction``) and every training setting of `sdeeos.torch.TrainConfig`.
 Writes ``real_eos.nc`` and ``real_eos.png/.pdf``.  Needs the ``torch`` extra.
 """
 
@@ -18,6 +18,7 @@ from matplotlib import colormaps
 from .._statistics import mean_stderr
 from .._train_config import TrainConfig
 from ..plotting import new_figure
+from ._common import train_fields
 from ._real import (
     batch_axis,
     batch_sizes_field,
@@ -27,7 +28,6 @@ from ._real import (
     split_config,
     study_attrs,
     study_settings,
-    train_fields,
 )
 from ._schema import Field, StudyConfig
 

@@ -2,7 +2,7 @@ r"""Study kind ``real_gap`` (``studies/real_gap.toml``): the measured sharpness 
 
 The measured gap :math:`\Delta S(B)=S_{\rm GD}-S_{\rm SGD}(B)` (plateau means; Liao et al.'s
 definition) against :math:`\eta\beta\sigma_u^2/(4\alpha)` from measured α, β, σ_u², with fitted
-log–log slopes.  Keys: the study's own and every training setting of `sdeeos.TrainConfig`.  Needs the
+log–log slopes.  Keys: the study's own and every training setting of `sdeeos.torch.TrainConfig`.  Needs the
 ``torch`` extra.
 """
 
@@ -19,6 +19,7 @@ from .._statistics import mean_stderr
 from .._train_config import TrainConfig
 from ..plotting import loglog_fit, new_figure
 from ..torch import predicted_gap
+from ._common import train_fields
 from ._real import (
     batch_axis,
     batch_sizes_field,
@@ -28,7 +29,6 @@ from ._real import (
     split_config,
     study_attrs,
     study_settings,
-    train_fields,
 )
 from ._schema import Field, StudyConfig
 

@@ -64,6 +64,7 @@ import time
 import torch
 
 from .._validation import check_int, check_nonnegative, check_positive, check_real
+from ..theory import batch_noise
 from ._curvature import lanczos_top
 
 __all__ = ["EoSSGD"]
@@ -212,8 +213,10 @@ class EoSSGD(torch.optim.Optimizer):
     def batch_noise_factor(batch_size: int, n_data: int | None) -> float:
         r""":math:`1/B-1/n` (``n_data=None``: :math:`1/B`): turns the ``ddof=1`` per-example variance of
         :math:`u\cdot\nabla\ell_i` into :math:`\sigma_u^2(B)` for batches without replacement."""
-        b = int(batch_size)
-        return 1.0 / b - (0.0 if n_data is None else 1.0 / n_data)
+        if n_data is None:  # an infinite population: independent draws
+            return float(batch_noise.centred_coefficient(batch_size, batch_size, "with_replacement"))
+        # a(B, n) multiplies the population variance, which is (n - 1)/n times the ddof=1 one
+        return float(batch_noise.centred_coefficient(batch_size, n_data, "without_replacement")) * (n_data - 1) / n_data
 
     @staticmethod
     def step_size_rule(lam: float, prev_lr: float, noise_variance: float, *, c: float, eta_max: float,

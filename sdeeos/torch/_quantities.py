@@ -34,6 +34,7 @@ import torch
 from torch.func import grad, jvp
 
 from .._validation import check_int, check_positive
+from ..theory import batch_noise
 from ..theory.self_stabilization import gap_exact, gap_leading
 from ._curvature import EigenResult, FlatParams, HessianOperator, lanczos_top
 from ._nets import per_example_loss
@@ -138,9 +139,7 @@ def projected_gradient_components(per_example_fn, theta: torch.Tensor, u: torch.
 
 def without_replacement_factor(n: int, batch_size: int) -> float:
     r""":math:`\operatorname{Cov}(\nabla L_B)=\frac{n-B}{B(n-1)}\Sigma_1` for uniform batches without replacement."""
-    n = check_int("n", n, low=2)
-    batch_size = check_int("batch_size", batch_size, low=1, high=n)
-    return (n - batch_size) / (batch_size * (n - 1))
+    return float(batch_noise.centred_coefficient(batch_size, n, "without_replacement"))
 
 
 def projected_noise_variance(per_example_fn, theta: torch.Tensor, u: torch.Tensor,
