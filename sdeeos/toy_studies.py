@@ -1,4 +1,6 @@
-"""Deprecated: the toy study kinds are `sdeeos.studies.bifurcation`, `.sde_order` and `.sde_vs_sgd`;
+"""Deprecated (importing or running it emits a DeprecationWarning).
+
+the toy study kinds are `sdeeos.studies.bifurcation`, `.sde_order` and `.sde_vs_sgd`;
 ``python -m sdeeos.toy_studies FILE`` forwards to ``sdeeos study FILE``."""
 
 from __future__ import annotations

@@ -346,6 +346,8 @@ def test_old_import_paths_and_runners_warn_and_forward(tmp_path, capsys):
     with pytest.warns(DeprecationWarning, match="sdeeos._study is deprecated"):
         old_study = importlib.import_module("sdeeos._study")
     assert old_study.load_study is load_study
+    with pytest.warns(DeprecationWarning, match="sdeeos._studies is deprecated"):
+        importlib.import_module("sdeeos._studies")
     with pytest.warns(DeprecationWarning, match="sdeeos._studies.sharpness_gap is deprecated"):
         old_gap = importlib.import_module("sdeeos._studies.sharpness_gap")
     assert old_gap.SCHEMA is importlib.import_module("sdeeos.studies.sharpness_gap").SCHEMA

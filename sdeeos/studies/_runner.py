@@ -114,15 +114,8 @@ def load_study(path: str | os.PathLike, *, quick: bool = False) -> StudyConfig:
         for k, v in list(lines.items()):  # an overridden key is reported at its line in [quick]
             if k[:1] == ("quick",) and len(k) > 1:
                 lines[k[1:]] = v
-    schema = getattr(module, "SCHEMA", None)
-    if schema is None:  # a kind registered through the deprecated register_study_runner(schema=None)
-        validated = {"kind": kind, **data}
-        validated.setdefault("name", path.stem)
-        validated["name"] = validate_table(cfg, (), Table(fields={"name": COMMON_FIELDS["name"]}),
-                                           {"name": validated["name"]})["name"]
-    else:
-        validated = validate_table(cfg, (), Table(fields={**COMMON_FIELDS, **schema}), {"kind": kind, **data})
-        validated.setdefault("name", path.stem)
+    validated = validate_table(cfg, (), Table(fields={**COMMON_FIELDS, **module.SCHEMA}), {"kind": kind, **data})
+    validated.setdefault("name", path.stem)
     return StudyConfig(validated, path, lines, kind=kind, name=validated["name"], quick=quick)
 
 

@@ -17,7 +17,7 @@ Run it (writes ``<name>.nc``, ``<name>_summary.json`` and PNG/PDF figures)::
 
     sdeeos study studies/stochastic_eos_qr.toml [--out DIR] [--quick]
 
-It registers the study kind ``stochastic_eos_qr`` when ``sdeeos._studies`` imports it.
+The kind is listed in `sdeeos.studies.KINDS`; `run` is called by ``sdeeos study``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Deprecated: ``python -m sdeeos.torch.studies FILE`` forwards to ``sdeeos study FILE``; ``--replot
+"""Deprecated (importing or running it emits a DeprecationWarning).
+
+``python -m sdeeos.torch.studies FILE`` forwards to ``sdeeos study FILE``; ``--replot
 DATASET`` redraws a real-network study's figure (``sdeeos study --replot DATASET``)."""
 
 from __future__ import annotations
