@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
 
 __all__ = [
     "new_figure",
@@ -157,8 +158,6 @@ def loglog_fit(x, y, confidence: float = 0.95) -> LogLogFit:
     The interval is the ordinary least-squares one: it measures how well a straight line describes
     the points (their scatter about it), not the statistical error of each point.
     """
-    from scipy import stats
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     lx, ly = np.log(x[ok]), np.log(y[ok])

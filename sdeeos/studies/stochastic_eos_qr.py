@@ -37,7 +37,7 @@ from .._provenance import provenance_attrs
 from .._simulate import simulate
 from ..models import QuadraticRegression
 from ..models.quadratic_regression import jacobian_residual, single_blas_thread
-from ..plotting import save_figure
+from ..plotting import new_figure, save_figure
 from ..theory import mean_square as ms
 from ._schema import Field, Table
 
@@ -346,17 +346,11 @@ def _plain_batch_ticks(axes):
 
 
 def _figures(ds, cfg, out_dir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
     name, formats = cfg["name"] if "name" in cfg else "stochastic_eos_qr", tuple(cfg["output"]["figure_formats"])
     paths = []
 
     # 1. linear theory
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    fig, axes = new_figure(1, 3, width=5, height=4.3)
     for i, s in enumerate(ds.lin_sampling.values):
         for j, n in enumerate(ds.lin_n.values):
             style = "-" if i == 0 else "--"
@@ -389,11 +383,10 @@ def _figures(ds, cfg, out_dir):
                 title="closure error in the critical step size")
     axes[2].legend(fontsize=6, ncol=2)
     _plain_batch_ticks(axes[:2])
-    fig.tight_layout()
     paths += save_figure(fig, out_dir, f"{name}_linear", formats)
 
     # 2. linear simulation vs exact recursion
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, axes = new_figure(1, 2, width=5.5, height=4.3)
     for f_i, f in enumerate(ds.lsim_eta_factor.values):
         c = f"C{f_i}"
         axes[0].errorbar(ds.lsim_step.values, ds.lsim_mean_loss.values[f_i], yerr=2 * ds.lsim_mean_loss_stderr.values[f_i],
@@ -410,11 +403,10 @@ def _figures(ds, cfg, out_dir):
     axes[1].axvline(1, color="k", lw=0.8, ls=":")
     axes[1].set(xlabel=r"$\eta/\eta_c$", ylabel="growth rate of the mean loss per step", title="mean-square growth rate")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
     paths += save_figure(fig, out_dir, f"{name}_linear_sim", formats)
 
     # 3. GD / PGD
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, axes = new_figure(1, 2, width=5.5, height=4.3)
     for i, eta in enumerate(ds.gd_eta.values):
         axes[0].plot(ds.gd_step.values, ds.gd_eta_sharpness.values[i], color=f"C{i}", label=rf"GD $\eta$={eta:g}")
         axes[1].plot(ds.gd_step.values, ds.gd_loss.values[i], color=f"C{i}")
@@ -430,11 +422,10 @@ def _figures(ds, cfg, out_dir):
     axes[0].legend(fontsize=7)
     axes[1].set(yscale="log", xlim=(0, last), xlabel="step", ylabel="loss")
     axes[1].set_xscale("symlog", linthresh=10)
-    fig.tight_layout()
     paths += save_figure(fig, out_dir, f"{name}_gd", formats)
 
     # 4. SGD grid
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = new_figure(2, 2, width=5.5, height=4)
     x = ds.sgd_batch.values
     for i, eta in enumerate(ds.sgd_eta.values):
         c = f"C{i}"
@@ -460,10 +451,8 @@ def _figures(ds, cfg, out_dir):
                    title="conservative sharpening")
     for ax in axes.ravel():
         ax.legend(fontsize=7)
-    fig.tight_layout()
     _plain_batch_ticks(axes.ravel())
     paths += save_figure(fig, out_dir, f"{name}_sgd", formats)
-    plt.close("all")
     return paths
 
 

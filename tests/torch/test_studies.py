@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sdeeos import ParameterError  # noqa: E402
+from sdeeos._cli import main  # noqa: E402
 from sdeeos.studies import load_study, run_study  # noqa: E402
 
 TINY = """\
@@ -42,6 +43,9 @@ def test_real_eos(tmp_path):
     assert np.all(np.isfinite(ds.plateau_sharpness.values))
     for ext in ("nc", "png", "pdf"):
         assert (tmp_path / "out" / f"real_eos.{ext}").stat().st_size > 0
+    # the figure is redrawn from the saved dataset alone
+    assert main(["study", "--replot", str(tmp_path / "out" / "real_eos.nc"), "--out", str(tmp_path / "re")]) == 0
+    assert (tmp_path / "re" / "real_eos.png").stat().st_size > 1000
 
 
 def test_real_gap(tmp_path):
