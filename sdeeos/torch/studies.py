@@ -18,6 +18,7 @@ warn_moved("sdeeos.torch.studies", "sdeeos.studies (and `sdeeos study FILE`)")
 
 def load_study_config(path, *, quick: bool = False) -> tuple[str, dict]:
     """Deprecated: `sdeeos.studies.load_study` (validated, with file:line in errors)."""
+    warn_moved("sdeeos.torch.studies.load_study_config", "sdeeos.studies.load_study")
     cfg = load_study(path, quick=quick)
     return cfg.kind, {k: v for k, v in cfg.items() if k not in ("kind", "name")}
 

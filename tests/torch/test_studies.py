@@ -111,3 +111,16 @@ def test_deprecated_paths_warn_and_forward(tmp_path):
     import sdeeos.torch
 
     assert sdeeos.torch.STUDY_RUNNERS["real_eos"].__module__ == "sdeeos.studies.real_eos"
+
+
+def test_old_torch_runner_forwards_to_sdeeos_study(tmp_path, capsys):
+    sys.modules.pop("sdeeos.torch.studies", None)
+    with pytest.warns(DeprecationWarning, match="sdeeos.torch.studies is deprecated"):
+        from sdeeos.torch import studies as old
+    bad = _study(tmp_path, "real_gap", "sharpening_window = [0.9, 0.3]\n")
+    with pytest.warns(DeprecationWarning, match="python -m sdeeos.torch.studies is deprecated"):
+        assert old.main([str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith(f"sdeeos: error: {bad}:7: sharpening_window: must be [low, high]")
+    with pytest.warns(DeprecationWarning):
+        kind, config = old.load_study_config(_study(tmp_path, "real_eos", "lr = 0.3\n"))
+    assert kind == "real_eos" and config["lr"] == 0.3 and config["batch_sizes"] == ["full", 25, 50, 100, 250]
