@@ -1,12 +1,19 @@
 r"""Batched array-namespace engine of the quadratic-regression model: the same code on NumPy and CuPy.
 
 ``xp`` is ``numpy`` (CI, tests: `QRArrayEngine`) or ``cupy`` (``backend="cupy"``: `QRCupyEngine`).
-Every trajectory of a chunk advances at once, so each step is a handful of batched BLAS calls:
+Every trajectory of a chunk advances at once, and an SGD step is two GEMMs over the whole chunk
+(no per-trajectory Jacobian is formed):
 
-* quadratic part :math:`W_{mib}=\sum_c Q_{ibc}\theta_{mc}`: one GEMM ``(M x P) @ (P x nP)``;
-* residuals :math:`z = z_0 + \theta J_0^T + \tfrac12 W\theta` and the minibatch gradient
-  :math:`g_m=\tfrac1B\sum_i C_{mi} z_{mi} J_{mi\cdot}`: batched GEMVs (``matmul`` over the stack);
-* PGD and the recorded observables: batched ``eigh``/``eigvalsh`` (cuSOLVER's batched syevj on CuPy).
+* residuals :math:`z_{mi} = z_{0i} + (J_0\theta_m)_i + \tfrac12\sum_{bc}Q_{ibc}\theta_{mb}\theta_{mc}`:
+  the quadratic part is ``(theta (x) theta) @ Q.reshape(n, P*P).T``, a GEMM ``(M x P^2) @ (P^2 x n)``;
+* minibatch gradient :math:`g_{mb}=\tfrac1B\sum_i a_{mi}\bigl(J_{0ib}+\sum_c Q_{ibc}\theta_{mc}\bigr)`
+  with :math:`a = C\odot z` (``C``: batch counts): ``a @ J0`` plus ``(a (x) theta) @ Q'``, a GEMM
+  ``(M x nP) @ (nP x P)`` with ``Q'[(i, c), b] = Q[i, b, c]``;
+* PGD and the recorded observables: the Jacobians :math:`J = J_0 + Q\theta` (one GEMM) and batched
+  ``eigh``/``eigvalsh`` (cuSOLVER's batched syevj on CuPy).
+
+Dense rows cost n/B times the sampled-row work of the Numba engine, but on a GPU GEMMs run near
+peak while gathers and per-row loops do not.
 
 Draws: the batch of step ``t`` is sampled from the counter-based streams exactly as the Numba
 engine does (`draw_layout`; Floyd's algorithm for sampling without replacement, one uniform per
@@ -84,12 +91,19 @@ class QRArrayEngine(QREngineBase):
         if self._data is None or self._data[0] is not model:
             xp = self.xp
             Q = None if model.is_linear else xp.asarray(model.Q)
-            Qflat = None if Q is None else Q.reshape(model.n * model.P, model.P)  # rows (i, b), columns c
-            self._data = (model, xp.asarray(model.J0), xp.asarray(model.z0), Q, Qflat)
-        return self._data[1:]
+            n, P = model.n, model.P
+            Qflat = None if Q is None else Q.reshape(n * P, P)  # rows (i, b), columns c
+            Qz = None if Q is None else Q.reshape(n, P * P).T.copy()  # (P^2, n): rows (b, c)
+            Qg = None if Q is None else xp.ascontiguousarray(Q.transpose(0, 2, 1)).reshape(n * P, P)  # rows (i, c)
+            self._data = (model, xp.asarray(model.J0), xp.asarray(model.z0), Q, Qflat, Qz, Qg)
+        return self._data[1:5]
+
+    def _gemm_arrays(self, model):
+        self._model_arrays(model)
+        return self._data[5:]
 
     def _chunk(self, model) -> int:
-        return self.chunk or max(1, CHUNK_BYTES // (8 * 4 * model.n * model.P))
+        return self.chunk or max(1, CHUNK_BYTES // (8 * 4 * model.n * model.P + 8 * model.P * model.P))
 
     def _get(self, a) -> np.ndarray:
         return a.get() if hasattr(a, "get") else np.asarray(a)
@@ -113,6 +127,26 @@ class QRArrayEngine(QREngineBase):
             _, _, Q, Qflat = self._model_arrays(model)
             H = H + (z @ Q.reshape(model.n, model.P * model.P)).reshape(-1, model.P, model.P)
         return H / model.n, J, z
+
+    def _residual(self, model, theta):
+        """z (M, n) at ``theta`` (M, P) without forming J: one GEMM for the quadratic part."""
+        J0, z0, Q, _ = self._model_arrays(model)
+        z = z0 + theta @ J0.T
+        if Q is None:
+            return z
+        Qz, _ = self._gemm_arrays(model)
+        M, P = theta.shape
+        return z + 0.5 * ((theta[:, :, None] * theta[:, None, :]).reshape(M, P * P) @ Qz)
+
+    def _gradient(self, model, theta, a):
+        """sum_i a_mi J_mi. (M, P) at ``theta`` without forming J: one GEMM for the quadratic part."""
+        J0, _, Q, _ = self._model_arrays(model)
+        g = a @ J0
+        if Q is None:
+            return g
+        _, Qg = self._gemm_arrays(model)
+        M, P = theta.shape
+        return g + (a[:, :, None] * theta[:, None, :]).reshape(M, model.n * P) @ Qg
 
     @staticmethod
     def _rowvec(a, J):
@@ -156,8 +190,7 @@ class QRArrayEngine(QREngineBase):
         scheme, c_init, d_step = draw_layout(spec)
         B = model.n if scheme == 0 else model.batch_size
         C = batch_counts_xp(self.xp, keys, gammas, c_init + t * d_step, model.n, B, scheme)
-        J, z = self._jz(model, th)
-        upd = self._rowvec(C * z, J) * (1.0 / B)
+        upd = self._gradient(model, th, C * self._residual(model, th)) * (1.0 / B)
         if model.momentum != 0.0:
             v = model.momentum * vel + upd
             vel[...] = self.xp.where(alive[:, None], v, vel)
@@ -247,10 +280,16 @@ class QRCupyEngine(QRArrayEngine):
 
 
 def dense_gradient_flops(model, n_traj: int) -> float:
-    """Floating-point operations of one dense-mask step of `QRArrayEngine` (for GEMM-rate ratios)."""
+    """Floating-point operations of one SGD step of `QRArrayEngine` over all n rows (its two GEMMs
+    of 2 n P^2 each for the quadratic model, plus the 2 n P of each linear part).
+
+    >>> from sdeeos.models import QuadraticRegression
+    >>> dense_gradient_flops(QuadraticRegression(n=8, P=4, eta=0.1, q_scale=1.0), 1)   # 2*(2*8*16) + 2*(2*8*4)
+    640.0
+    """
     n, P = model.n, model.P
-    per = 2 * n * P + 2 * n * P  # z = z0 + J0 theta, g = (C z) J
+    per = 2 * (2 * n * P)  # z0 + J0 theta, a J0
     if not model.is_linear:
-        per += 2 * n * P * P + 2 * n * P  # W = Q theta (GEMM), the quadratic part of z
+        per += 2 * (2 * n * P * P)  # (theta x theta) Q, (a x theta) Q'
     return float(per) * n_traj
 
