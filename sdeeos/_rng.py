@@ -57,6 +57,10 @@ __all__ = [
     "ndtri32_q_nb",
     "ndtri32_central_nb",
     "ndtri32_tail_nb",
+    "ndtri_tail_log_nb",
+    "ndtri_tail_finish_nb",
+    "ndtri32_tail_log_nb",
+    "ndtri32_tail_finish_nb",
 ]
 
 RNG_SCHEME = "sdeeos-splitmix64-ctr-as241/1"
@@ -145,6 +149,28 @@ def ndtri_tail_nb(u):
 
 
 @njit(inline="always")
+def ndtri_tail_log_nb(u):
+    """First half of `ndtri_tail_nb`: ``-log(min(u, 1 - u))`` (the libm call; scalar)."""
+    q = u - 0.5
+    r = u if q <= 0.0 else 1.0 - u
+    return -np.log(r)
+
+
+@njit(inline="always")
+def ndtri_tail_finish_nb(u, s):
+    """Second half of `ndtri_tail_nb` from ``s = -log(min(u, 1 - u))``: both rational branches and a
+    select, no call and no branch, so a loop over tail lanes vectorises; the same operations as
+    `ndtri_tail_nb` on the branch it takes, so the same bits."""
+    r = np.sqrt(s)
+    a = r - 1.6
+    b = r - 5.0
+    near = _horner8(_C, a) / _horner8(_D, a)
+    far = _horner8(_E, b) / _horner8(_F, b)
+    x = near if r <= 5.0 else far
+    return -x if u - 0.5 < 0.0 else x
+
+
+@njit(inline="always")
 def ndtri_nb(u):
     if abs(u - 0.5) <= AS241_CENTRAL_BOUND:
         return ndtri_central_nb(u)
@@ -194,6 +220,26 @@ def ndtri32_tail_nb(n2):
     else:
         r = r - _FIVE_F32
         x = _horner8(_E32, r) / _horner8(_F32, r)
+    return -x if n2 < 0 else x
+
+
+@njit(inline="always")
+def ndtri32_tail_log_nb(n2):
+    """First half of `ndtri32_tail_nb`: ``-logf(min(u, 1 - u))`` in float32 (scalar libm call)."""
+    k2 = n2 + _HALF_K2
+    m2 = k2 if n2 < 0 else 2 * _HALF_K2 - k2
+    return -np.log(np.float32(m2) * _TWO_M54_F32)
+
+
+@njit(inline="always")
+def ndtri32_tail_finish_nb(n2, s):
+    """Second half of `ndtri32_tail_nb` (both branches and a select: vectorises; same bits)."""
+    r = np.sqrt(s)
+    a = r - _ONE6_F32
+    b = r - _FIVE_F32
+    near = _horner8(_C32, a) / _horner8(_D32, a)
+    far = _horner8(_E32, b) / _horner8(_F32, b)
+    x = near if r <= _FIVE_F32 else far
     return -x if n2 < 0 else x
 
 

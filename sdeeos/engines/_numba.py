@@ -6,7 +6,8 @@ is outermost and every inner loop runs over the block's trajectories without bra
 vectorises it (AVX-512 where present):
 
 1. draw this step's uniforms and the AS241 central-branch normal for all lanes (SIMD);
-2. fix up the ~15 % of lanes in the tail branch (scalar, needs ``log``);
+2. fix up the ~15 % of lanes in the tail branch: compacted, one scalar ``log`` call each, the rest
+   of AS241's tail (both rational branches and a select) vectorised over the compacted lanes;
 3. accumulate the observables of the current state (after burn-in) and apply the update (SIMD);
 4. every ``FOLD`` absolute steps fold partial sums into totals and check for divergence.
 
@@ -15,6 +16,11 @@ float32 (16 SIMD lanes per AVX-512 register instead of 8); the normals are those
 variant of the RNG scheme (`sdeeos._rng.RNG_SCHEME_F32`, the same as the CUDA kernel's float32
 mode); partial and total sums stay float64 (each observable is widened before it is added, and
 squared in double, as in the CUDA kernel).
+
+The kernel is compiled with ``error_model="numpy"``: a float division by zero gives inf/NaN (then
+caught as a divergence, as in the NumPy and CUDA engines) instead of raising, and, more to the
+point, without Python's zero-divisor check every loop with a division (AS241's rational functions,
+most updates) vectorises.
 
 The generated module is written to a cache directory and imported, so Numba's on-disk cache
 (``cache=True``) skips recompilation in later processes.
@@ -46,13 +52,13 @@ _TEMPLATE = '''\
 import math
 import numpy
 from numba import njit, prange
-from sdeeos._rng import uniform_nb, ndtri_central_nb, ndtri_tail_nb
-from sdeeos._rng import ndtri32_word_nb, ndtri32_q_nb, ndtri32_central_nb, ndtri32_tail_nb
+from sdeeos._rng import uniform_nb, ndtri_central_nb, ndtri_tail_log_nb, ndtri_tail_finish_nb
+from sdeeos._rng import ndtri32_word_nb, ndtri32_q_nb, ndtri32_central_nb, ndtri32_tail_log_nb, ndtri32_tail_finish_nb
 
 BLOCK = {block}
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def advance(state, params, keys, gammas, t0, t1, n_steps, burn_in, fold, bound,
             acc_sum, acc_sq, part_sum, part_sq, alive, diverged_step, burn_state, rec, rec_every):
 {unpack_params}
@@ -129,7 +135,8 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
     alloc += [f"ub{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
     alloc += [f"nb{k} = numpy.empty(BLOCK, dtype=numpy.int64)" for k in range(nz)] if single else []
     alloc += ["kk = numpy.empty(BLOCK, dtype=numpy.uint64)", "gg = numpy.empty(BLOCK, dtype=numpy.uint64)"]
-    alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int64)"] if nz else []
+    alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int64)", f"tail_s = numpy.empty(BLOCK, dtype={real})",
+              f"tail_u = numpy.empty(BLOCK, dtype={'numpy.int64' if single else 'numpy.float64'})"] if nz else []
     load_block = [f"s{k}[j] = state[{k}, lo + j]" for k in range(len(st))]
     load_block += [f"ps{k}[j] = part_sum[{k}, lo + j]" for k in range(no)]
     load_block += [f"pq{k}[j] = part_sq[{k}, lo + j]" for k in range(no)]
@@ -168,7 +175,12 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
             f"    n_tail += abs(ub{k}[j]) > numpy.float32(0.425)",
             "for i in range(n_tail):",
             "    j = tail_idx[i]",
-            f"    zb{k}[j] = ndtri32_tail_nb(nb{k}[j])",
+            f"    tail_u[i] = nb{k}[j]",
+            f"    tail_s[i] = ndtri32_tail_log_nb(nb{k}[j])",
+            "for i in range(n_tail):",
+            "    tail_s[i] = ndtri32_tail_finish_nb(tail_u[i], tail_s[i])",
+            "for i in range(n_tail):",
+            f"    zb{k}[tail_idx[i]] = tail_s[i]",
         ]
     for k in range(nz) if not single else ():
         noise += [
@@ -182,9 +194,15 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
             "for j in range(m):",
             "    tail_idx[n_tail] = j",
             f"    n_tail += abs(ub{k}[j] - 0.5) > 0.425",
+            # the scalar log per tail lane, then the rest of the tail vectorised, then scatter
             "for i in range(n_tail):",
             "    j = tail_idx[i]",
-            f"    zb{k}[j] = ndtri_tail_nb(ub{k}[j])",
+            f"    tail_u[i] = ub{k}[j]",
+            f"    tail_s[i] = ndtri_tail_log_nb(ub{k}[j])",
+            "for i in range(n_tail):",
+            "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], tail_s[i])",
+            "for i in range(n_tail):",
+            f"    zb{k}[tail_idx[i]] = tail_s[i]",
         ]
     check = [f"if not (abs(s{k}[j]) <= bound):\n{' ' * 28}ok = False" for k in range(len(st))]
     check += [f"if not (abs(pq{k}[j]) < numpy.inf):\n{' ' * 28}ok = False" for k in range(no)]
