@@ -104,7 +104,7 @@ def section_reduced(smoke: bool) -> dict:
         device = CupyDevice()
         for n_traj, steps in ((1_000_000, 4000), (10_000_000, 1000)):
             for dtype in ("float64", "float32"):
-                kw = dict(burn_in=0, seed=0, dtype=dtype)
+                kw = dict(burn_in=0, seed=0, dtype=dtype, device=device)
                 run_summary(model, "sgd", n_traj=4096, n_steps=64, **kw)  # compile
                 out = {}
 
@@ -138,7 +138,9 @@ def section_qr(smoke: bool) -> dict:
 
         engine, xp = get_qr_engine("cupy"), cupy
         sync = cupy.cuda.Device().synchronize
-        n, P, M, B, steps, size = 64, 64, 32768, 16, 10, 8192
+        # n = P = 128: both GEMMs have arithmetic intensity ~n/4 = 32 flop/byte (compute-bound on an
+        # H100/H200, balance ~13); 16384 trajectories: (M, P^2) and (M, nP) operands of 2 GB each
+        n, P, M, B, steps, size = 128, 128, 16384, 16, 10, 8192
         engine.chunk = M
     a, b = (xp.asarray(np.random.default_rng(0).random((size, size))) for _ in range(2))
     a @ b
