@@ -13,7 +13,9 @@ replacement per trajectory, independently).  Implementations, all in this proces
 
 "Useful" FLOPs count only the work on sampled rows (linear 4BP per trajectory-step; quadratic
 2BP^2 + 6BP); dense implementations do n/B times more.  The machine's matrix-multiply rate is measured
-in the same run (NumPy float64 GEMM, 2048^3), so FLOP rates can be compared.
+in the same run (NumPy float64 GEMM, 2048^3), so FLOP rates can be compared: the last column is useful FLOP/s over
+the GEMM rate with the same number of threads (1-thread rows against the 1-thread GEMM rate; goal
+>= 50 % for the Numba engine).
 
 Timings are best-of-``--repeat`` (the minimum is the least noisy statistic on a shared machine; the
 median is reported too).  Re-run with e.g.::
@@ -259,15 +261,18 @@ def table(results) -> str:
              f"B={results['sizes']['B']}; measured float64 GEMM: {mach['gemm_flops_all_threads'] / 1e9:.1f} GFLOP/s "
              f"({mach['cpu_count']} threads), {mach['gemm_flops_1_thread'] / 1e9:.1f} GFLOP/s (1 thread); "
              f"load average before/after {mach['loadavg_before'][0]:.1f}/{mach['loadavg_after'][0]:.1f}",
-             "", "| model | implementation | ensemble steps/s (best) | (median) | useful GFLOP/s | vs best NumPy | vs best torch |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| model | implementation | ensemble steps/s (best) | (median) | useful GFLOP/s | vs best NumPy | vs best torch "
+             "| vs GEMM rate (same threads) |",
+             "|---|---|---|---|---|---|---|---|"]
     for kind in dict.fromkeys(r["model"] for r in results["rows"]):
         rows = [r for r in results["rows"] if r["model"] == kind]
         best_np = max((r["steps_per_s"] for r in rows if r["impl"].startswith("numpy")), default=float("nan"))
         best_t = max((r["steps_per_s"] for r in rows if r["impl"].startswith("torch")), default=float("nan"))
         for r in rows:
+            gemm = mach["gemm_flops_1_thread"] if "(1 thr)" in r["impl"] else mach["gemm_flops_all_threads"]
             lines.append(f"| {kind} | {r['impl']} | {r['steps_per_s']:.1f} | {r['steps_per_s_median']:.1f} | "
-                         f"{r['useful_gflops']:.2f} | {r['steps_per_s'] / best_np:.2f}x | {r['steps_per_s'] / best_t:.2f}x |")
+                         f"{r['useful_gflops']:.2f} | {r['steps_per_s'] / best_np:.2f}x | {r['steps_per_s'] / best_t:.2f}x "
+                         f"| {r['useful_gflops'] * 1e9 / gemm:.0%} |")
     return "\n".join(lines)
 
 

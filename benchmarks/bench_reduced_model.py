@@ -2,6 +2,12 @@
 statistics) against the vectorised baselines a user would otherwise write, in the same run.
 
     python benchmarks/bench_reduced_model.py [--n-traj 1000000] [--repeats 3] [--json out.json]
+                                             [--sdeeos-only] [--threads 1]
+
+The sdeeos engine runs in float64 and float32 (``dtype="float32"``: float32 state and normals of
+the float32 RNG variant, float64 sums) in the same run, alternating, so that a loaded machine
+slows both alike; the table gives float32/float64 per thread count.  ``--sdeeos-only`` skips the
+baselines.
 
 Every contender does the same work per trajectory-step: one Gaussian draw, the (x, y) update, and
 running sums of the sharpness S = 2/eta + y and of x^2 (the statistics the engine streams; the
@@ -32,15 +38,16 @@ def best_of(fn, repeats):
     return min(times)
 
 
-def bench_sdeeos(n_traj, n_steps, repeats, threads=None, method="sgd"):
+def bench_sdeeos(n_traj, n_steps, repeats, threads=None, method="sgd", dtype="float64", backend="numba"):
     import sdeeos
     from sdeeos.engines import RunSpec, get_engine
 
     model = sdeeos.SelfStabilization(eta=ETA, alpha=ALPHA, beta=BETA, sigma=SIGMA)
-    spec = RunSpec(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=0, seed=0, record_every=0)
-    engine = get_engine("numba")
-    warm = model.new_run(RunSpec(model=model, method=method, n_traj=1024, n_steps=64, burn_in=0, seed=0, record_every=0))
-    engine.advance(RunSpec(model, method, 1024, 64, 0, 0, 0), warm, 64, threads)  # compile
+    spec = RunSpec(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=0, seed=0, record_every=0,
+                   dtype=dtype)
+    engine = get_engine(backend)
+    small = RunSpec(model=model, method=method, n_traj=1024, n_steps=64, burn_in=0, seed=0, record_every=0, dtype=dtype)
+    engine.advance(small, model.new_run(small), 64, threads)  # compile
 
     def run():
         state = model.new_run(spec)
@@ -131,41 +138,67 @@ def bench_jax(n_traj, n_steps, repeats):
     return n_traj * n_steps / best_of(lambda: jax.block_until_ready(fn(keys)), repeats)
 
 
+def bench_precisions(n, n_steps, repeats, threads, method="sgd"):
+    """float64 and float32 rates of the engine, measured alternately (best of ``repeats`` each)."""
+    best = {"float64": 0.0, "float32": 0.0}
+    for _ in range(repeats):
+        for dtype in best:
+            best[dtype] = max(best[dtype], bench_sdeeos(n, n_steps, 1, threads=threads, method=method, dtype=dtype))
+    return best
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-traj", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="numba thread counts to measure (default: 1 and all)")
+    parser.add_argument("--sdeeos-only", action="store_true", help="skip the NumPy/PyTorch/JAX baselines")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     n = args.n_traj
     import numba
 
     rows = []
-    numpy_rate = bench_numpy(n, 40, args.repeats)
-    rows.append(("NumPy vectorised (in-place ufuncs)", numpy_rate))
-    for name, rate in [
-        ("PyTorch-CPU vectorised, float64", bench_torch(n, 40, args.repeats, "float64")),
-        ("PyTorch-CPU vectorised, float32", bench_torch(n, 40, args.repeats, "float32")),
-        ("JAX vmap + lax.scan, float64", bench_jax(min(n, 100_000), 200, args.repeats)),
-    ]:
-        rows.append((name, rate))
-    threads = numba.config.NUMBA_NUM_THREADS
-    rows.append((f"sdeeos numba, sgd, 1 thread", bench_sdeeos(n, 400, args.repeats, threads=1)))
-    rows.append((f"sdeeos numba, sgd, {threads} threads", bench_sdeeos(n, 800, args.repeats, threads=threads)))
-    rows.append((f"sdeeos numba, gd, {threads} threads", bench_sdeeos(n, 2000, args.repeats, threads=threads, method="gd")))
+    numpy_rate = None
+    if not args.sdeeos_only:
+        numpy_rate = bench_numpy(n, 40, args.repeats)
+        rows.append(("NumPy vectorised (in-place ufuncs)", numpy_rate))
+        for name, rate in [
+            ("PyTorch-CPU vectorised, float64", bench_torch(n, 40, args.repeats, "float64")),
+            ("PyTorch-CPU vectorised, float32", bench_torch(n, 40, args.repeats, "float32")),
+            ("JAX vmap + lax.scan, float64", bench_jax(min(n, 100_000), 200, args.repeats)),
+        ]:
+            rows.append((name, rate))
+    all_threads = numba.config.NUMBA_NUM_THREADS
+    thread_counts = args.threads or sorted({1, all_threads})
+    ratios = {}
+    for threads in thread_counts:
+        rates = bench_precisions(n, 400 * threads, args.repeats, threads)
+        for dtype, rate in rates.items():
+            rows.append((f"sdeeos numba, sgd, {dtype}, {threads} thread(s)", rate))
+        ratios[threads] = rates["float32"] / rates["float64"]
+    if not args.sdeeos_only:
+        rows.append((f"sdeeos numba, gd, float64, {all_threads} threads",
+                     bench_sdeeos(n, 2000, args.repeats, threads=all_threads, method="gd")))
 
-    print(f"# reduced model, float64, {n:.0e} trajectories, streamed statistics")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numba threads {threads}")
+    print(f"# reduced model, {n:.0e} trajectories, streamed statistics (float64 sums)")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numba threads {all_threads}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print("| implementation | trajectory-steps/s | vs NumPy |")
     print("|---|---:|---:|")
     for name, rate in rows:
         if rate is None:
             print(f"| {name} | not installed | |")
         else:
-            print(f"| {name} | {rate:.3g} | {rate / numpy_rate:.1f}x |")
+            print(f"| {name} | {rate:.3g} | {'' if numpy_rate is None else f'{rate / numpy_rate:.1f}x'} |")
+    for threads, ratio in ratios.items():
+        print(f"float32 / float64, {threads} thread(s): {ratio:.2f}x")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({name: rate for name, rate in rows}, fh, indent=1)
+            json.dump({"n_traj": n, "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0],
+                       "rates": {name: rate for name, rate in rows},
+                       "float32_over_float64": {str(t): r for t, r in ratios.items()}}, fh, indent=1)
 
 
 if __name__ == "__main__":

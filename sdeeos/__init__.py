@@ -8,11 +8,13 @@ Public API (everything else is private and may change):
 * `sweep`: a grid of simulations (local Dask cluster by default), resumable NetCDF/Zarr stores
 * `theory`: SymPy derivations and the predictions lambdified from them
 * `RNG_SCHEME`: the name of the counter-based random-number scheme every backend uses
+  (`RNG_SCHEME_F32`: its float32 variant, used by ``dtype="float32"`` runs)
 """
 
 from . import _moved, theory
-from ._errors import BackendUnavailableError, OutsideDomainError, ParameterError, SdeeosError
-from ._rng import RNG_SCHEME
+from ._errors import BackendUnavailableError, Float32ResolutionWarning, OutsideDomainError, ParameterError, SdeeosError
+from ._rng import RNG_SCHEME, RNG_SCHEME_F32
+from ._sharded import SchedulerUnreachableError, ShardFailedError
 from ._simulate import simulate
 from .sweeps import sweep
 from ._version import __version__
@@ -51,7 +53,11 @@ __all__ = [
     "SelfStabilizationSME",
     "MODEL_REGISTRY",
     "RNG_SCHEME",
+    "RNG_SCHEME_F32",
     "SdeeosError",
+    "Float32ResolutionWarning",
+    "ShardFailedError",
+    "SchedulerUnreachableError",
     "ParameterError",
     "BackendUnavailableError",
     "OutsideDomainError",

@@ -24,7 +24,10 @@ from ._errors import ParameterError
 from ._rng import as_seed, stream_keys
 from ._validation import check_choice, check_int
 
-__all__ = ["SymbolicStep", "Model", "FOLD", "RunSpec", "RunState", "Engine", "ensemble_summary"]
+__all__ = ["SymbolicStep", "Model", "FOLD", "DTYPES", "RunSpec", "RunState", "Engine", "ensemble_summary"]
+
+#: State precisions a run may ask for (streamed sums are float64 in both).
+DTYPES = ("float64", "float32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +122,19 @@ class Model(abc.ABC):
     def validate_run(self, method: str) -> None:
         """Raise ``ParameterError`` when this model cannot run ``method`` with its parameters."""
 
+    def dtypes(self, method: str) -> tuple[str, ...]:
+        """State precisions this model runs ``method`` in (default: float64 only)."""
+        return ("float64",)
+
+    def check_dtype(self, method: str, dtype: str) -> str:
+        """``dtype`` if this model runs ``method`` in it; else ``ParameterError`` naming both."""
+        dtype = check_choice("dtype", dtype, DTYPES)
+        if dtype not in self.dtypes(method):
+            raise ParameterError(
+                f"dtype {dtype!r} is not supported by model {self.name!r} with method {method!r} "
+                f"(supported: {list(self.dtypes(method))})")
+        return dtype
+
     def run_notes(self, method: str) -> dict[str, object]:
         """Attributes describing the regime of this run (e.g. whether a stationary state exists)."""
         return {}
@@ -153,9 +169,14 @@ class RunSpec:
     burn_in: int
     seed: int
     record_every: int  # 0: no recording
+    dtype: str = "float64"  # precision of the state and update (sums are float64)
+    #: index of this run's first trajectory: a shard of trajectories [a, b) of a larger run has
+    #: ``first_traj = a`` and ``n_traj = b - a`` and draws exactly the streams of those indices
+    first_traj: int = 0
 
     @classmethod
-    def checked(cls, model: Model, method, *, n_traj, n_steps, burn_in=None, seed=0, record_every=None) -> "RunSpec":
+    def checked(cls, model: Model, method, *, n_traj, n_steps, burn_in=None, seed=0, record_every=None,
+                dtype="float64") -> "RunSpec":
         """A spec from user input, every setting validated (one place for every entry point).
 
         ``burn_in`` defaults to ``n_steps // 2``; ``record_every=None`` means no recording.
@@ -168,9 +189,14 @@ class RunSpec:
         burn_in = n_steps // 2 if burn_in is None else check_int("burn_in", burn_in, low=0, high=n_steps - 1)
         seed = int(as_seed(seed))
         record_every = 0 if record_every is None else check_int("record_every", record_every, low=1)
+        dtype = model.check_dtype(method, dtype)
         model.validate_run(method)
         return cls(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in,
-                   seed=seed, record_every=record_every)
+                   seed=seed, record_every=record_every, dtype=dtype)
+
+    def shard(self, first: int, stop: int) -> "RunSpec":
+        """The spec of trajectories ``[first, stop)`` of this run (same streams, same everything else)."""
+        return dataclasses.replace(self, n_traj=stop - first, first_traj=self.first_traj + first)
 
     @property
     def step(self) -> SymbolicStep:
@@ -185,8 +211,13 @@ class RunSpec:
 class RunState:
     """Host-side arrays of a run in progress (all per trajectory; shapes in comments)."""
 
+    #: axis of each array that runs over trajectories (to split and merge shards of a run); None:
+    #: the same for every trajectory.  Arrays not named use ``TRAJ_AXIS_DEFAULT``.
+    TRAJ_AXES: ClassVar[dict[str, int | None]] = {"params": None}
+    TRAJ_AXIS_DEFAULT: ClassVar[int] = -1
+
     t: int                       # next step to take
-    state: np.ndarray            # (n_state, n_traj) float64
+    state: np.ndarray            # (n_state, n_traj) float64 (float32-exact values in a float32 run)
     params: np.ndarray           # (n_params,)
     keys: np.ndarray             # (n_traj,) uint64
     gammas: np.ndarray           # (n_traj,) uint64
@@ -203,7 +234,7 @@ class RunState:
     def initial(cls, spec: RunSpec) -> "RunState":
         step = spec.step
         n, ns, no = spec.n_traj, len(step.state), len(step.observables)
-        keys, gammas = stream_keys(spec.seed, n)
+        keys, gammas = stream_keys(spec.seed, n, first=spec.first_traj)
         state = np.repeat(spec.model.initial_vector(spec.method)[:, None], n, axis=1)
         zeros = lambda: np.zeros((no, n))  # noqa: E731
         return cls(
@@ -222,6 +253,8 @@ class Engine(abc.ABC):
     """A backend that advances a `RunState` in place."""
 
     name: ClassVar[str]
+    #: state precisions this engine runs
+    dtypes: ClassVar[tuple[str, ...]] = ("float64",)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

@@ -25,3 +25,7 @@ class OutsideDomainError(SdeeosError, ValueError):
 
 class DistExtraMissingError(SdeeosError, ImportError):
     """dask/distributed or zarr is needed but not installed (the ``dist`` extra)."""
+
+
+class Float32ResolutionWarning(UserWarning):
+    """A float32 run resolves the quantity it measures (e.g. the sharpness gap) only coarsely."""

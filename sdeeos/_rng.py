@@ -13,6 +13,13 @@ Scheme ``sdeeos-splitmix64-ctr-as241/1``:
 4. **Normal** ``z = Phi^{-1}(u)`` by Wichura's AS241 (relative error ~1e-16): exactly one word per
    normal, so the draw counter is aligned with the step.
 
+**float32 variant** ``sdeeos-splitmix64-ctr-as241f32/1`` (``dtype="float32"`` runs, every backend):
+the *same* 64-bit word per draw; ``k2 = 2 (w >> 11) + 1`` (so ``u = k2 2**-54``) gives
+``q = u - 1/2`` and ``min(u, 1 - u)`` from exact integers, each rounded once to float32 (the tails
+reach |z| ~ 8.3 as in float64), then AS241 in single precision (float32 coefficients, ``logf``).
+Its normals are the float64 ones to within a few float32 ulps (tested), not their correct
+rounding: the name differs so that provenance says which draws a run used.
+
 ``mix64`` is Stafford's variant 13 (the SplitMix64 finaliser).  Every backend implements the same
 arithmetic; the CPU ones agree bit for bit (no FMA contraction), a GPU may differ in the last bit of
 ``log`` in the tail branch (|u - 1/2| > 0.425).
@@ -43,9 +50,26 @@ __all__ = [
     "ndtri_tail_nb",
     "ndtri_nb",
     "AS241_CENTRAL_BOUND",
+    "RNG_SCHEME_F32",
+    "rng_scheme",
+    "normals32",
+    "ndtri32_word_nb",
+    "ndtri32_q_nb",
+    "ndtri32_central_nb",
+    "ndtri32_tail_nb",
+    "ndtri_tail_log_nb",
+    "ndtri_tail_finish_nb",
+    "ndtri32_tail_log_nb",
+    "ndtri32_tail_finish_nb",
 ]
 
 RNG_SCHEME = "sdeeos-splitmix64-ctr-as241/1"
+RNG_SCHEME_F32 = "sdeeos-splitmix64-ctr-as241f32/1"
+
+
+def rng_scheme(dtype: str = "float64") -> str:
+    """The scheme name recorded in provenance for runs in ``dtype``."""
+    return RNG_SCHEME_F32 if dtype == "float32" else RNG_SCHEME
 
 _U = np.uint64
 GOLDEN = _U(0x9E3779B97F4A7C15)
@@ -125,10 +149,106 @@ def ndtri_tail_nb(u):
 
 
 @njit(inline="always")
+def ndtri_tail_log_nb(u):
+    """First half of `ndtri_tail_nb`: ``-log(min(u, 1 - u))`` (the libm call; scalar)."""
+    q = u - 0.5
+    r = u if q <= 0.0 else 1.0 - u
+    return -np.log(r)
+
+
+@njit(inline="always")
+def ndtri_tail_finish_nb(u, s):
+    """Second half of `ndtri_tail_nb` from ``s = -log(min(u, 1 - u))``: both rational branches and a
+    select, no call and no branch, so a loop over tail lanes vectorises; the same operations as
+    `ndtri_tail_nb` on the branch it takes, so the same bits."""
+    r = np.sqrt(s)
+    a = r - 1.6
+    b = r - 5.0
+    near = _horner8(_C, a) / _horner8(_D, a)
+    far = _horner8(_E, b) / _horner8(_F, b)
+    x = near if r <= 5.0 else far
+    return -x if u - 0.5 < 0.0 else x
+
+
+@njit(inline="always")
 def ndtri_nb(u):
     if abs(u - 0.5) <= AS241_CENTRAL_BOUND:
         return ndtri_central_nb(u)
     return ndtri_tail_nb(u)
+
+
+# ---------------------------------------------------------------- float32 variant (Numba)
+_f32 = np.float32
+_A32, _B32, _C32, _D32, _E32, _F32 = (tuple(_f32(c) for c in cs) for cs in (_A, _B, _C, _D, _E, _F))
+_TWO_M54_F32 = _f32(2.0**-54)
+_R0_F32 = _f32(0.180625)
+_CENTRAL_F32 = _f32(AS241_CENTRAL_BOUND)
+_FIVE_F32, _ONE6_F32 = _f32(5.0), _f32(1.6)
+_HALF_K2 = 1 << 53  # k2 of u = 1/2
+
+
+@njit(inline="always")
+def ndtri32_word_nb(key, gamma, counter):
+    """``n2 = 2**54 (u - 1/2)`` (an odd int64, never 0) of draw ``counter``; exact."""
+    w = mix64_nb(key + (_U(counter) + _ONE) * gamma)
+    return np.int64(w >> _S11) * 2 + 1 - _HALF_K2
+
+
+@njit(inline="always")
+def ndtri32_q_nb(n2):
+    """``q = u - 1/2`` rounded once to float32."""
+    return np.float32(n2) * _TWO_M54_F32
+
+
+@njit(inline="always")
+def ndtri32_central_nb(q):
+    """AS241 central branch in float32 (valid for |q| <= 0.425; no branch: SIMD)."""
+    r = _R0_F32 - q * q
+    return q * _horner8(_A32, r) / _horner8(_B32, r)
+
+
+@njit
+def ndtri32_tail_nb(n2):
+    """AS241 tail branches in float32, from the exact ``min(u, 1 - u)``."""
+    k2 = n2 + _HALF_K2
+    m2 = k2 if n2 < 0 else 2 * _HALF_K2 - k2
+    r = np.float32(m2) * _TWO_M54_F32
+    r = np.sqrt(-np.log(r))
+    if r <= _FIVE_F32:
+        r = r - _ONE6_F32
+        x = _horner8(_C32, r) / _horner8(_D32, r)
+    else:
+        r = r - _FIVE_F32
+        x = _horner8(_E32, r) / _horner8(_F32, r)
+    return -x if n2 < 0 else x
+
+
+@njit(inline="always")
+def ndtri32_tail_log_nb(n2):
+    """First half of `ndtri32_tail_nb`: ``-logf(min(u, 1 - u))`` in float32 (scalar libm call)."""
+    k2 = n2 + _HALF_K2
+    m2 = k2 if n2 < 0 else 2 * _HALF_K2 - k2
+    return -np.log(np.float32(m2) * _TWO_M54_F32)
+
+
+@njit(inline="always")
+def ndtri32_tail_finish_nb(n2, s):
+    """Second half of `ndtri32_tail_nb` (both branches and a select: vectorises; same bits)."""
+    r = np.sqrt(s)
+    a = r - _ONE6_F32
+    b = r - _FIVE_F32
+    near = _horner8(_C32, a) / _horner8(_D32, a)
+    far = _horner8(_E32, b) / _horner8(_F32, b)
+    x = near if r <= _FIVE_F32 else far
+    return -x if n2 < 0 else x
+
+
+@njit
+def _normals32_nb(keys, gammas, counter, out):
+    for i in range(keys.size):
+        n2 = ndtri32_word_nb(keys[i], gammas[i], counter)
+        q = ndtri32_q_nb(n2)
+        out[i] = ndtri32_central_nb(q) if abs(q) <= _CENTRAL_F32 else ndtri32_tail_nb(n2)
 
 
 @njit
@@ -224,3 +344,11 @@ def ndtri_as241(u: np.ndarray) -> np.ndarray:
 def normals(keys: np.ndarray, gammas: np.ndarray, counter: int) -> np.ndarray:
     """Draw ``counter`` of every stream as standard normals."""
     return ndtri_as241(uniforms(keys, gammas, counter))
+
+
+def normals32(keys: np.ndarray, gammas: np.ndarray, counter: int) -> np.ndarray:
+    """Draw ``counter`` of every stream as float32 normals of the float32 variant of the scheme."""
+    out = np.empty(np.shape(keys), dtype=np.float32)
+    _normals32_nb(np.ascontiguousarray(keys, dtype=np.uint64), np.ascontiguousarray(gammas, dtype=np.uint64),
+                  _U(counter), out)
+    return out

@@ -16,6 +16,7 @@ from . import _rng
 from ._contract import FOLD, Model, RunSpec, ensemble_summary
 from ._errors import ParameterError
 from ._provenance import provenance_attrs
+from ._sharded import run_sharded
 from ._validation import check_int
 
 __all__ = ["simulate", "ensemble_summary"]
@@ -37,7 +38,7 @@ def _spec_digest(spec: RunSpec) -> str:
         "model": type(spec.model).__name__, "params": spec.model.parameters(),
         "init": {k: repr(v) for k, v in spec.model.initial_state().items()}, "method": spec.method, "n_traj": spec.n_traj,
         "n_steps": spec.n_steps, "burn_in": spec.burn_in, "seed": spec.seed,
-        "record_every": spec.record_every, "rng": _rng.RNG_SCHEME,
+        "record_every": spec.record_every, "rng": _rng.rng_scheme(spec.dtype), "dtype": spec.dtype,
     }, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -76,6 +77,9 @@ def simulate(
     n_threads: int | None = None,
     progress: bool | None = None,
     checkpoint: str | os.PathLike | None = None,
+    dtype: str = "float64",
+    scheduler=None,
+    n_shards: int | None = None,
 ) -> xr.Dataset:
     r"""Run ``n_traj`` independent trajectories of ``model`` for ``n_steps`` steps.
 
@@ -108,7 +112,19 @@ def simulate(
         Show a progress bar (default: only once a run has taken more than 2 s).
     checkpoint : path, optional
         Save the run state there every 30 s and on Ctrl-C; a later call with the same arguments
-        resumes from it and deletes it when done.
+        resumes from it and deletes it when done.  A sharded run keeps each finished shard in
+        ``<checkpoint>.shards/`` instead.
+    dtype : {"float64", "float32"}
+        Precision of the state and update (``"float32"``: symbolic models on ``"numba"`` and
+        ``"cupy"``, with the float32 variant of the RNG scheme; streamed sums stay float64).  Refused
+        for a model/method or backend without it, and when the sharpness gap is below float32
+        resolution; see docs/architecture.md#float32.
+    scheduler : None, str or distributed.Client
+        Run the trajectories as shards on this Dask cluster (an address such as
+        ``"tcp://host:8786"``, or a client); ``None`` with ``n_shards > 1``: an embedded local cluster.
+    n_shards : int >= 1, optional
+        Split the trajectories into this many contiguous ranges (default with a scheduler: one per
+        worker).  Per-trajectory results are bit-identical to an unsharded run (`sdeeos._sharded`).
 
     Returns
     -------
@@ -118,12 +134,18 @@ def simulate(
         summaries and theory predictions, and provenance in ``attrs``.
     """
     spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed,
-                           record_every=record_every)
+                           record_every=record_every, dtype=dtype)
     if n_threads is not None:
         n_threads = check_int("n_threads", n_threads, low=1)
     engine = model.engine(backend)
+    if spec.dtype not in engine.dtypes:
+        raise ParameterError(f"dtype {spec.dtype!r} is not supported by backend {backend!r} (supported: {list(engine.dtypes)})")
     method, n_traj, n_steps = spec.method, spec.n_traj, spec.n_steps
     ckpt = Path(checkpoint) if checkpoint is not None else None
+    if scheduler is not None or n_shards is not None:
+        run, shard_attrs = run_sharded(spec, backend, n_shards=n_shards, scheduler=scheduler, checkpoint=ckpt,
+                                       digest=_spec_digest(spec), n_threads=n_threads)
+        return _to_dataset(spec, run, backend, shard_attrs["sharded_wall_time_s"], 0, shard_attrs)
     run = model.new_run(spec)
     if ckpt:
         _load_checkpoint(ckpt, spec, run)
@@ -159,7 +181,7 @@ def simulate(
     return _to_dataset(spec, run, backend, wall, resumed_from)
 
 
-def _to_dataset(spec: RunSpec, run, backend: str, wall: float, resumed_from: int) -> xr.Dataset:
+def _to_dataset(spec: RunSpec, run, backend: str, wall: float, resumed_from: int, extra: dict | None = None) -> xr.Dataset:
     model, method = spec.model, spec.method
     data, coords, summary = model.collect(spec, run)
     n_div = int(summary.get("n_diverged", 0))
@@ -178,13 +200,15 @@ def _to_dataset(spec: RunSpec, run, backend: str, wall: float, resumed_from: int
         "burn_in": spec.burn_in,
         "seed": str(spec.seed),  # NetCDF has no uint64 attribute
         "record_every": spec.record_every,
-        "rng_scheme": _rng.RNG_SCHEME,
+        "rng_scheme": _rng.rng_scheme(spec.dtype),
+        "dtype": spec.dtype,
         "backend": backend,
         "wall_time_s": wall,
         "resumed_from_step": resumed_from,
         "n_diverged": n_div,
         **model.run_notes(method),
         "parameter_names": " ".join(model.parameters()),
+        **(extra or {}),
     }
     if summary.get("n_alive", 1) == 0:
         attrs["warning"] = "every trajectory diverged: no ensemble statistics"

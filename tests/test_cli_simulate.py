@@ -39,6 +39,9 @@ def test_json_summary_and_netcdf(tmp_path, capsys):
         (["--eta", "0.1", "--alpha", "1", "--beta", "1", "--sigma", "nan"], "sigma must be finite"),
         (["--eta", "0.1", "--alpha", "1", "--beta", "1", "--n-traj", "0"], "n_traj must be"),
         (["--eta", "0.1", "--alpha", "1", "--beta", "1", "--steps", "10", "--burn-in", "10"], "burn_in must be"),
+        (["--eta", "0.1", "--alpha", "1", "--beta", "1", "--n-shards", "0"], "n_shards must be"),
+        (["--eta", "0.1", "--alpha", "1", "--beta", "1", "--sigma", "1", "--dtype", "float32", "--backend", "numpy"],
+         "dtype 'float32' is not supported by backend 'numpy'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, fragment):

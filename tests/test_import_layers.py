@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1] / "sdeeos"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("sdeeos._errors", "sdeeos._validation", "sdeeos._version", "sdeeos._rng", "sdeeos._io",
               "sdeeos._provenance", "sdeeos._toml", "sdeeos._statistics", "sdeeos._deprecation",
-              "sdeeos._moved")),
+              "sdeeos._moved", "sdeeos._dask_connect")),
     ("theory", ("sdeeos.theory",)),
     ("contract", ("sdeeos._contract",)),
     ("engines", ("sdeeos.engines",)),
     ("models", ("sdeeos.models",)),
-    ("simulate/sweep", ("sdeeos._simulate", "sdeeos.sweeps")),
+    ("simulate/sweep", ("sdeeos._simulate", "sdeeos._sharded", "sdeeos.sweeps")),
     ("studies/CLI", ("sdeeos.studies", "sdeeos.plotting", "sdeeos.torch", "sdeeos._train_config", "sdeeos._cli",
                      "sdeeos.toy_studies", "sdeeos.__main__", "sdeeos")),
 )

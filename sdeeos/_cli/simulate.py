@@ -61,6 +61,13 @@ def register(subparsers) -> None:
         mp.add_argument("--record-every", type=int, default=None, help="record paths every K steps")
         mp.add_argument("--threads", type=int, default=None, help="Numba threads (results do not depend on it)")
         mp.add_argument("--checkpoint", default=None, help="checkpoint file: resume an interrupted run")
+        mp.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="precision of the state: float64 (default) or float32 (numba/cupy, symbolic models)")
+        mp.add_argument("--scheduler", default=None,
+                        help="run the trajectories as shards on the Dask scheduler at this address (tcp://host:port)")
+        mp.add_argument("--n-shards", type=int, default=None,
+                        help="split the trajectories into this many shards (Dask tasks; default with --scheduler: "
+                             "one per worker; without: an embedded local cluster)")
         mp.add_argument("--out", default=None, help="write the dataset here (.nc NetCDF, or .zarr)")
         mp.add_argument("--json", action="store_true", help="print the ensemble summary as one JSON object")
         mp.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -78,7 +85,7 @@ def _jsonable(value):
 def summary_dict(ds) -> dict:
     """Scalar variables and the run's main attributes, JSON-ready (NaN -> null)."""
     out = {k: ds.attrs[k] for k in ("model", "method", "n_traj", "n_steps", "burn_in", "seed", "rng_scheme",
-                                   "backend", "sdeeos_version", "git_revision") if k in ds.attrs}
+                                   "dtype", "n_shards", "backend", "sdeeos_version", "git_revision") if k in ds.attrs}
     out["parameters"] = {k: ds.attrs[k] for k in ds.attrs.get("parameter_names", "").split()}
     for k in ("stationary_state", "closure_validity_ratio", "warning"):
         if k in ds.attrs:
@@ -96,7 +103,7 @@ def _run(args) -> int:
     ds = simulate(model, args.method, n_traj=args.n_traj, n_steps=args.steps, burn_in=args.burn_in,
                   seed=args.seed, backend=args.backend, record_every=args.record_every,
                   n_threads=args.threads, progress=False if args.no_progress else None,
-                  checkpoint=args.checkpoint)
+                  checkpoint=args.checkpoint, dtype=args.dtype, scheduler=args.scheduler, n_shards=args.n_shards)
     if args.out:
         write_dataset(ds, args.out)
     summary = summary_dict(ds)

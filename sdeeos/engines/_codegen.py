@@ -14,7 +14,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .._contract import SymbolicStep
 
-__all__ = ["PrintedStep", "print_python", "print_numpy", "print_c", "print_step", "CPrinter"]
+__all__ = ["PrintedStep", "print_python", "print_python32", "print_numpy", "print_c", "print_step", "CPrinter"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,45 @@ class _NumbaPrinter(PythonCodePrinter):
 
     def _print_Rational(self, expr):
         return f"({float(expr.p)!r}/{float(expr.q)!r})"
+
+
+class _Numba32Printer(_NumbaPrinter):
+    """The Numba printer for float32 kernels: every literal is a ``numpy.float32`` constant.
+
+    Numba types ``float32 * 2.0`` as float64 (a Python float is a double), which would silently
+    compute in double and round on store; float32 literals keep every operation in single
+    precision, as the CUDA kernel's ``2.0F`` does.
+    """
+
+    @staticmethod
+    def _lit(value) -> str:
+        return f"numpy.float32({float(value)!r})"
+
+    def _print_Pow(self, expr, rational=False):
+        base, exp = expr.args
+        if exp.is_Integer and 1 <= abs(int(exp)) <= 8:
+            b = self.parenthesize(base, 1000)
+            prod = "*".join([b] * abs(int(exp)))
+            return f"({prod})" if exp > 0 else f"({self._lit(1)}/({prod}))"
+        if exp == sp.S.Half:
+            return f"math.sqrt({self._print(base)})"
+        return f"({self.parenthesize(base, 1000)}**{self.parenthesize(exp, 1000)})"
+
+    def _print_Integer(self, expr):
+        return self._lit(expr.p)
+
+    def _print_Float(self, expr):
+        return self._lit(float(expr))
+
+    def _print_Rational(self, expr):
+        return f"({self._lit(expr.p)}/{self._lit(expr.q)})"
+
+    _print_Half = _print_Rational
+
+    def _print_NumberSymbol(self, expr):
+        return self._lit(expr.evalf(20))
+
+    _print_Pi = _print_Exp1 = _print_EulerGamma = _print_GoldenRatio = _print_Catalan = _print_NumberSymbol
 
 
 class _NumpyPrinter(_NumbaPrinter):
@@ -118,6 +157,11 @@ def print_step(step: SymbolicStep, printer, prefix: str) -> PrintedStep:
 
 def print_python(step: SymbolicStep) -> PrintedStep:
     return print_step(step, _NumbaPrinter({"fully_qualified_modules": True}), "_t")
+
+
+def print_python32(step: SymbolicStep) -> PrintedStep:
+    """The step printed for a float32 Numba kernel (same CSE and operation order as `print_python`)."""
+    return print_step(step, _Numba32Printer({"fully_qualified_modules": True}), "_t")
 
 
 def print_numpy(step: SymbolicStep) -> PrintedStep:

@@ -320,7 +320,7 @@ def _kernel_for(spec: RunSpec, dtype: str) -> KernelSource:
 
 
 def _check_options(dtype, fmad, block, max_device_bytes):
-    dtype = check_choice("dtype", dtype, DTYPES)
+    dtype = None if dtype is None else check_choice("dtype", dtype, DTYPES)
     if not isinstance(fmad, (bool, np.bool_)):
         raise ParameterError(f"fmad must be True or False, got {fmad!r}")
     block = check_int("block", block, low=32, high=1024)
@@ -336,8 +336,9 @@ class CupyEngine(Engine):
 
     Parameters
     ----------
-    dtype : {"float64", "float32"}
-        Precision of state, update and observables (sums are always float64).
+    dtype : {None, "float64", "float32"}
+        Precision of state, update and observables (sums are always float64).  ``None`` (default):
+        the run's ``RunSpec.dtype`` (what ``simulate(..., dtype=...)`` sets).
     fmad : bool
         Let NVRTC contract multiply-adds into FMAs (faster; no longer bit-identical to the CPU).
     block : int
@@ -352,8 +353,9 @@ class CupyEngine(Engine):
     #: Trajectory-steps per `simulate` segment this engine would like (a GPU does ~5e10/s; the
     #: default segments of 2e8 make per-segment copies dominate).  Read by simulate if it supports it.
     segment_work: ClassVar[float] = 1e12
+    dtypes: ClassVar[tuple[str, ...]] = DTYPES
 
-    def __init__(self, dtype: str = "float64", *, fmad: bool = False, block: int = 128,
+    def __init__(self, dtype: str | None = None, *, fmad: bool = False, block: int = 128,
                  max_device_bytes: int | None = None, device=None):
         self.dtype, self.fmad, self.block, self.max_device_bytes = _check_options(dtype, fmad, block, max_device_bytes)
         self.device = CupyDevice() if device is None else device
@@ -372,7 +374,7 @@ class CupyEngine(Engine):
 
     def plan(self, spec: RunSpec, t0: int, t1: int) -> list[tuple[int, int]]:
         """Trajectory chunks ``advance(spec, run, t1)`` from ``t0`` would use."""
-        kernel = _kernel_for(spec, self.dtype)
+        kernel = _kernel_for(spec, self.dtype or spec.dtype)
         r0, r1 = _record_rows(spec, t0, t1)
         reclaim = self._resident.nbytes if self._resident is not None else 0
         return plan_chunks(spec.n_traj, bytes_per_trajectory(kernel, r1 - r0), self._budget(reclaim))
@@ -445,7 +447,7 @@ class CupyEngine(Engine):
         t1 = check_int("t1", t1, low=t0, high=spec.n_steps)
         if t1 == t0:
             return
-        kernel = _kernel_for(spec, self.dtype)
+        kernel = _kernel_for(spec, self.dtype or spec.dtype)
         fns = self.device.functions(kernel, self.fmad)
         r0, r1 = _record_rows(spec, t0, t1)
         chunks = self.plan(spec, t0, t1)
@@ -491,6 +493,7 @@ def run_summary(model, method: str | None = None, *, n_traj: int, n_steps: int, 
     spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed)
     method, n_traj, n_steps, burn_in = spec.method, spec.n_traj, spec.n_steps, spec.burn_in
     dtype, fmad, block, max_device_bytes = _check_options(dtype, fmad, block, max_device_bytes)
+    dtype = dtype or "float64"
     steps_per_launch = n_steps if steps_per_launch is None else check_int("steps_per_launch", steps_per_launch, low=1)
     device = CupyDevice() if device is None else device
 

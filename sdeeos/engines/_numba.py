@@ -6,9 +6,21 @@ is outermost and every inner loop runs over the block's trajectories without bra
 vectorises it (AVX-512 where present):
 
 1. draw this step's uniforms and the AS241 central-branch normal for all lanes (SIMD);
-2. fix up the ~15 % of lanes in the tail branch (scalar, needs ``log``);
+2. fix up the ~15 % of lanes in the tail branch: compacted, one scalar ``log`` call each, the rest
+   of AS241's tail (both rational branches and a select) vectorised over the compacted lanes;
 3. accumulate the observables of the current state (after burn-in) and apply the update (SIMD);
 4. every ``FOLD`` absolute steps fold partial sums into totals and check for divergence.
+
+``dtype="float32"`` (``RunSpec.dtype``): the block's state, normals, update and observables are
+float32 (16 SIMD lanes per AVX-512 register instead of 8); the normals are those of the float32
+variant of the RNG scheme (`sdeeos._rng.RNG_SCHEME_F32`, the same as the CUDA kernel's float32
+mode); partial and total sums stay float64 (each observable is widened before it is added, and
+squared in double, as in the CUDA kernel).
+
+The kernel is compiled with ``error_model="numpy"``: a float division by zero gives inf/NaN (then
+caught as a divergence, as in the NumPy and CUDA engines) instead of raising, and, more to the
+point, without Python's zero-divisor check every loop with a division (AS241's rational functions,
+most updates) vectorises.
 
 The generated module is written to a cache directory and imported, so Numba's on-disk cache
 (``cache=True``) skips recompilation in later processes.
@@ -29,7 +41,7 @@ import numba
 
 from .._version import __version__
 from .._contract import FOLD, Engine, RunSpec, RunState
-from ._codegen import PrintedStep, print_python
+from ._codegen import PrintedStep, print_python, print_python32
 
 __all__ = ["NumbaEngine", "kernel_source", "BLOCK"]
 
@@ -40,12 +52,13 @@ _TEMPLATE = '''\
 import math
 import numpy
 from numba import njit, prange
-from sdeeos._rng import uniform_nb, ndtri_central_nb, ndtri_tail_nb
+from sdeeos._rng import uniform_nb, ndtri_central_nb, ndtri_tail_log_nb, ndtri_tail_finish_nb
+from sdeeos._rng import ndtri32_word_nb, ndtri32_q_nb, ndtri32_central_nb, ndtri32_tail_log_nb, ndtri32_tail_finish_nb
 
 BLOCK = {block}
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def advance(state, params, keys, gammas, t0, t1, n_steps, burn_in, fold, bound,
             acc_sum, acc_sq, part_sum, part_sq, alive, diverged_step, burn_state, rec, rec_every):
 {unpack_params}
@@ -105,20 +118,25 @@ def _indent(lines, n):
     return "\n".join(pad + line for line in lines) if lines else pad + "pass"
 
 
-def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str) -> str:
-    """Python source of the Numba kernel for one symbolic step."""
+def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str, dtype: str = "float64") -> str:
+    """Python source of the Numba kernel for one symbolic step (``printed`` by `print_python`, or
+    `print_python32` for ``dtype="float32"``)."""
     st = spec_step.state_names
     ps = spec_step.param_names
     nz = spec_step.n_noise
     no = len(printed.observables)
-    unpack = [f"{p} = params[{k}]" for k, p in enumerate(ps)] or ["pass"]
-    alloc = [f"s{k} = numpy.empty(BLOCK)" for k in range(len(st))]
+    single = dtype == "float32"
+    real = "numpy.float32" if single else "numpy.float64"
+    unpack = [f"{p} = {real}(params[{k}])" for k, p in enumerate(ps)] or ["pass"]
+    alloc = [f"s{k} = numpy.empty(BLOCK, dtype={real})" for k in range(len(st))]
     alloc += [f"ps{k} = numpy.empty(BLOCK)" for k in range(no)]
     alloc += [f"pq{k} = numpy.empty(BLOCK)" for k in range(no)]
-    alloc += [f"zb{k} = numpy.empty(BLOCK)" for k in range(nz)]
-    alloc += [f"ub{k} = numpy.empty(BLOCK)" for k in range(nz)]
+    alloc += [f"zb{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
+    alloc += [f"ub{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
+    alloc += [f"nb{k} = numpy.empty(BLOCK, dtype=numpy.int64)" for k in range(nz)] if single else []
     alloc += ["kk = numpy.empty(BLOCK, dtype=numpy.uint64)", "gg = numpy.empty(BLOCK, dtype=numpy.uint64)"]
-    alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int64)"] if nz else []
+    alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int64)", f"tail_s = numpy.empty(BLOCK, dtype={real})",
+              f"tail_u = numpy.empty(BLOCK, dtype={'numpy.int64' if single else 'numpy.float64'})"] if nz else []
     load_block = [f"s{k}[j] = state[{k}, lo + j]" for k in range(len(st))]
     load_block += [f"ps{k}[j] = part_sum[{k}, lo + j]" for k in range(no)]
     load_block += [f"pq{k}[j] = part_sq[{k}, lo + j]" for k in range(no)]
@@ -133,12 +151,38 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str)
     record = [f"rec[r, {k}, lo + j] = {name}" for k, name in enumerate(st)]
     record += [f"rec[r, {len(st) + k}, lo + j] = o{k}" for k in range(no)]
     burn = [f"burn_state[{k}, lo + j] = s{k}[j]" for k in range(len(st))]
-    accumulate = [f"ps{k}[j] += o{k}" for k in range(no)] + [f"pq{k}[j] += o{k} * o{k}" for k in range(no)]
+    if single:  # widen, then square in double (as the CUDA kernel's (double)o * (double)o)
+        accumulate = [f"w{k} = numpy.float64(o{k})" for k in range(no)]
+        accumulate += [f"ps{k}[j] += w{k}" for k in range(no)] + [f"pq{k}[j] += w{k} * w{k}" for k in range(no)]
+    else:
+        accumulate = [f"ps{k}[j] += o{k}" for k in range(no)] + [f"pq{k}[j] += o{k} * o{k}" for k in range(no)]
     update_code = [f"{n} = {c}" for n, c in printed.update_temps]
     update_code += [f"n{k} = {c}" for k, c in enumerate(printed.update)]
     store = [f"s{k}[j] = n{k}" for k in range(len(st))]
     noise = []
-    for k in range(nz):
+    for k in range(nz) if single else ():
+        noise += [
+            f"c{k} = t * {nz} + {k}",
+            "for j in range(m):",
+            f"    n2 = ndtri32_word_nb(kk[j], gg[j], c{k})",
+            f"    nb{k}[j] = n2",
+            "    q = ndtri32_q_nb(n2)",
+            f"    ub{k}[j] = q",
+            f"    zb{k}[j] = ndtri32_central_nb(q)",
+            "n_tail = 0",
+            "for j in range(m):",
+            "    tail_idx[n_tail] = j",
+            f"    n_tail += abs(ub{k}[j]) > numpy.float32(0.425)",
+            "for i in range(n_tail):",
+            "    j = tail_idx[i]",
+            f"    tail_u[i] = nb{k}[j]",
+            f"    tail_s[i] = ndtri32_tail_log_nb(nb{k}[j])",
+            "for i in range(n_tail):",
+            "    tail_s[i] = ndtri32_tail_finish_nb(tail_u[i], tail_s[i])",
+            "for i in range(n_tail):",
+            f"    zb{k}[tail_idx[i]] = tail_s[i]",
+        ]
+    for k in range(nz) if not single else ():
         noise += [
             f"c{k} = t * {nz} + {k}",
             "for j in range(m):",
@@ -150,9 +194,15 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str)
             "for j in range(m):",
             "    tail_idx[n_tail] = j",
             f"    n_tail += abs(ub{k}[j] - 0.5) > 0.425",
+            # the scalar log per tail lane, then the rest of the tail vectorised, then scatter
             "for i in range(n_tail):",
             "    j = tail_idx[i]",
-            f"    zb{k}[j] = ndtri_tail_nb(ub{k}[j])",
+            f"    tail_u[i] = ub{k}[j]",
+            f"    tail_s[i] = ndtri_tail_log_nb(ub{k}[j])",
+            "for i in range(n_tail):",
+            "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], tail_s[i])",
+            "for i in range(n_tail):",
+            f"    zb{k}[tail_idx[i]] = tail_s[i]",
         ]
     check = [f"if not (abs(s{k}[j]) <= bound):\n{' ' * 28}ok = False" for k in range(len(st))]
     check += [f"if not (abs(pq{k}[j]) < numpy.inf):\n{' ' * 28}ok = False" for k in range(no)]
@@ -190,14 +240,14 @@ _LOCK = threading.Lock()
 
 
 def compile_kernel(spec: RunSpec):
-    """The compiled ``advance`` function for ``spec``'s model step (memoised per process)."""
+    """The compiled ``advance`` function for ``spec``'s model step and dtype (memoised per process)."""
     step = spec.step
-    signature = step.signature()
+    signature = step.signature() + spec.dtype
     with _LOCK:
         if signature in _KERNELS:  # skip printing and CSE on every segment of a run
             return _KERNELS[signature]
-    printed = print_python(step)
-    source = kernel_source(step, printed, type(spec.model).__name__, spec.method)
+    printed = print_python32(step) if spec.dtype == "float32" else print_python(step)
+    source = kernel_source(step, printed, type(spec.model).__name__, spec.method, spec.dtype)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     with _LOCK:
         if digest in _KERNELS:
@@ -221,6 +271,7 @@ class NumbaEngine(Engine):
     """Compiled CPU engine (parallel over trajectory blocks)."""
 
     name: ClassVar[str] = "numba"
+    dtypes: ClassVar[tuple[str, ...]] = ("float64", "float32")
 
     def advance(self, spec: RunSpec, run: RunState, t1: int, n_threads: int | None = None) -> None:
         kernel = compile_kernel(spec)

@@ -10,14 +10,32 @@ and the CUDA backend can print the same expressions as C.
 from __future__ import annotations
 
 import abc
+import warnings
 
 import numpy as np
 
 from .._contract import Model, RunSpec, RunState, SymbolicStep, ensemble_summary
-from .._errors import ParameterError
+from .._errors import Float32ResolutionWarning, ParameterError
 from ..engines import get_engine
 
-__all__ = ["SymbolicStep", "Model", "EnsembleModel", "collect_symbolic"]
+__all__ = ["SymbolicStep", "Model", "EnsembleModel", "collect_symbolic", "float32_gap_resolution",
+           "FLOAT32_GAP_WARN_ULPS"]
+
+#: a float32 run warns when the predicted sharpness gap is below this many float32 spacings of
+#: ``S ~ 2/eta`` (fewer than 10 bits of the gap survive in each sample of S)
+FLOAT32_GAP_WARN_ULPS = 2.0**10
+
+
+def float32_gap_resolution(eta: float, gap: float) -> float:
+    r"""The gap :math:`2/\eta - S` in units of the float32 spacing of numbers near :math:`2/\eta`.
+
+    A sample of the sharpness :math:`S = 2/\eta - \text{gap}` stored in float32 is rounded to a
+    multiple of that spacing, so below 1 the gap is not representable at all.
+
+    >>> float32_gap_resolution(0.5, 2.0**-21)   # 2/eta = 4: spacing 2**-21
+    1.0
+    """
+    return abs(gap) / float(np.spacing(np.float32(2.0 / eta)))
 
 
 class EnsembleModel(Model):
@@ -32,6 +50,34 @@ class EnsembleModel(Model):
         """The symbolic step of ``method``."""
 
     # ------------------------------------------------------------------ generic machinery
+    def dtypes(self, method: str) -> tuple[str, ...]:
+        return ("float64", "float32")
+
+    def check_dtype(self, method: str, dtype: str) -> str:
+        r"""As `Model.check_dtype`; float32 is refused when the predicted sharpness gap is below the
+        float32 resolution of :math:`S\approx 2/\eta`, and warns while it is within
+        `FLOAT32_GAP_WARN_ULPS` float32 spacings (`float32_gap_resolution`)."""
+        dtype = super().check_dtype(method, dtype)
+        eta = self.parameters().get("eta")
+        if dtype != "float32" or eta is None:
+            return dtype
+        preds = self.predictions(method)
+        gaps = [preds[k] for k in ("sharpness_gap_predicted_exact", "sharpness_gap_predicted_leading")
+                if np.isfinite(preds.get(k, np.nan)) and preds[k] != 0.0]
+        if not gaps:
+            return dtype
+        ulps = float32_gap_resolution(eta, gaps[0])
+        if ulps < 1.0:
+            raise ParameterError(
+                f"dtype 'float32' cannot resolve the sharpness gap of model {self.name!r} with method {method!r}: "
+                f"predicted gap {gaps[0]:.3g} is {ulps:.2g} float32 spacings of 2/eta = {2 / eta:.6g}; use float64")
+        if ulps < FLOAT32_GAP_WARN_ULPS:
+            warnings.warn(
+                f"float32: the predicted sharpness gap {gaps[0]:.3g} is only {ulps:.0f} float32 spacings of "
+                f"2/eta = {2 / eta:.6g}; each sample of the sharpness keeps fewer than 10 bits of it "
+                "(float64 is safer)", Float32ResolutionWarning, stacklevel=3)
+        return dtype
+
     def new_run(self, spec):
         return RunState.initial(spec)
 

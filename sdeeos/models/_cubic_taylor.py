@@ -245,6 +245,9 @@ class CubicTaylor(EnsembleModel):
     def engine(self, backend: str):
         return _CubicTaylorEngine(super().engine(backend))
 
+    def dtypes(self, method: str) -> tuple[str, ...]:
+        return ("float64",) if method == "pgd" else super().dtypes(method)  # pgd's NumPy step is float64
+
     # ------------------------------------------------------------------ theory
     def run_notes(self, method: str) -> dict[str, object]:
         notes = {
@@ -317,6 +320,7 @@ class _CubicTaylorEngine(NumpyEngine):
 
     def __init__(self, symbolic: Engine):
         self.symbolic = symbolic
+        self.dtypes = symbolic.dtypes
 
     def advance(self, spec, run, t1: int, n_threads: int | None = None) -> None:
         if spec.method != "pgd":

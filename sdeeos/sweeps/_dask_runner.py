@@ -7,21 +7,16 @@ workers (``dask worker ADDR --resources GPU=1``).  dask/distributed is optional 
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import inspect
 import logging
 import os
 
+from .._dask_connect import SchedulerUnreachableError, probe_scheduler
 from .._errors import BackendUnavailableError, DistExtraMissingError, ParameterError, SdeeosError
 from .._validation import check_int
 from ._points import PointSpec, run_point
 
 __all__ = ["Runner", "SchedulerUnreachableError"]
-
-
-class SchedulerUnreachableError(SdeeosError, ConnectionError):
-    """The Dask scheduler given to `sweep` could not be reached within the connect timeout."""
 
 
 def _import_distributed():
@@ -62,7 +57,7 @@ class Runner:
             self.client = scheduler
             self.description = f"dask cluster at {scheduler.scheduler.address}"
         elif isinstance(scheduler, str):
-            _probe_scheduler(scheduler, connect_timeout)
+            probe_scheduler(scheduler, connect_timeout)
             try:
                 self.client = distributed.Client(scheduler, timeout=connect_timeout, set_as_default=False)
             except Exception as exc:  # noqa: BLE001 - any failure to connect is reported the same way
@@ -115,30 +110,6 @@ class Runner:
         if self.cluster is not None:
             self.cluster.close()
         self.client = self.cluster = None
-
-
-def _probe_scheduler(address: str, timeout: float) -> None:
-    """Open (and close) one comm to ``address`` within ``timeout`` s, or raise `SchedulerUnreachableError`.
-
-    Done before creating a ``Client``, whose failed construction leaves a half-made object that
-    complains when garbage-collected; the probe runs its own event loop in a helper thread, so it
-    also works where a loop is already running (Jupyter).
-    """
-    from distributed.comm import connect
-
-    async def probe():
-        comm = await connect(address, timeout=timeout)
-        await comm.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(asyncio.run, probe())
-        try:
-            fut.result(timeout=timeout + 5)
-        except Exception as exc:  # noqa: BLE001 - refused, unresolvable, timed out, not a scheduler...
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise SchedulerUnreachableError(
-                f"could not reach the Dask scheduler at {address!r} within {timeout:g} s ({reason}); is it "
-                "running? (omit the scheduler to use a local cluster)") from None
 
 
 def _accepts_n_workers(client) -> bool:

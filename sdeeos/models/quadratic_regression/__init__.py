@@ -2,13 +2,15 @@
 
 Its step is linear algebra (Jacobians, Lanczos sharpness, batch sampling), not a `SymbolicStep`, so it
 brings its own run state (`_state`: `QRRunState`, the shared recording driver `QREngineBase`, the
-observables and `collect_qr`) and engines (`_numba_engine`, and the NumPy reference `_numpy_engine`)
+observables and `collect_qr`) and engines (`_numba_engine`, the NumPy reference `_numpy_engine`, and the batched array-namespace
+engine `_xp_engine` that runs on NumPy and, as ``backend="cupy"``, on CuPy)
 behind the same `Model` hooks (`_model`: `QuadraticRegression`).
 """
 
 from ._model import DATA_STREAM_OFFSET, QR_ENGINES, SAMPLING_SCHEMES, QuadraticRegression, get_qr_engine
 from ._numba_engine import QRNumbaEngine
 from ._numpy_engine import QRNumpyEngine, jacobian_residual
+from ._xp_engine import QRArrayEngine, QRCupyEngine
 from ._state import LANCZOS_DRAW_OFFSET, OBSERVABLE_DOCS, OBSERVABLES, QRRunState, collect_qr, single_blas_thread
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "QRRunState",
     "QRNumbaEngine",
     "QRNumpyEngine",
+    "QRArrayEngine",
+    "QRCupyEngine",
     "QR_ENGINES",
     "get_qr_engine",
     "collect_qr",

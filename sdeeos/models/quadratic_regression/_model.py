@@ -70,6 +70,7 @@ from ..._validation import check_choice, check_int, check_nonnegative, check_pos
 from ...theory import mean_square as ms
 from ._numba_engine import QRNumbaEngine
 from ._numpy_engine import QRNumpyEngine
+from ._xp_engine import QRCupyEngine
 from ._state import LANCZOS_DRAW_OFFSET, OBSERVABLE_DOCS, OBSERVABLES, QRRunState, collect_qr
 
 __all__ = ["QuadraticRegression", "SAMPLING_SCHEMES", "OBSERVABLES", "OBSERVABLE_DOCS", "DATA_STREAM_OFFSET",
@@ -401,11 +402,12 @@ class QuadraticRegression(Model):
 
 
 #: backend -> quadratic-regression engine class
-QR_ENGINES = {"numba": QRNumbaEngine, "numpy": QRNumpyEngine}
+QR_ENGINES = {"numba": QRNumbaEngine, "numpy": QRNumpyEngine, "cupy": QRCupyEngine}
 
 
 def get_qr_engine(backend: str):
-    """The quadratic-regression engine for ``backend`` ("numba" or "numpy")."""
+    """The quadratic-regression engine for ``backend`` ("numba", "numpy" or "cupy": NVIDIA GPU, else
+    ``BackendUnavailableError`` as for the symbolic models)."""
     if backend not in QR_ENGINES:
         raise ParameterError(f"backend must be one of {sorted(QR_ENGINES)} for quadratic-regression, got {backend!r}")
     cls = QR_ENGINES[backend]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 
@@ -67,6 +68,10 @@ def lanczos_start_vectors(model, keys, gammas) -> np.ndarray:
 class QRRunState:
     """Host arrays of a quadratic-regression run (shapes in comments; M trajectories, P parameters)."""
 
+    #: axis of each array that runs over trajectories (to split and merge shards of a run)
+    TRAJ_AXES: ClassVar[dict[str, int | None]] = {"rec": -1, "final": -1}
+    TRAJ_AXIS_DEFAULT: ClassVar[int] = 0
+
     t: int                     # next step to take
     theta: np.ndarray          # (M, P)
     velocity: np.ndarray       # (M, P) heavy-ball buffer
@@ -84,7 +89,7 @@ class QRRunState:
     def initial(cls, spec) -> "QRRunState":
         model = spec.model
         M, P = spec.n_traj, model.P
-        keys, gammas = stream_keys(spec.seed, M)
+        keys, gammas = stream_keys(spec.seed, M, first=spec.first_traj)
         start = lanczos_start_vectors(model, keys, gammas)
         return cls(
             t=0, theta=np.ascontiguousarray(model.initial_theta(keys, gammas)), velocity=np.zeros((M, P)),

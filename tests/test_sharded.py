@@ -1,0 +1,182 @@
+"""Sharded ensembles (`simulate(..., scheduler=..., n_shards=...)`) against single-process runs.
+
+Exactness: every draw is keyed by (seed, trajectory index) and trajectories do not interact, so
+the concatenated per-trajectory arrays of the shards must equal a single-process run *bit for bit*
+and the summaries (computed once from them) exactly; the tests compare with ``==``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sdeeos
+from sdeeos import _rng
+from sdeeos._errors import ParameterError
+from sdeeos._sharded import SchedulerUnreachableError, ShardFailedError, merge_shards, run_shard, shard_bounds
+from sdeeos.engines import RunSpec
+from sdeeos.models import QuadraticRegression, SelfStabilization
+
+distributed = pytest.importorskip("distributed")
+
+ROOT = Path(__file__).resolve().parents[1]
+REDUCED = SelfStabilization(eta=0.01, alpha=1.0, beta=100.0, sigma=10.0)
+
+
+def assert_same_dataset(a, b):
+    assert set(a.data_vars) == set(b.data_vars)
+    for name in a.data_vars:
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)  # NaN == NaN here
+    for key in ("n_traj", "seed", "rng_scheme", "dtype", "n_diverged"):
+        assert a.attrs[key] == b.attrs[key], key
+
+
+def test_a_shard_draws_exactly_the_streams_of_its_trajectories():
+    spec = RunSpec.checked(REDUCED, "sgd", n_traj=1000, n_steps=10)
+    keys, gammas = _rng.stream_keys(spec.seed, 1000)
+    for a, b in shard_bounds(1000, 7):
+        run = REDUCED.new_run(spec.shard(a, b))
+        np.testing.assert_array_equal(run.keys, keys[a:b])
+        np.testing.assert_array_equal(run.gammas, gammas[a:b])
+    assert shard_bounds(10, 3) == [(0, 3), (3, 6), (6, 10)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_merged_shards_equal_the_single_run_in_process(dtype):
+    spec = RunSpec.checked(REDUCED, "sgd", n_traj=700, n_steps=300, burn_in=100, seed=4, record_every=50, dtype=dtype)
+    whole = run_shard(spec, "numba")
+    merged = merge_shards(spec, [run_shard(spec.shard(a, b), "numba") for a, b in shard_bounds(700, 3)])
+    for name, value in whole.items():
+        np.testing.assert_array_equal(value, getattr(merged, name), err_msg=name)
+
+
+def test_quadratic_regression_shards_merge_exactly():
+    qr = QuadraticRegression(n=8, P=4, eta=0.1, batch_size=2)
+    spec = RunSpec.checked(qr, "sgd", n_traj=50, n_steps=40, seed=2, record_every=10)
+    whole = run_shard(spec, "numba")
+    merged = merge_shards(spec, [run_shard(spec.shard(a, b), "numba") for a, b in shard_bounds(50, 4)])
+    for name, value in whole.items():
+        np.testing.assert_array_equal(value, getattr(merged, name), err_msg=name)
+
+
+def test_bad_shard_counts_are_refused():
+    with pytest.raises(ParameterError, match="^n_shards must be"):
+        sdeeos.simulate(REDUCED, n_traj=10, n_steps=10, n_shards=0)
+    with pytest.raises(ParameterError, match="^n_shards must be"):
+        sdeeos.simulate(REDUCED, n_traj=10, n_steps=10, n_shards=11)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_fails_within_seconds():
+    start = time.perf_counter()
+    with pytest.raises(SchedulerUnreachableError, match="could not reach the Dask scheduler"):
+        sdeeos.simulate(REDUCED, n_traj=10, n_steps=10, scheduler=f"tcp://127.0.0.1:{_free_port()}")
+    assert time.perf_counter() - start < 30  # the connect timeout is 5 s
+
+
+class _FailingEngine:
+    def __init__(self, engine, fail_first):
+        self.engine, self.fail_first, self.dtypes = engine, fail_first, engine.dtypes
+
+    def advance(self, spec, run, t1, n_threads=None):
+        if spec.first_traj == self.fail_first:
+            raise FloatingPointError("injected failure")
+        self.engine.advance(spec, run, t1, n_threads=n_threads)
+
+
+class FailingShard(SelfStabilization):
+    """The reduced model, except that the shard starting at trajectory ``fail_first`` raises."""
+
+    fail_first: int | None = None
+
+    def engine(self, backend):
+        engine = super().engine(backend)
+        return engine if self.fail_first is None else _FailingEngine(engine, self.fail_first)
+
+
+def test_failing_shard_fails_the_run_and_finished_shards_resume(tmp_path):
+    model = FailingShard(eta=0.01, alpha=1.0, beta=100.0, sigma=10.0)
+    kw = dict(n_traj=400, n_steps=200, seed=9)
+    reference = sdeeos.simulate(model, **kw)
+    ckpt = tmp_path / "run.ckpt"
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        model.fail_first = 200  # shard 2 of [0,100) [100,200) [200,300) [300,400)
+        with pytest.raises(ShardFailedError, match=r"shard 2 \(trajectories \[200, 300\)\).*injected failure"):
+            sdeeos.simulate(model, **kw, scheduler=client, n_shards=4, checkpoint=ckpt)
+        saved = sorted(p.name for p in (tmp_path / "run.ckpt.shards").iterdir())
+        assert "shard-200-300.npz" not in saved and len(saved) >= 1
+        model.fail_first = None
+        ds = sdeeos.simulate(model, **kw, scheduler=client, n_shards=4, checkpoint=ckpt)
+    assert ds.attrs["shards_resumed"] == len(saved)
+    assert not (tmp_path / "run.ckpt.shards").exists()
+    assert_same_dataset(ds, reference)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A real ``dask scheduler`` and two ``dask worker`` processes on localhost (torn down afterwards)."""
+    dask_cli = Path(sys.executable).with_name("dask")
+    if not dask_cli.exists():
+        pytest.skip("the dask command-line tool is not installed next to this Python")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    procs = []
+    try:
+        procs.append(subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                       "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(2):
+            procs.append(subprocess.Popen([str(dask_cli), "worker", address, "--nthreads", "1", "--no-dashboard",
+                                           "--death-timeout", "60"], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with distributed.Client(address, timeout=5) as client:
+                    client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
+                break
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs[::-1]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_real_scheduler_and_two_workers_equal_a_single_process(dask_cluster, dtype):
+    kw = dict(n_traj=1500, n_steps=600, burn_in=200, seed=12, record_every=100, dtype=dtype)
+    single = sdeeos.simulate(REDUCED, **kw)
+    sharded = sdeeos.simulate(REDUCED, **kw, scheduler=dask_cluster, n_shards=5)
+    assert sharded.attrs["n_shards"] == 5 and "tcp://127.0.0.1" in sharded.attrs["shard_scheduler"]
+    assert_same_dataset(sharded, single)
+    default = sdeeos.simulate(REDUCED, **kw, scheduler=dask_cluster)  # one shard per worker
+    assert default.attrs["n_shards"] == 2
+    assert_same_dataset(default, single)
+
+
+def test_real_scheduler_quadratic_regression(dask_cluster):
+    qr = QuadraticRegression(n=8, P=4, eta=0.1, batch_size=2)
+    kw = dict(n_traj=60, n_steps=50, seed=3, record_every=10)
+    assert_same_dataset(sdeeos.simulate(qr, "sgd", **kw, scheduler=dask_cluster, n_shards=3),
+                        sdeeos.simulate(qr, "sgd", **kw))
