@@ -21,3 +21,15 @@ class BackendUnavailableError(SdeeosError, RuntimeError):
 
 class OutsideDomainError(SdeeosError, ValueError):
     """A theoretical formula was evaluated where it does not hold (e.g. no stationary state)."""
+
+
+class DamagedDataError(SdeeosError, OSError):
+    """A file or store written by sdeeos fails its checksum or cannot be read (truncated, corrupted)."""
+
+
+class StoreLockedError(SdeeosError, RuntimeError):
+    """Another process is writing the same store or output folder (one writer per store)."""
+
+
+class ResourceError(SdeeosError, MemoryError):
+    """A run would need more memory than is available; the message gives the estimate."""

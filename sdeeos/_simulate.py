@@ -12,8 +12,13 @@ import numpy as np
 import xarray as xr
 
 from . import _rng
-from ._errors import ParameterError
+from ._checksum import arrays_digest
+from ._errors import DamagedDataError, ParameterError
+from ._interrupts import SigintDeferred
+from ._io import check_checkpoint_path
 from ._provenance import provenance_attrs
+from ._resources import check_run_memory
+from ._storelock import unique_temp_path
 from ._validation import check_int
 from .engines import FOLD, RunSpec
 from .engines._base import ensemble_summary
@@ -44,24 +49,39 @@ def _spec_digest(spec: RunSpec) -> str:
 
 
 def _save_checkpoint(path: Path, spec: RunSpec, run) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, spec_digest=np.array(_spec_digest(spec)), **run.arrays())
-    os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+    """Write ``run`` (a committed state: arrays and step counter of the same step) atomically."""
+    tmp = unique_temp_path(path, ".npz")
+    try:
+        arrays = run.arrays()
+        np.savez(tmp, spec_digest=np.array(_spec_digest(spec)),
+                 arrays_sha256=np.array(arrays_digest(arrays)), **arrays)
+        os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _load_checkpoint(path: Path, spec: RunSpec, run) -> None:
     """Overwrite the fresh ``run`` with the checkpoint at ``path``, if there is one."""
     if not path.exists():
         return
-    with np.load(path) as data:
-        if str(data["spec_digest"]) != _spec_digest(spec):
-            raise ParameterError(
-                f"checkpoint {str(path)!r} belongs to a different run; delete it or choose another path")
-        for name in data.files:
-            if name == "spec_digest":
-                continue
-            value = data[name]
-            setattr(run, name, int(value) if name == "t" else value)
+    try:
+        with np.load(path) as data:
+            files = set(data.files)
+            digest = str(data["spec_digest"]) if "spec_digest" in files else None
+            if digest == _spec_digest(spec):
+                arrays = {name: data[name] for name in files - {"spec_digest", "arrays_sha256"}}
+                stored_sum = str(data["arrays_sha256"]) if "arrays_sha256" in files else None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise DamagedDataError(f"checkpoint {str(path)!r} is damaged ({type(exc).__name__}); "
+                               "delete it to start the run again") from None
+    if digest != _spec_digest(spec):
+        raise ParameterError(
+            f"checkpoint {str(path)!r} belongs to a different run; delete it or choose another path")
+    if stored_sum is None or stored_sum != arrays_digest(arrays) or set(arrays) != set(run.arrays()):
+        raise DamagedDataError(f"checkpoint {str(path)!r} is damaged (checksum mismatch); "
+                               "delete it to start the run again")
+    for name, value in arrays.items():
+        setattr(run, name, int(value) if name == "t" else value)
 
 
 def simulate(
@@ -77,6 +97,7 @@ def simulate(
     n_threads: int | None = None,
     progress: bool | None = None,
     checkpoint: str | os.PathLike | None = None,
+    keep_checkpoint: bool = False,
 ) -> xr.Dataset:
     r"""Run ``n_traj`` independent trajectories of ``model`` for ``n_steps`` steps.
 
@@ -105,7 +126,12 @@ def simulate(
         Show a progress bar (default: only once a run has taken more than 2 s).
     checkpoint : path, optional
         Save the run state there every 30 s and on Ctrl-C; a later call with the same arguments
-        resumes from it and deletes it when done.
+        resumes from it and deletes it when done.  Ctrl-C stops at the end of the current
+        segment (a second Ctrl-C at once), so a checkpoint always holds a consistent state and
+        the resumed run is bit-identical to an uninterrupted one.
+    keep_checkpoint : bool
+        Leave the checkpoint (holding the finished run) in place: for callers that remove it only
+        once the result is safely written (the CLI does this with ``--out``).
 
     Returns
     -------
@@ -120,7 +146,8 @@ def simulate(
         n_threads = check_int("n_threads", n_threads, low=1)
     engine = model.engine(backend)
     method, n_traj, n_steps = spec.method, spec.n_traj, spec.n_steps
-    ckpt = Path(checkpoint) if checkpoint is not None else None
+    ckpt = check_checkpoint_path(checkpoint) if checkpoint is not None else None
+    check_run_memory(spec)
     run = model.new_run(spec)
     if ckpt:
         _load_checkpoint(ckpt, spec, run)
@@ -131,30 +158,41 @@ def simulate(
     bar = None
     start = time.perf_counter()
     last_save = start
+    # ``committed``: the run's arrays and its step counter describe the same step.  A checkpoint
+    # is only ever written then; Ctrl-C is deferred to the commit point after each segment.
+    committed = True
     try:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_steps * n_traj, initial=run.t * n_traj, unit="traj-step", unit_scale=True,
                    desc=f"{model.name} {method}", disable=(progress is False),
                    delay=0 if progress else 2.0, leave=False)
-        while run.t < n_steps:
-            t1 = min(n_steps, run.t + seg)
-            t0 = run.t
-            engine.advance(spec, run, t1, n_threads=n_threads)
-            bar.update((t1 - t0) * n_traj)
-            if ckpt and time.perf_counter() - last_save > _CHECKPOINT_EVERY_S:
-                _save_checkpoint(ckpt, spec, run)
-                last_save = time.perf_counter()
+        with SigintDeferred() as guard:
+            while run.t < n_steps:
+                t1 = min(n_steps, run.t + seg)
+                t0 = run.t
+                committed = False
+                engine.advance(spec, run, t1, n_threads=n_threads)
+                if run.t != t1:  # pragma: no cover - an engine that breaks the contract
+                    raise RuntimeError(f"engine {engine.name!r} did not advance the run to step {t1}")
+                committed = True
+                bar.update((t1 - t0) * n_traj)
+                if ckpt and time.perf_counter() - last_save > _CHECKPOINT_EVERY_S:
+                    _save_checkpoint(ckpt, spec, run)
+                    last_save = time.perf_counter()
+                guard.commit_point()
+            if ckpt and keep_checkpoint and run.t > resumed_from:
+                _save_checkpoint(ckpt, spec, run)  # the finished state: a re-run only rebuilds the output
     except KeyboardInterrupt:
-        if ckpt:
+        if ckpt and committed:
             _save_checkpoint(ckpt, spec, run)
         raise
     finally:
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - start
-    if ckpt and ckpt.exists():
-        ckpt.unlink()
+    if ckpt and not keep_checkpoint:
+        ckpt.unlink(missing_ok=True)
     return _to_dataset(spec, run, backend, wall, resumed_from)
 
 
