@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ._errors import ParameterError
+from ._storelock import StoreLock
+from ._validation import check_nonnegative
 
 __all__ = [
     "Field",
@@ -431,21 +433,37 @@ def load_study(path: str | os.PathLike, *, quick: bool = False) -> StudyConfig:
 
 
 def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool = True, scheduler=None,
-              quick: bool = False):
+              quick: bool = False, wait_for_lock: float = 0.0):
     """Run a study file (path or `StudyConfig`); write its dataset and figures under ``out_dir``.
 
     ``out_dir`` defaults to ``out/<name>`` (``out/<name>-quick`` with the ``[quick]`` overrides).
-    Returns the runner's dataset.
+    Returns the runner's dataset.  One process writes ``out_dir`` at a time (``wait_for_lock``:
+    seconds to wait for another one to finish; default 0, fail at once naming it).
     """
+    wait_for_lock = check_nonnegative("wait_for_lock", wait_for_lock)
     cfg = study if isinstance(study, StudyConfig) else load_study(study, quick=quick)
     runner = STUDY_RUNNERS[cfg.kind]
     out = Path(out_dir) if out_dir is not None else Path("out") / (cfg.name + ("-quick" if cfg.quick else ""))
-    out.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"progress": progress}
     if runner.accepts_scheduler:
         kwargs["scheduler"] = scheduler
     elif scheduler is not None:
         raise ParameterError(f"study kind {cfg.kind!r} runs in this process and takes no scheduler; "
                              "drop --scheduler")
-    return runner.func(cfg, out, **kwargs)
+    check_output_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # one study writes a folder at a time: a second run fails at once, naming the first
+    with StoreLock(out, wait=wait_for_lock, what="study output folder", lock_file=out / ".sdeeos-study.lock"):
+        return runner.func(cfg, out, **kwargs)
+
+
+def check_output_folder(out: Path) -> None:
+    """``--out`` must be a folder (existing or creatable), never a file."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ParameterError(f"out {str(out)!r} must be a folder, but {str(probe)!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ParameterError(f"out {str(out)!r} cannot be written: {str(probe)!r} is not a writable folder")
 

@@ -40,6 +40,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -63,6 +64,7 @@ __all__ = [
     "PARAMETER_MAPS",
     "RUN_SETTINGS",
     "SchedulerUnreachableError",
+    "NoWorkersError",
     "DistExtraMissingError",
     "sweep_parameter_names",
 ]
@@ -75,6 +77,7 @@ GPU_BACKENDS = ("cupy",)
 
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_NO_WORKERS_TIMEOUT_S = 60.0
+_POLL_S = 1.0
 
 _NC_SUFFIXES = (".nc", ".nc4", ".h5", ".netcdf")
 
@@ -85,6 +88,10 @@ _SCALAR_CHUNK_POINTS = 4096
 
 class SchedulerUnreachableError(SdeeosError, ConnectionError):
     """The Dask scheduler given to `sweep` could not be reached within the connect timeout."""
+
+
+class NoWorkersError(SdeeosError, RuntimeError):
+    """The Dask cluster had no workers for longer than ``no_workers_timeout``."""
 
 
 class DistExtraMissingError(SdeeosError, ImportError):
@@ -726,7 +733,9 @@ class _ZarrStore:
 class _Runner:
     """Runs point specs serially or on a dask cluster; yields results as they finish."""
 
-    def __init__(self, scheduler, n_workers, connect_timeout, need_gpu, n_todo):
+    def __init__(self, scheduler, n_workers, connect_timeout, need_gpu, n_todo,
+                 no_workers_timeout=DEFAULT_NO_WORKERS_TIMEOUT_S):
+        self.no_workers_timeout = no_workers_timeout
         self.client = None
         self.cluster = None
         self.own = False
@@ -780,23 +789,59 @@ class _Runner:
             return
         distributed = _import_distributed()
         futures = {}
-        for spec in specs:
-            fut = self.client.submit(_run_point, spec, pure=False, resources=spec.resources,
-                                     key=f"sdeeos-point-{'-'.join(map(str, spec.index))}-{os.urandom(4).hex()}")
-            futures[fut] = spec
         try:
-            for fut in distributed.as_completed(list(futures), loop=self.client.loop):
-                spec = futures[fut]
-                try:
-                    result = fut.result()
-                except SdeeosError as exc:
-                    raise type(exc)(f"grid point ({spec.label}): {exc}") from exc
-                yield spec, result
-                fut.release()
+            for spec in specs:
+                fut = self.client.submit(_run_point, spec, pure=False, resources=spec.resources,
+                                         key=f"sdeeos-point-{'-'.join(map(str, spec.index))}-{os.urandom(4).hex()}")
+                futures[fut] = spec
+            finished = distributed.as_completed(list(futures), loop=self.client.loop)
+            idle_since, last_check = None, time.monotonic()
+            while not finished.is_empty():
+                # never block for good: between polls, notice a cluster without workers or a lost scheduler
+                done = finished.next_batch(block=False)
+                if not done:
+                    time.sleep(0.05)
+                for fut in done:
+                    spec = futures[fut]
+                    try:
+                        result = fut.result()
+                    except SdeeosError as exc:
+                        raise type(exc)(f"grid point ({spec.label}): {exc}") from exc
+                    yield spec, result
+                    fut.release()
+                if self.cluster is None and time.monotonic() - last_check > _POLL_S:
+                    idle_since, last_check = self._check_workers(idle_since), time.monotonic()
+        except SdeeosError:
+            raise
+        except OSError as exc:  # CommClosedError included
+            raise SchedulerUnreachableError(
+                f"lost the connection to the Dask scheduler ({self.description}): {type(exc).__name__}: "
+                f"{str(exc).strip()[:160]}; finished points are stored, re-run to resume") from None
         finally:
             for fut in futures:
                 if not fut.done():
-                    fut.cancel()
+                    try:
+                        fut.cancel()
+                    except Exception:  # noqa: BLE001 - the scheduler may be gone
+                        pass
+
+    def _check_workers(self, idle_since):
+        try:
+            n = len(self.client.nthreads())
+        except Exception as exc:  # noqa: BLE001 - the scheduler died
+            raise SchedulerUnreachableError(
+                f"lost the connection to the Dask scheduler ({self.description}): {type(exc).__name__}; "
+                "finished points are stored, re-run to resume") from None
+        if n:
+            return None
+        now = time.monotonic()
+        if idle_since is None:
+            return now
+        if now - idle_since > self.no_workers_timeout:
+            raise NoWorkersError(
+                f"the Dask cluster ({self.description}) has had no workers for {self.no_workers_timeout:g} s; "
+                "start workers (dask worker ADDRESS) or raise no_workers_timeout; finished points are stored")
+        return idle_since
 
     def close(self):
         if self.own and self.client is not None:
@@ -819,18 +864,30 @@ def _probe_scheduler(address: str, timeout: float) -> None:
     from distributed.comm import connect
 
     async def probe():
-        comm = await connect(address, timeout=timeout)
+        # the whole exchange is bounded: a peer that accepts and then says nothing (an HTTP server)
+        # or answers with junk must not hold us
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
         await comm.close()
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(asyncio.run, probe())
+    result: concurrent.futures.Future = concurrent.futures.Future()
+
+    def target():
         try:
-            fut.result(timeout=timeout + 5)
-        except Exception as exc:  # noqa: BLE001 - refused, unresolvable, timed out, not a scheduler...
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise SchedulerUnreachableError(
-                f"could not reach the Dask scheduler at {address!r} within {timeout:g} s ({reason}); is it "
-                "running? (omit the scheduler to use a local cluster)") from None
+            asyncio.run(probe())
+            result.set_result(None)
+        except BaseException as exc:  # noqa: BLE001 - MemoryError from junk bytes included
+            result.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+
+    # a daemon thread, never joined: a stuck peer can delay neither the error nor the exit
+    threading.Thread(target=target, name="sdeeos-probe", daemon=True).start()
+    try:
+        result.result(timeout=timeout + 1)
+    except Exception as exc:  # noqa: BLE001 - refused, unresolvable, timed out, not a scheduler...
+        text = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+        raise SchedulerUnreachableError(
+            f"could not reach the Dask scheduler at {address!r} within {timeout:g} s ({reason}); is it "
+            "running, and is it a Dask scheduler? (omit the scheduler to use a local cluster)") from None
 
 
 def _accepts_n_workers(client) -> bool:
@@ -1032,7 +1089,8 @@ def sweep(
         workers_used: set[str] = set()
         description = "none (every point was already done)"
         if todo:
-            runner = _Runner(scheduler, n_workers, connect_timeout, any(p.resources for p in todo), len(todo))
+            runner = _Runner(scheduler, n_workers, connect_timeout, any(p.resources for p in todo), len(todo),
+                             no_workers_timeout)
             description = runner.description
             from tqdm.auto import tqdm
 
