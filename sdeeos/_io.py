@@ -9,9 +9,11 @@ renamed into place, and nothing the tool did not create is ever deleted.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +156,9 @@ def open_dataset(path: str | os.PathLike, *, verify: bool = True) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise ParameterError(f"{str(path)!r} does not exist")
+    failure = None
+    hook = sys.unraisablehook  # a failed h5netcdf open complains from File.__del__: not news to the user
+    sys.unraisablehook = _quiet_unraisable
     try:
         if path.suffix == ".zarr":
             with xr.open_zarr(path, consolidated=False) as ds:
@@ -162,8 +167,13 @@ def open_dataset(path: str | os.PathLike, *, verify: bool = True) -> xr.Dataset:
             with xr.open_dataset(path, engine="h5netcdf") as ds:
                 ds = ds.load()
     except Exception as exc:  # noqa: BLE001 - truncated/garbled files fail in many ways
-        raise DamagedDataError(f"{str(path)!r} is damaged and cannot be read ({type(exc).__name__}: "
-                               f"{_first_line(exc)}); recompute it") from None
+        failure = f"{type(exc).__name__}: {_first_line(exc)}"
+    finally:
+        if failure is not None:
+            gc.collect()
+        sys.unraisablehook = hook
+    if failure is not None:  # outside the except block: the failed objects are unreferenced now
+        raise DamagedDataError(f"{str(path)!r} is damaged and cannot be read ({failure}); recompute it")
     if verify:
         verify_dataset(ds, path)
     return ds.drop_vars("point_checksum", errors="ignore")  # store bookkeeping, verified above
@@ -180,6 +190,10 @@ def verify_dataset(ds: xr.Dataset, path) -> None:
         if bad:
             raise DamagedDataError(f"{str(path)!r} is damaged: {len(bad)} finished point(s) fail their checksum "
                                    f"(first: {bad[0]}); re-run the sweep to recompute them")
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """Drop the "Exception ignored" reports of half-opened files (see `open_dataset`)."""
 
 
 def _first_line(exc: BaseException) -> str:

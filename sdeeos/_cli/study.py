@@ -68,11 +68,13 @@ def _print_summary(cfg, summary: dict) -> None:
             print(f"  {key}:")
             for k, v in value.items():
                 if isinstance(v, dict) and "slope" in v:
-                    ci = ("" if v.get("ci_low") is None else
+                    ci = ("" if v.get("ci_low") is None or v.get("ci_high") is None else
                           f" ± {(v['ci_high'] - v['ci_low']) / 2:.3f} ({100 * v.get('confidence', 0.95):g}% CI)")
                     th = "".join(f", {t.split('_')[1]} {v[t]:.3f}" for t in ("theory_exact_slope", "theory_leading_slope")
                                  if isinstance(v.get(t), (int, float)))
-                    print(f"    {k}: slope {v['slope']:.3f}{ci}; theory{th}; n={v.get('n')}")
+                    slope = v["slope"]
+                    slope = f"{slope:.3f}" if isinstance(slope, (int, float)) else "n/a (too few points)"
+                    print(f"    {k}: slope {slope}{ci}; theory{th}; n={v.get('n')}")
                 else:
                     print(f"    {k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
         else:
