@@ -14,10 +14,18 @@ import os
 
 from ._errors import ResourceError
 
-__all__ = ["available_memory_bytes", "run_memory_bytes", "check_run_memory", "format_bytes"]
+__all__ = ["max_threads", "available_memory_bytes", "run_memory_bytes", "check_run_memory", "format_bytes"]
 
 #: The dataset built at the end copies every per-trajectory array of the run state once.
 _COPIES_AT_PEAK = 2
+
+
+def max_threads() -> int:
+    """Most threads a compiled kernel may use: Numba's limit (``NUMBA_NUM_THREADS``, else the cores)."""
+    try:
+        return max(1, int(os.environ["NUMBA_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return os.cpu_count() or 1
 
 
 def available_memory_bytes() -> int | None:

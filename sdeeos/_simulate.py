@@ -17,7 +17,7 @@ from ._errors import DamagedDataError, ParameterError
 from ._interrupts import SigintDeferred
 from ._io import check_checkpoint_path
 from ._provenance import provenance_attrs
-from ._resources import check_run_memory
+from ._resources import check_run_memory, max_threads
 from ._storelock import unique_temp_path
 from ._validation import check_int
 from .engines import FOLD, RunSpec
@@ -143,7 +143,7 @@ def simulate(
     spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed,
                            record_every=record_every)
     if n_threads is not None:
-        n_threads = check_int("n_threads", n_threads, low=1)
+        n_threads = check_int("n_threads", n_threads, low=1, high=max_threads())
     engine = model.engine(backend)
     method, n_traj, n_steps = spec.method, spec.n_traj, spec.n_steps
     ckpt = check_checkpoint_path(checkpoint) if checkpoint is not None else None

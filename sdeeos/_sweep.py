@@ -54,6 +54,7 @@ from ._checksum import STATIC_ATTR, arrays_digest, point_checksum
 from ._errors import BackendUnavailableError, DamagedDataError, ParameterError, SdeeosError
 from ._interrupts import SigintDeferred
 from ._provenance import provenance_attrs
+from ._resources import max_threads
 from ._storelock import StoreLock, remove_stale_temps, unique_temp_path
 from ._validation import check_int, check_nonnegative, check_positive
 from .models import MODEL_REGISTRY
@@ -197,6 +198,12 @@ def _model_params(cls) -> list[str]:
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def _required_params(cls) -> list[str]:
+    sig = inspect.signature(cls.__init__)
+    return [n for n, p in list(sig.parameters.items())[1:]
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is inspect.Parameter.empty]
+
+
 def sweep_parameter_names(model) -> list[str]:
     """Every name a grid (or ``params``) may use for ``model`` (a class, instance or registry name)."""
     cls = _resolve_model(model, None)[0]
@@ -307,6 +314,10 @@ def _make_points(cls, base, grid, settings) -> list[PointSpec]:
                 if used:
                     raise ParameterError(f"{', '.join(used)} only apply together with batch_size")
                 raise ParameterError(f"unknown parameter(s) {', '.join(stray)} for {cls.__name__}")
+            missing = [k for k in _required_params(cls) if k not in values]
+            if missing:
+                raise ParameterError(f"missing model parameter(s) {', '.join(missing)} for {cls.__name__}: "
+                                     "give them in params or grid")
             model = cls(**values)
             method = model.check_method(run.get("method", settings["method"]))
             model.validate_run(method)
@@ -1030,7 +1041,7 @@ def sweep(
                     record_every=record_every, n_paths=n_paths, path_variables=path_variables,
                     stationarity_check=bool(stationarity_check), n_threads=n_threads)
     if n_threads is not None:
-        check_int("n_threads", n_threads, low=1)
+        check_int("n_threads", n_threads, low=1, high=max_threads())
     points = _make_points(cls, base, grid, settings)
     for b in {p.backend for p in points}:
         _check_backend(cls, b, points)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from .._errors import ParameterError
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -35,6 +37,8 @@ def _run(args) -> int:
 def _run_inner(args) -> int:
     from ..theory import derivations as reg
 
+    if args.run_all and args.name not in (None, "all"):
+        raise ParameterError(f"give a derivation NAME or --all, not both (got NAME {args.name!r} and --all)")
     name = "all" if args.run_all else args.name
     if name is None:
         print("Derivations (run one with `sdeeos derive NAME [--latex]`, all with `sdeeos derive --all`):")

@@ -107,7 +107,8 @@ class TrainConfig:
         check_choice("optimizer", c.optimizer, OPTIMIZERS)
         check_choice("dtype", c.dtype, tuple(_DTYPES))
         check_choice("sharpness_dtype", c.sharpness_dtype, ("same",) + tuple(_DTYPES))
-        c.lr = check_positive("lr", c.lr)
+        # the optimiser multiplies parameters of this dtype by lr: it must be representable in it
+        c.lr = check_real("lr", c.lr, low=0.0, low_open=True, high=float(torch.finfo(_DTYPES[c.dtype]).max))
         if c.batch_size is not None:
             c.batch_size = check_int("batch_size", c.batch_size, low=1)
             if c.optimizer == "eos-sgd":
@@ -128,7 +129,8 @@ class TrainConfig:
         c.sharpness_tol = check_positive("sharpness_tol", c.sharpness_tol)
         c.sharpness_max_iter = check_int("sharpness_max_iter", c.sharpness_max_iter, low=1)
         c.batch_sharpness_batches = check_int("batch_sharpness_batches", c.batch_sharpness_batches, low=2)
-        c.seed = check_int("seed", c.seed, low=0)
+        # derived generators use seed + offsets < 2**62: every accepted seed stays below 2**64
+        c.seed = check_int("seed", c.seed, low=0, high=2**63 - 1)
         if c.target_test_accuracy is not None:
             c.target_test_accuracy = check_real("target_test_accuracy", c.target_test_accuracy,
                                                 low=0.0, high=1.0)
