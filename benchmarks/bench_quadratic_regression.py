@@ -3,7 +3,7 @@
 One "ensemble step" advances all M trajectories by one mini-batch SGD step (B rows sampled without
 replacement per trajectory, independently).  Implementations, all in this process, same sizes:
 
-* ``sdeeos-numba``: the engine `simulate` uses (`sdeeos.engines._qr_numba`): per-trajectory Floyd
+* ``sdeeos-numba``: the engine `simulate` uses (`sdeeos.models.quadratic_regression._numba_engine`): per-trajectory Floyd
   sampling with the counter-based RNG, only the B sampled rows touched (linear: one fused loop per
   trajectory; quadratic: pairs bucketed by data row so each ``Q_i`` is read once per step and block).
 * ``numpy-dense``: dense batch mask (argpartition of uniform keys, NumPy's PCG64) and GEMMs over all n
@@ -72,8 +72,8 @@ def _one(f):
 
 # ---------------------------------------------------------------------------- implementations
 def bench_sdeeos(model, M, steps, repeat, threads):
-    from sdeeos.engines._base import RunSpec
-    from sdeeos.engines._qr_state import get_qr_engine
+    from sdeeos._contract import RunSpec
+    from sdeeos.models.quadratic_regression import get_qr_engine
 
     spec = RunSpec(model=model, method="sgd", n_traj=M, n_steps=10**9, burn_in=0, seed=0, record_every=0)
     eng = get_qr_engine("numba")

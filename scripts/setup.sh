@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create ./.venv (once) and install sdeeos with its test, torch and dist extras.
+# Create ./.venv (once) and install sdeeos with its test, torch, dist and docs extras.
 # PyTorch goes in first, pinned, so that the project's range (torch>=2.3,<3) installs nothing more:
 # an unpinned resolve would pull a multi-GB CUDA build.
 set -euo pipefail
@@ -11,4 +11,4 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[test,torch,dist]"
+python -m pip install -q -e ".[test,torch,dist,docs]"

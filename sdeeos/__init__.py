@@ -10,11 +10,11 @@ Public API (everything else is private and may change):
 * `RNG_SCHEME`: the name of the counter-based random-number scheme every backend uses
 """
 
-from . import theory
+from . import _moved, theory
 from ._errors import BackendUnavailableError, OutsideDomainError, ParameterError, SdeeosError
 from ._rng import RNG_SCHEME
 from ._simulate import simulate
-from ._sweep import sweep
+from .sweeps import sweep
 from ._version import __version__
 from .models import (
     MODEL_REGISTRY,
@@ -30,6 +30,8 @@ from .models import (
     SelfStabilizationSME,
     StochasticModifiedEquation,
 )
+
+_moved.install()  # old module paths (sdeeos._sweep, ...) still import, with a DeprecationWarning
 
 __all__ = [
     "__version__",

@@ -23,6 +23,10 @@ class OutsideDomainError(SdeeosError, ValueError):
     """A theoretical formula was evaluated where it does not hold (e.g. no stationary state)."""
 
 
+class DistExtraMissingError(SdeeosError, ImportError):
+    """dask/distributed or zarr is needed but not installed (the ``dist`` extra)."""
+
+
 class DamagedDataError(SdeeosError, OSError):
     """A file or store written by sdeeos fails its checksum or cannot be read (truncated, corrupted)."""
 

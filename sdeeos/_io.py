@@ -23,7 +23,7 @@ from ._checksum import arrays_digest, damaged_points
 from ._errors import DamagedDataError, ParameterError
 from ._storelock import unique_temp_path
 
-__all__ = ["write_dataset", "open_dataset", "check_output_path", "check_checkpoint_path", "dataset_digest",
+__all__ = ["write_dataset", "open_dataset", "netcdf_safe", "check_output_path", "check_checkpoint_path", "dataset_digest",
            "DIGEST_ATTR", "NETCDF_SUFFIXES"]
 
 #: Attribute holding the checksum of a dataset's variables and attributes.
@@ -33,7 +33,7 @@ NETCDF_SUFFIXES = (".nc", ".nc4", ".h5", ".netcdf")
 _UNCOVERED_ATTRS = (DIGEST_ATTR,)
 
 
-def _netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
+def netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
     """NetCDF attributes must be str/number/array: turn bools and None into ints and strings."""
     ds = ds.copy()
     for obj in [ds, *ds.variables.values()]:
@@ -122,7 +122,7 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """
     path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    safe = _netcdf_safe(ds)
+    safe = netcdf_safe(ds)
     safe.attrs[DIGEST_ATTR] = dataset_digest(safe)
     tmp = unique_temp_path(path, path.suffix)
     try:

@@ -26,8 +26,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._errors import ParameterError
+
 __all__ = [
     "RNG_SCHEME",
+    "as_seed",
     "GOLDEN",
     "stream_keys",
     "uniforms",
@@ -160,11 +163,9 @@ def _stream_keys_nb(seed, first, n, keys, gammas):
 
 
 # ---------------------------------------------------------------- NumPy (array) versions
-def _as_seed(seed) -> np.uint64:
+def as_seed(seed) -> np.uint64:
     """The seed as uint64; ``ParameterError`` unless it is an integer in [0, 2**64 - 1]."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
-        from ._errors import ParameterError
-
         raise ParameterError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
     return _U(int(seed))
 
@@ -173,7 +174,7 @@ def stream_keys(seed, n_traj: int, first: int = 0) -> tuple[np.ndarray, np.ndarr
     """Keys and increments of trajectories ``first .. first + n_traj - 1`` for ``seed``."""
     keys = np.empty(n_traj, dtype=np.uint64)
     gammas = np.empty(n_traj, dtype=np.uint64)
-    _stream_keys_nb(_as_seed(seed), _U(first), n_traj, keys, gammas)
+    _stream_keys_nb(as_seed(seed), _U(first), n_traj, keys, gammas)
     return keys, gammas
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from . import _rng
 from ._checksum import arrays_digest
+from ._contract import FOLD, Model, RunSpec, ensemble_summary
 from ._errors import DamagedDataError, ParameterError
 from ._interrupts import SigintDeferred
 from ._io import check_checkpoint_path
@@ -20,9 +22,6 @@ from ._provenance import provenance_attrs
 from ._resources import check_run_memory, max_threads
 from ._storelock import unique_temp_path
 from ._validation import check_int
-from .engines import FOLD, RunSpec
-from .engines._base import ensemble_summary
-from .models._base import Model
 
 __all__ = ["simulate", "ensemble_summary"]
 
@@ -117,7 +116,11 @@ def simulate(
     seed : int in [0, 2**64 - 1]
         With the trajectory index, keys every random draw (`sdeeos._rng`): the same seed gives
         the same result on any backend, thread count and segmentation.
-    backend : {"numba", "numpy"}
+    backend : {"numba", "numpy", "cupy"}
+        ``"numba"`` (default): the compiled, parallel CPU kernel.  ``"numpy"``: the vectorised
+        reference, same arithmetic and random draws.  ``"cupy"``: the CUDA kernel (NVIDIA GPU with
+        CuPy; otherwise ``BackendUnavailableError``, never a silent fallback).  Quadratic regression
+        runs on ``"numba"`` and ``"numpy"`` only.
     record_every : int >= 1, optional
         Record state and observables at steps ``0, k, 2k, ... < n_steps`` (dims ``traj, step``).
     n_threads : int, optional
@@ -162,8 +165,6 @@ def simulate(
     # is only ever written then; Ctrl-C is deferred to the commit point after each segment.
     committed = True
     try:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_steps * n_traj, initial=run.t * n_traj, unit="traj-step", unit_scale=True,
                    desc=f"{model.name} {method}", disable=(progress is False),
                    delay=0 if progress else 2.0, leave=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import types
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import xarray as xr
 
 from sdeeos import ParameterError
 from sdeeos._cli import main
-from sdeeos._study import STUDY_RUNNERS, Field, load_study, register_study_runner, run_study, toml_key_lines
+from sdeeos.studies import KINDS, Field, load_study, register_study_kind, run_study, toml_key_lines
+from sdeeos.studies import _runner
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -154,42 +156,43 @@ def test_cli_unreachable_scheduler_exits_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "could not reach the Dask scheduler" in err
 
 
-def test_repository_study_files_are_valid():
-    for name in ("sharpness_gap_small", "validity_map", "gd_recovery"):
-        cfg = load_study(STUDIES / f"{name}.toml")
-        assert cfg.kind in STUDY_RUNNERS and cfg.name == name
-
-
 # --------------------------------------------------------------------------- registry
-def test_registry_calls_runners_with_and_without_scheduler(tmp_path):
+def test_every_kind_row_names_its_module_and_file():
+    # one module per kind, named like its study file: <stem>.py for studies/<stem>.toml
+    stems = {p.stem for p in STUDIES.glob("*.toml")}
+    for kind, row in KINDS.items():
+        assert row.module.startswith("sdeeos.studies.") and row.module.rsplit(".", 1)[1] in stems, kind
+
+
+def test_added_kinds_are_run_with_and_without_scheduler(tmp_path, monkeypatch):
     seen = {}
 
-    def legacy(config, out_dir, *, progress=True):  # the real-network runners' signature
-        seen["legacy"] = (dict(config), out_dir, progress)
-        return "legacy-result"
+    def plain(config, out_dir, *, progress=True):
+        seen["plain"] = (dict(config), out_dir, progress)
+        return "plain-result"
 
-    def modern(config, out_dir, *, progress=True, scheduler=None):
-        seen["modern"] = scheduler
-        return "modern-result"
+    def scheduled(config, out_dir, *, progress=True, scheduler=None):
+        seen["scheduled"] = scheduler
+        return "scheduled-result"
 
-    register_study_runner("test_legacy", legacy)
-    register_study_runner("test_modern", schema={"n": Field("int", required=True)})(modern)
-    try:
-        p = _write(tmp_path, 'study = "test_legacy"\nlr = 0.1\n[quick]\nlr = 0.5\n', "legacy.toml")
-        assert run_study(p, tmp_path / "o", progress=False) == "legacy-result"
-        assert seen["legacy"][0] == {"lr": 0.1}  # no kind/study/quick keys: the file as its runner expects
-        run_study(p, tmp_path / "o", progress=False, quick=True)
-        assert seen["legacy"][0] == {"lr": 0.5}
-        with pytest.raises(ParameterError, match="takes no scheduler"):
-            run_study(p, tmp_path / "o", scheduler="tcp://x:1")
-        q = _write(tmp_path, 'kind = "test_modern"\nn = 3\n', "modern.toml")
-        assert run_study(q, tmp_path / "o", scheduler="serial") == "modern-result" and seen["modern"] == "serial"
-        bad = _write(tmp_path, 'kind = "test_modern"\nn = 3\nm = 4\n', "bad.toml")
-        with pytest.raises(ParameterError, match=rf"{bad}:3: unknown key 'm'"):
-            load_study(bad)
-    finally:
-        STUDY_RUNNERS.pop("test_legacy", None)
-        STUDY_RUNNERS.pop("test_modern", None)
+    monkeypatch.setattr(_runner, "_ADDED", {})
+    register_study_kind("test_plain", types.SimpleNamespace(SCHEMA={"lr": Field("float", low=0.0)}, run=plain))
+    register_study_kind("test_scheduled", types.SimpleNamespace(SCHEMA={"n": Field("int", required=True)},
+                                                                run=scheduled))
+    with pytest.raises(ParameterError, match="built in"):
+        register_study_kind("sharpness_gap", "x")
+    p = _write(tmp_path, 'kind = "test_plain"\nlr = 0.1\n[quick]\nlr = 0.5\n', "plain.toml")
+    assert run_study(p, tmp_path / "o", progress=False) == "plain-result"
+    assert seen["plain"][0] == {"kind": "test_plain", "name": "plain", "lr": 0.1, "title": "", "description": ""}
+    run_study(p, tmp_path / "o", progress=False, quick=True)
+    assert seen["plain"][0]["lr"] == 0.5
+    with pytest.raises(ParameterError, match="takes no scheduler"):
+        run_study(p, tmp_path / "o", scheduler="tcp://x:1")
+    q = _write(tmp_path, 'kind = "test_scheduled"\nn = 3\n', "scheduled.toml")
+    assert run_study(q, tmp_path / "o", scheduler="serial") == "scheduled-result" and seen["scheduled"] == "serial"
+    bad = _write(tmp_path, 'kind = "test_scheduled"\nn = 3\nm = 4\n', "bad.toml")
+    with pytest.raises(ParameterError, match=rf"{bad}:3: unknown key 'm'"):
+        load_study(bad)
 
 
 # --------------------------------------------------------------------------- end to end

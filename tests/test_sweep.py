@@ -1,4 +1,4 @@
-"""`sdeeos._sweep.sweep`: datasets, parameter maps, stores, resume after SIGKILL, dask clusters.
+"""`sdeeos.sweep` (the `sdeeos.sweeps` package): datasets, parameter maps, stores, resume after SIGKILL, dask clusters.
 
 Checks are exact (bit-reproducibility: every draw is keyed by (seed, trajectory, step)) or
 structural; the sweeps are tiny.
@@ -22,7 +22,8 @@ from sdeeos import ParameterError, SelfStabilization, simulate
 from sdeeos._errors import BackendUnavailableError
 from sdeeos._io import open_dataset
 from sdeeos._rng import RNG_SCHEME
-from sdeeos._sweep import PointSpec, SchedulerUnreachableError, sweep
+from sdeeos.sweeps import PointSpec, SchedulerUnreachableError, sweep
+from sdeeos.sweeps import _dask_runner as sw_runner
 from sdeeos.theory import self_stabilization as theory
 
 BASE = dict(eta=0.01, alpha=1.0, beta=100.0)
@@ -121,12 +122,10 @@ def test_netcdf_store_resumes_and_rerun_does_nothing(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".zarr", ".nc"])
 def test_interrupted_sweep_resumes_without_losing_points(tmp_path, monkeypatch, suffix):
-    import sdeeos._sweep as sw
-
     grid = {"sigma": [2.0, 3.0, 4.0, 5.0, 6.0]}
     ref = sweep(SelfStabilization, grid, params=BASE, **SMALL)
     store = tmp_path / f"s{suffix}"
-    real = sw._run_point
+    real = sw_runner.run_point
     calls = []
 
     def flaky(spec):
@@ -135,10 +134,10 @@ def test_interrupted_sweep_resumes_without_losing_points(tmp_path, monkeypatch, 
             raise KeyboardInterrupt  # Ctrl-C in the middle of the third point
         return real(spec)
 
-    monkeypatch.setattr(sw, "_run_point", flaky)
+    monkeypatch.setattr(sw_runner, "run_point", flaky)
     with pytest.raises(KeyboardInterrupt):
         sweep(SelfStabilization, grid, params=BASE, store=store, **SMALL)
-    monkeypatch.setattr(sw, "_run_point", real)
+    monkeypatch.setattr(sw_runner, "run_point", real)
     resumed = sweep(SelfStabilization, grid, params=BASE, store=store, **SMALL)
     assert resumed.attrs["n_points_resumed"] == 2 and resumed.attrs["n_points_computed"] == 3
     _same(ref, resumed)
@@ -147,7 +146,7 @@ def test_interrupted_sweep_resumes_without_losing_points(tmp_path, monkeypatch, 
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from sdeeos import SelfStabilization
-    from sdeeos._sweep import sweep
+    from sdeeos import sweep
     sweep(SelfStabilization, {"sigma": [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]},
           params=dict(eta=0.01, alpha=1.0, beta=100.0), n_traj=64, n_steps=300_000, n_threads=1,
           store=sys.argv[1], scheduler="serial", progress=False)
@@ -237,3 +236,13 @@ def test_gpu_points_on_a_cluster_without_gpu_workers_fail_clearly(two_worker_clu
     with pytest.raises(BackendUnavailableError, match="GPU=1"):
         sweep(SelfStabilization, {"sigma": [1.0]}, params=BASE, n_traj=4, n_steps=100, backend="cupy",
               scheduler=two_worker_cluster.scheduler_address, progress=False)
+
+
+def test_old_module_path_warns_and_still_works(monkeypatch):
+    """``sdeeos._sweep`` (before the sweeps package) still imports for one release, with a DeprecationWarning."""
+    import importlib
+
+    monkeypatch.delitem(sys.modules, "sdeeos._sweep", raising=False)
+    with pytest.warns(DeprecationWarning, match="sdeeos._sweep is deprecated"):
+        old = importlib.import_module("sdeeos._sweep")
+    assert old.sweep is sweep and old.PointSpec is PointSpec

@@ -5,9 +5,11 @@ Exit status: 0 when every check passed, 1 when a check failed, 2 for an unknown 
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .._errors import ParameterError
+from ..theory import derivations as reg
 
 
 def register(subparsers) -> None:
@@ -27,16 +29,12 @@ def _run(args) -> int:
     try:
         return _run_inner(args)
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
 
 
 def _run_inner(args) -> int:
-    from ..theory import derivations as reg
-
     if args.run_all and args.name not in (None, "all"):
         raise ParameterError(f"give a derivation NAME or --all, not both (got NAME {args.name!r} and --all)")
     name = "all" if args.run_all else args.name

@@ -1,7 +1,9 @@
 """``sdeeos simulate MODEL --param ... [--out run.nc] [--json]``.
 
 Model options are generated from each registered model's constructor signature, so a new model
-needs no CLI code.
+needs no CLI code.  Their help comes from the model's ``cli_help`` or, failing that, from the
+``Parameters`` section of its docstring; docstrings are written for Sphinx and shown here as plain
+text (`sdeeos._cli._plain`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,12 @@ import inspect
 import json
 import math
 import sys
+from pathlib import Path
+
+from .._io import check_checkpoint_path, check_output_path, write_dataset
+from .._simulate import simulate
+from ..models import MODEL_REGISTRY
+from ._plain import first_sentence, numpydoc_parameters, plain_text
 
 __all__ = ["register", "summary_dict"]
 
@@ -18,7 +26,7 @@ __all__ = ["register", "summary_dict"]
 def _model_options(parser: argparse.ArgumentParser, cls) -> list[str]:
     names = []
     sig = inspect.signature(cls.__init__)
-    helps = getattr(cls, "cli_help", {})
+    helps = {**numpydoc_parameters(inspect.getdoc(cls) or ""), **getattr(cls, "cli_help", {})}
     for name, p in list(sig.parameters.items())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
@@ -29,21 +37,20 @@ def _model_options(parser: argparse.ArgumentParser, cls) -> list[str]:
         parser.add_argument(
             f"--{name.replace('_', '-')}", dest=f"model_{name}", type=kind, required=required, default=default,
             metavar=name.upper(),
-            help=helps.get(name, f"model parameter {name}") + ("" if required else f" (default: {default})"),
+            help=plain_text(helps.get(name, f"model parameter {name}"))
+            + ("" if required or default is None else f" (default: {default})"),
         )
         names.append(name)
     return names
 
 
 def register(subparsers) -> None:
-    from ..models import MODEL_REGISTRY
-
     parser = subparsers.add_parser("simulate", help="run an ensemble of trajectories of a model",
                                    description="Run an ensemble of trajectories and summarise it.")
     models = parser.add_subparsers(dest="model", metavar="MODEL", required=True)
     for name, cls in MODEL_REGISTRY.items():
-        doc = (inspect.getdoc(cls) or name).splitlines()[0]
-        mp = models.add_parser(name, help=doc, description=doc)
+        summary = plain_text((inspect.getdoc(cls) or name).split("\n\n")[0])
+        mp = models.add_parser(name, help=first_sentence(summary), description=summary)
         names = _model_options(mp, cls)
         mp.add_argument("--method", choices=cls.methods, default=None,
                         help="update rule (default: the model's natural method)")
@@ -85,11 +92,6 @@ def summary_dict(ds) -> dict:
 
 
 def _run(args) -> int:
-    from pathlib import Path
-
-    from .._io import check_checkpoint_path, check_output_path, write_dataset
-    from .._simulate import simulate
-
     # Outputs are checked before any work: a bad path fails in a second, not after the run.
     if args.out:
         check_output_path(args.out, "--out")

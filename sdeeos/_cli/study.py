@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+
+import xarray as xr
+
+from .._errors import ParameterError
+from ..plotting import save_figure
+from ..studies import load_study, run_study, study_kinds, study_module
 
 __all__ = ["register"]
 
@@ -30,19 +37,20 @@ def register(subparsers) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--list", action="store_true", help="list the study kinds and exit")
     parser.add_argument("--json", action="store_true", help="print the study's summary as JSON")
+    parser.add_argument("--replot", default=None, metavar="DATASET",
+                        help="redraw the figures of a saved study dataset (kinds with a plot function) and exit")
     parser.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    from .._errors import ParameterError
-    from .._study import load_study, run_study, study_kinds
-
     if args.list:
         for kind, doc in study_kinds().items():
             print(f"{kind:>24}: {doc}")
         return 0
+    if args.replot:
+        return _replot(args.replot, args.out)
     if not args.file:
-        raise ParameterError("a study FILE is required (or --list)")
+        raise ParameterError("a study FILE is required (or --list, --replot DATASET)")
     cfg = load_study(args.file, quick=args.quick)
     scheduler = None if args.scheduler in (None, "local") else args.scheduler
     ds = run_study(cfg, args.out, progress=not args.no_progress, scheduler=scheduler, wait_for_lock=args.wait_lock)
@@ -84,3 +92,18 @@ def _print_summary(cfg, summary: dict) -> None:
         print("  figures:")
         for f in figs:
             print(f"    {f}")
+
+
+def _replot(path: str, out: str | None) -> int:
+    try:
+        ds = xr.open_dataset(path).load()
+    except (OSError, ValueError) as exc:
+        raise ParameterError(f"--replot needs a study dataset (NetCDF), got {path!r}: {exc}") from None
+    kind = ds.attrs.get("study_kind") or ds.attrs.get("study")
+    module = study_module(str(kind), path)
+    if not hasattr(module, "plot"):
+        raise ParameterError(f"study kind {kind!r} has no plot function; re-run the study instead")
+    out_dir = out or str(Path(path).parent)
+    for p in save_figure(module.plot(ds), out_dir, str(ds.attrs.get("study", kind)), dpi=130):
+        print(f"wrote {p}")
+    return 0

@@ -14,94 +14,48 @@ Importing this module does not import torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from .._errors import ParameterError
+from .._toml import read_toml
+from .._train_config import TrainConfig, setting_type
+from ._plain import plain_text
 
-# (option, type, help); names match sdeeos.torch.TrainConfig fields with "-" for "_".
-_OPTIONS = [
-    ("dataset", str, "mnist1d | digits"),
-    ("n-train", int, "keep the first N training examples"),
-    ("n-test", int, "keep the first N test examples"),
-    ("loss", str, "mse (1/2 ||f - onehot||^2 summed over outputs, mean over examples) | ce"),
-    ("model", str, "mlp-tanh | mlp-relu | cnn-tanh | cnn-relu"),
-    ("width", int, "MLP hidden width"),
-    ("depth", int, "MLP hidden layers"),
-    ("channels", int, "CNN channels"),
-    ("optimizer", str, "gd | sgd | momentum | adam | eos-sgd"),
-    ("lr", float, "step size (EoS-SGD: unused, see --eos-eta-max)"),
-    ("batch-size", int, "mini-batch size (default: full batch)"),
-    ("momentum", float, "heavy-ball momentum of the momentum optimizer"),
-    ("adam-beta1", float, "Adam beta1"),
-    ("adam-beta2", float, "Adam beta2"),
-    ("eos-c", float, "EoS-SGD noise coefficient c >= 0"),
-    ("eos-eta-max", float, "EoS-SGD step-size cap eta_max > 0"),
-    ("eos-k", int, "EoS-SGD curvature refresh period k >= 1"),
-    ("eos-momentum", float, "EoS-SGD heavy-ball momentum"),
-    ("eos-lanczos-steps", int, "EoS-SGD Lanczos steps per refresh"),
-    ("eos-noise-ema", float, "EoS-SGD EMA factor of the projected noise variance"),
-    ("eos-curvature-batch-size", int, "EoS-SGD examples in the curvature batch"),
-    ("n-steps", int, "number of optimizer steps"),
-    ("eval-every", int, "loss/accuracy stride (steps)"),
-    ("sharpness-every", int, "sharpness stride (steps; 0 = off)"),
-    ("sharpness-tol", float, "Lanczos relative residual tolerance"),
-    ("sharpness-max-iter", int, "Lanczos iteration cap"),
-    ("sharpness-dtype", str, "same | float32 | float64"),
-    ("sharpness-n-train", int, "compute sharpness on the first N training examples"),
-    ("theory-start", int, "measure the theory's quantities from this step on (with --measure-theory)"),
-    ("batch-sharpness-batches", int, "batches per batch-sharpness estimate"),
-    ("dtype", str, "float32 | float64"),
-    ("seed", int, "seed of initialisation and batch sampling"),
-    ("target-test-accuracy", float, "stop when the test accuracy reaches this"),
-    ("threads", int, "torch threads"),
-]
+_TRAIN_SETTINGS = [f for f in dataclasses.fields(TrainConfig) if setting_type(f.name) is not bool]
+_METAVARS = {int: "N", float: "X", str: "NAME"}
+_TRAIN_FLAGS = [f for f in dataclasses.fields(TrainConfig) if setting_type(f.name) is bool]
+
+
+def _help(f: dataclasses.Field) -> str:
+    choices = f.metadata["choices"]
+    default = "" if f.default is None else f" (default: {f.default})"
+    return f.metadata["help"] + (f": {' | '.join(choices)}" if choices else "") + default
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a small network with sharpness tracking (needs the torch extra)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, typ, hlp in _OPTIONS:
-        p.add_argument(f"--{name}", type=typ, default=None, help=hlp)
-    p.add_argument("--measure-theory", action="store_true", default=None,
-                   help="also measure alpha, beta, sigma_u^2, batch sharpness and the predicted gap")
+        description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    # one option per TrainConfig field: its name, type and help (the dataclass is the one source)
+    for f in _TRAIN_SETTINGS:
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=setting_type(f.name), default=None,
+                       metavar=_METAVARS[setting_type(f.name)], help=_help(f))
+    for f in _TRAIN_FLAGS:
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, action="store_true", default=None,
+                       help=f.metadata["help"])
     p.add_argument("--config", default=None, help="TOML file of settings (keys as TrainConfig fields)")
     p.add_argument("--out", default="train.nc", help="output NetCDF file (default: train.nc)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def _load_toml(path):
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ParameterError(f"config must be a readable TOML file, got {path!r} ({exc.strerror})") from None
-
-
 def run(args) -> int:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        from .._errors import BackendUnavailableError
+    from ..torch import train  # the optional torch extra (BackendUnavailableError without it)
 
-        raise BackendUnavailableError(
-            "sdeeos train needs PyTorch: pip install 'sdeeos[torch]'") from None
-    from ..torch import NonFiniteLossError, train  # noqa: F401  (imports torch)
-
-    settings = {}
-    if args.config:
-        settings.update(_load_toml(args.config))
-    for name, _, _ in _OPTIONS:
-        val = getattr(args, name.replace("-", "_"))
-        if val is not None:
-            settings[name.replace("-", "_")] = val
-    if args.measure_theory:
-        settings["measure_theory"] = True
+    settings = read_toml(args.config, "config file")[0] if args.config else {}
+    for f in dataclasses.fields(TrainConfig):
+        if getattr(args, f.name) is not None:
+            settings[f.name] = getattr(args, f.name)
     ds = train(settings, progress=not args.no_progress, on_nonfinite="stop")
     ds.to_netcdf(args.out, engine="h5netcdf")
     a = ds.attrs

@@ -7,7 +7,7 @@ substitutes another backend.
 from __future__ import annotations
 
 from .._errors import BackendUnavailableError, ParameterError
-from ._base import FOLD, Engine, RunSpec, RunState
+from .._contract import FOLD, Engine, RunSpec, RunState
 from ._cupy import CupyEngine
 from ._numba import NumbaEngine
 from ._numpy import NumpyEngine

@@ -12,9 +12,9 @@ import sympy as sp
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..models._base import SymbolicStep
+from .._contract import SymbolicStep
 
-__all__ = ["PrintedStep", "print_python", "print_numpy", "print_c"]
+__all__ = ["PrintedStep", "print_python", "print_numpy", "print_c", "print_step", "CPrinter"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +86,7 @@ class _NumpyPrinter(_NumbaPrinter):
         return out
 
 
-class _CPrinter(C99CodePrinter):
+class CPrinter(C99CodePrinter):
     def _print_Pow(self, expr, rational=False):
         return _small_int_power(self, expr) or super()._print_Pow(expr)
 
@@ -105,7 +105,7 @@ class _CPrinter(C99CodePrinter):
         return out
 
 
-def _print(step: SymbolicStep, printer, prefix: str) -> PrintedStep:
+def print_step(step: SymbolicStep, printer, prefix: str) -> PrintedStep:
     def cse(exprs, tag):
         symbols = sp.numbered_symbols(f"{prefix}{tag}")
         temps, reduced = sp.cse(list(exprs), symbols=symbols, optimizations="basic")
@@ -117,12 +117,12 @@ def _print(step: SymbolicStep, printer, prefix: str) -> PrintedStep:
 
 
 def print_python(step: SymbolicStep) -> PrintedStep:
-    return _print(step, _NumbaPrinter({"fully_qualified_modules": True}), "_t")
+    return print_step(step, _NumbaPrinter({"fully_qualified_modules": True}), "_t")
 
 
 def print_numpy(step: SymbolicStep) -> PrintedStep:
-    return _print(step, _NumpyPrinter({"fully_qualified_modules": True}), "_t")
+    return print_step(step, _NumpyPrinter({"fully_qualified_modules": True}), "_t")
 
 
 def print_c(step: SymbolicStep) -> PrintedStep:
-    return _print(step, _CPrinter(), "_t")
+    return print_step(step, CPrinter(), "_t")

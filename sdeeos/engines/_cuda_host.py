@@ -26,6 +26,8 @@ Not a user-facing backend (serial, ~10-20 M trajectory-steps/s): a test and debu
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import glob
 import hashlib
 import os
 import platform
@@ -36,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._numba import cache_dir as numba_cache_dir
 from ._cuda_template import KERNEL_ARGS, KERNEL_NAME, KEYS_KERNEL_ARGS, KEYS_KERNEL_NAME, KernelSource
 
 __all__ = ["SHIM", "cpu_has_fma", "find_cxx", "find_nvrtc", "nvrtc_compile", "host_driver_source", "build_host_library", "HostDevice"]
@@ -117,8 +120,6 @@ def host_driver_source() -> str:
 
 
 def _cache_dir() -> Path:
-    from ._numba import _cache_dir as numba_cache_dir
-
     path = numba_cache_dir().parent / "host-cuda"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -178,9 +179,6 @@ def build_host_library(kernel: KernelSource, *, fmad: bool = False, perturb_log:
 def find_nvrtc() -> str | None:
     """Path of an NVRTC library, if one is installed (``$SDEEOS_NVRTC``, the nvidia-cuda-nvrtc wheels,
     or the system's).  NVRTC compiles CUDA C++ to PTX/CUBIN on the CPU: no GPU is needed."""
-    import ctypes.util
-    import glob
-
     env = os.environ.get("SDEEOS_NVRTC")
     if env:
         return env if os.path.exists(env) else None

@@ -46,8 +46,8 @@ from sympy.codegen.ast import real as _sp_real
 from .. import _rng
 from .._errors import ParameterError
 from .._version import __version__
-from ..models._base import SymbolicStep
-from ._codegen import PrintedStep, _CPrinter, _print
+from .._contract import SymbolicStep
+from ._codegen import CPrinter, PrintedStep, print_step
 
 __all__ = [
     "DTYPES",
@@ -103,7 +103,7 @@ KEYS_KERNEL_ARGS: tuple[tuple[str, str], ...] = (
 
 
 # ---------------------------------------------------------------------------------- printing
-class _CudaPrinter(_CPrinter):
+class _CudaPrinter(CPrinter):
     """``print_c``'s printer with Python min/max semantics, literal constants and a float32 mode."""
 
     def __init__(self, dtype: str):
@@ -152,7 +152,7 @@ def cuda_printer(dtype: str = "float64") -> _CudaPrinter:
 
 def print_cuda(step: SymbolicStep, dtype: str = "float64") -> PrintedStep:
     """The step printed for the CUDA kernel (same CSE and operation order as `print_c`)."""
-    return _print(step, cuda_printer(dtype), "_t")
+    return print_step(step, cuda_printer(dtype), "_t")
 
 
 # ---------------------------------------------------------------------------------- RNG in C

@@ -50,9 +50,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._contract import FOLD, Engine, Model, RunSpec, RunState
 from .._errors import BackendUnavailableError, ParameterError
 from .._validation import check_choice, check_int
-from ._base import FOLD, Engine, RunSpec, RunState
 from ._cuda_template import DTYPES, KERNEL_ARGS, KERNEL_NAME, KEYS_KERNEL_NAME, KernelSource, kernel_source
 
 __all__ = [
@@ -486,9 +486,7 @@ def run_summary(model, method: str | None = None, *, n_traj: int, n_steps: int, 
     ``steps_per_launch`` splits the time loop into several kernel launches (results do not change;
     useful on GPUs with a display watchdog).  Default: one launch per chunk.
     """
-    from ..models._base import EnsembleModel
-
-    if not isinstance(model, EnsembleModel):
+    if not isinstance(model, Model) or not callable(getattr(model, "step", None)):  # a symbolic model
         raise ParameterError(f"model must be a symbolic sdeeos EnsembleModel, got {type(model).__name__}")
     spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed)
     method, n_traj, n_steps, burn_in = spec.method, spec.n_traj, spec.n_steps, spec.burn_in

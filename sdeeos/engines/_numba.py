@@ -28,7 +28,7 @@ from typing import ClassVar
 import numba
 
 from .._version import __version__
-from ._base import FOLD, Engine, RunSpec, RunState
+from .._contract import FOLD, Engine, RunSpec, RunState
 from ._codegen import PrintedStep, print_python
 
 __all__ = ["NumbaEngine", "kernel_source", "BLOCK"]
@@ -170,7 +170,7 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str)
     )
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     base = os.environ.get("SDEEOS_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "sdeeos")
     path = Path(base) / "kernels"
@@ -203,7 +203,7 @@ def compile_kernel(spec: RunSpec):
         if digest in _KERNELS:
             _KERNELS[signature] = _KERNELS[digest]
             return _KERNELS[digest]
-        path = _cache_dir() / f"sdeeos_kernel_{digest}.py"
+        path = cache_dir() / f"sdeeos_kernel_{digest}.py"
         if not path.exists() or path.read_text() != source:
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(source)

@@ -8,14 +8,13 @@ kernels and as the plainest possible baseline.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import math
+from typing import ClassVar
 
 import numpy
 
+from .._contract import FOLD, Engine, RunSpec, RunState
 from .._rng import normals
-from ._base import FOLD, Engine, RunSpec, RunState
 from ._codegen import print_numpy
 
 __all__ = ["NumpyEngine"]
@@ -46,11 +45,22 @@ class NumpyEngine(Engine):
 
     name: ClassVar[str] = "numpy"
 
+    def next_state(self, spec: RunSpec, run: RunState, t: int, state: list, params: tuple, update) -> list:
+        """The state after step ``t`` (one array over trajectories per state variable): the generated
+        ``update`` with step ``t``'s normals.  A model whose step is not a symbolic map overrides this
+        and inherits the rest of the loop (recording, burn-in, streamed sums, folds, divergence)."""
+        nz = spec.step.n_noise
+        noise = [normals(run.keys, run.gammas, t * nz + k) for k in range(nz)]
+        with numpy.errstate(all="ignore"):
+            new = update(*state, *params, *noise)
+        ones = numpy.ones(spec.n_traj)
+        return [numpy.asarray(v, dtype=numpy.float64) * ones if numpy.ndim(v) == 0 else v for v in new]
+
     def advance(self, spec: RunSpec, run: RunState, t1: int, n_threads: int | None = None) -> None:
         step = spec.step
         update, observe = _compile(step.signature(), step)
         params = tuple(run.params)
-        ns, nz = len(step.state), step.n_noise
+        ns = len(step.state)
         bound = spec.model.divergence_bound
         state = [run.state[k].copy() for k in range(ns)]
         ones = numpy.ones(spec.n_traj)
@@ -69,10 +79,7 @@ class NumpyEngine(Engine):
                 for k, o in enumerate(observe(*state, *params)):
                     run.part_sum[k] += o
                     run.part_sq[k] += o * o
-            noise = [normals(run.keys, run.gammas, t * nz + k) for k in range(nz)]
-            with numpy.errstate(all="ignore"):
-                new = update(*state, *params, *noise)
-            state = [numpy.asarray(v, dtype=numpy.float64) * ones if numpy.ndim(v) == 0 else v for v in new]
+            state = self.next_state(spec, run, t, state, params, update)
             if (t + 1) % FOLD == 0 or t + 1 == spec.n_steps:
                 ok = run.alive.astype(bool)
                 for k in range(ns):

@@ -5,7 +5,7 @@ from ._self_stabilization import SelfStabilization
 from ._minimalist import Minimalist
 from ._cubic_taylor import CubicTaylor
 from ._sde import CubicTaylorSME, MinimalistSME, OrnsteinUhlenbeck, SelfStabilizationSME, StochasticModifiedEquation
-from ._quadratic_regression import QuadraticRegression
+from .quadratic_regression import QuadraticRegression
 
 #: CLI / dataset name -> model class.  Adding a model is adding a module and one entry here.
 MODEL_REGISTRY = {cls.name: cls for cls in (SelfStabilization, QuadraticRegression)}

@@ -10,8 +10,10 @@ from typing import ClassVar
 import numpy as np
 import sympy as sp
 
+from .._contract import Engine
 from .._errors import ParameterError
 from .._validation import check_int, check_nonnegative, check_positive, check_real
+from ..engines import NumpyEngine
 from ..theory import cubic_taylor_construction as construction
 from ..theory import self_stabilization as reduced
 from ..theory._symbolic_loss import gradient_step, hessian, top_eigenvalue_2x2
@@ -304,60 +306,31 @@ def pgd_step(loss: construction.CubicTaylorLoss, eta: float, theta: np.ndarray,
     return theta
 
 
-class _CubicTaylorEngine:
+class _CubicTaylorEngine(NumpyEngine):
     """Runs ``gd``/``sgd`` on the generic symbolic engine it wraps, and ``pgd`` with `pgd_step`.
 
-    (An `sdeeos.engines.Engine` by interface; not a subclass, because models must not import the
-    engines at module level.)
+    For ``pgd`` it is the NumPy engine with its step replaced by `pgd_step` (recording, burn-in,
+    streamed sums, folds and divergence are the NumPy engine's own loop).
     """
 
     name: ClassVar[str] = "cubic-taylor"
 
-    def __init__(self, symbolic):
+    def __init__(self, symbolic: Engine):
         self.symbolic = symbolic
 
     def advance(self, spec, run, t1: int, n_threads: int | None = None) -> None:
         if spec.method != "pgd":
             self.symbolic.advance(spec, run, t1, n_threads=n_threads)
             return
-        from ..engines._base import FOLD
-        from ..engines._numpy import _compile
+        super().advance(spec, run, t1, n_threads=n_threads)
 
+    def next_state(self, spec, run, t, state, params, update) -> list:
+        """One PGD step of every surviving trajectory (a diverged one stays NaN)."""
         model: CubicTaylor = spec.model
-        step = spec.step
-        _, observe = _compile(step.signature(), step)
-        params = tuple(run.params)
-        ns = len(step.state)
-        bound = model.divergence_bound
-        state = run.state.copy()
-        ones = np.ones(spec.n_traj)
-        for t in range(run.t, t1):
-            if spec.record_every and t % spec.record_every == 0:
-                r = t // spec.record_every
-                run.rec[r, :ns] = state
-                for k, o in enumerate(observe(*state, *params)):
-                    run.rec[r, ns + k] = o * ones
-            if t == spec.burn_in:
-                run.burn_state[:] = state
-            if t >= spec.burn_in:
-                for k, o in enumerate(observe(*state, *params)):
-                    run.part_sum[k] += o
-                    run.part_sq[k] += o * o
-            alive = run.alive.astype(bool)
-            with np.errstate(all="ignore"):
-                new = state.copy()
-                if alive.any():
-                    new[:, alive] = pgd_step(model.loss, model.eta, state[:, alive])
-            state = new
-            if (t + 1) % FOLD == 0 or t + 1 == spec.n_steps:
-                ok = alive & np.all(np.abs(state) <= bound, axis=0) & np.all(np.abs(run.part_sq) < np.inf, axis=0)
-                run.acc_sum[:, ok] += run.part_sum[:, ok]
-                run.acc_sq[:, ok] += run.part_sq[:, ok]
-                died = alive & ~ok
-                run.alive[died] = 0
-                run.diverged_step[died] = t + 1
-                state[:, died] = np.nan
-                run.part_sum[:] = 0.0
-                run.part_sq[:] = 0.0
-        run.state[:] = state
-        run.t = t1
+        theta = np.array(state)                              # (d, n_traj)
+        alive = run.alive.astype(bool)
+        with np.errstate(all="ignore"):
+            new = theta.copy()
+            if alive.any():
+                new[:, alive] = pgd_step(model.loss, model.eta, theta[:, alive])
+        return list(new)

@@ -2,11 +2,14 @@ r"""The minimalist edge-of-stability example :math:`f(x,y)=\tfrac14(x^2y^2-1)^2`
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
 
+from .._contract import ensemble_summary
 from .._errors import ParameterError
+from .._rng import stream_keys
 from .._validation import check_nonnegative, check_positive, check_real
 from ..theory import minimalist as theory
 from ._base import EnsembleModel, SymbolicStep
@@ -16,7 +19,7 @@ __all__ = ["Minimalist"]
 
 
 class Minimalist(EnsembleModel):
-    r"""GD and SGD on the minimalist loss :math:`f(x,y)=\tfrac14(x^2y^2-1)^2` (math.md §6).
+    r"""GD and SGD on the minimalist loss :math:`f(x,y)=\tfrac14(x^2y^2-1)^2` (Zhu et al. 2023; docs/theory.md#minimalist).
 
     The update and the observables are derived by SymPy from :math:`f` (`sdeeos.theory.minimalist`);
     the engines run exactly what was derived.  Methods:
@@ -37,7 +40,7 @@ class Minimalist(EnsembleModel):
     sigma : float >= 0
         Noise scale (needs > 0 for the SGD methods).
     x0, y0 : float
-        Initial point (default (6, 0.05), math.md check S8).
+        Initial point (default (6, 0.05), docs/theory.md#minimalist).
     x0_spread, y0_spread : float >= 0
         Trajectories start uniformly in :math:`[x_0-w_x, x_0+w_x]\times[y_0-w_y, y_0+w_y]`, drawn from
         the run's RNG streams (`sdeeos.models._toy_common`); 0 (default): every trajectory at (x0, y0).
@@ -98,10 +101,6 @@ class Minimalist(EnsembleModel):
 
     def initial_points(self, n_traj: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The initial ``(x, y)`` of every trajectory of a run with ``n_traj`` and ``seed`` (same draws as `new_run`)."""
-        from types import SimpleNamespace
-
-        from .._rng import stream_keys
-
         keys, gammas = stream_keys(seed, n_traj)
         run = SimpleNamespace(keys=keys, gammas=gammas,
                               state=np.array([np.full(n_traj, self.x0), np.full(n_traj, self.y0)]))
@@ -109,8 +108,6 @@ class Minimalist(EnsembleModel):
         return run.state[0], run.state[1]
 
     def collect(self, spec, run):
-        from ..engines._base import ensemble_summary
-
         data, coords, summary = super().collect(spec, run)
         alive = run.alive.astype(bool)
         with np.errstate(all="ignore"):

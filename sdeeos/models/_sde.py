@@ -173,7 +173,7 @@ def sme_class(base_cls: type[EnsembleModel], default_base_method: str = "sgd") -
 
     __init__.__signature__ = sig
     doc = (f"Stochastic modified equation of {base_cls.__name__} (method ``base_method``), integrated "
-           f"with step ``dt``.\n\n" + (StochasticModifiedEquation.__doc__ or ""))
+           f"with step ``dt``.\n\n" + inspect.cleandoc(StochasticModifiedEquation.__doc__ or ""))
     cls = type(f"{base_cls.__name__}SME", (StochasticModifiedEquation,),
                {"__init__": __init__, "__doc__": doc, "__module__": __name__,
                 "name": f"{base_cls.name}-sme", "cli_help": {

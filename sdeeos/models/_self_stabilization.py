@@ -17,7 +17,7 @@ __all__ = ["SelfStabilization"]
 
 
 class SelfStabilization(EnsembleModel):
-    r"""The reduced (x, y) model of self-stabilization (math.md §2.5, §9.1).
+    r"""The reduced (x, y) model of self-stabilization (docs/theory.md#reduced-model).
 
     .. math::
 
@@ -99,7 +99,7 @@ class SelfStabilization(EnsembleModel):
     def collect(self, spec, run):
         data, coords, summary = super().collect(spec, run)
         if spec.method == "gd":
-            # Deterministic cycles grow (the period-2 orbit is weakly unstable, math.md §2.6); once
+            # Deterministic cycles grow (the period-2 orbit is weakly unstable, docs/theory.md#deterministic-cycle); once
             # x underflows to 0.0 it stays there and y (the sharpness) grows without bound.
             alive = run.alive.astype(bool)
             summary["n_x_underflow"] = int(np.sum(alive & (run.state[0] == 0.0)))

@@ -2,7 +2,7 @@ r"""Mini-batch gradient noise under three sampling models, derived from the samp
 
 A mini-batch gradient is :math:`\hat g = \frac1n\sum_i D_i g_i` with per-example gradients
 :math:`g_i`, :math:`D_i = \frac nB c_i` and :math:`c_i` the number of times example :math:`i` is in
-the batch (math.md §0.1):
+the batch (docs/theory.md#batch-noise):
 
 * ``"without_replacement"``: a uniformly random subset of exactly :math:`B` examples;
 * ``"with_replacement"``: :math:`B` independent uniform draws (:math:`c` multinomial);

@@ -2,7 +2,7 @@ r"""A cubic Taylor loss in :math:`d` dimensions with prescribed :math:`\alpha`, 
 
 .. math:: L(\theta)=L_0+g^\top\theta+\tfrac12\theta^\top H\theta+\tfrac16T[\theta,\theta,\theta].
 
-Damian's constants (math.md §2.1) at the reference point :math:`\theta^\dagger=0`: :math:`S=\lambda_{\max}(H)`
+Damian's constants (docs/theory.md#self-stabilization-constants) at the reference point :math:`\theta^\dagger=0`: :math:`S=\lambda_{\max}(H)`
 with eigenvector :math:`u`, :math:`\nabla S=T[u,u]`, :math:`\nabla S^\perp=\nabla S-u(u\cdot\nabla S)`,
 :math:`\alpha=-g\cdot\nabla S^\perp`, :math:`\beta=\lVert\nabla S^\perp\rVert^2` (`damian_constants`).
 

@@ -21,7 +21,7 @@ batch under one of the sampling models of :mod:`sdeeos.theory.batch_noise` (all 
 :math:`c_{\rm full}=\operatorname{Cov}(D_i,D_j)` (Bernoulli: :math:`n/B-1` and 0; without replacement:
 :math:`\frac{n(n-B)}{B(n-1)}` and :math:`-\frac{n-B}{B(n-1)}`; with replacement :math:`n/B` and :math:`-1/B`).
 
-**Noise kernel norm** (math.md §5.3).  In the eigenbasis :math:`\Theta=Q\Lambda Q^\top` the operator is
+**Noise kernel norm** (docs/theory.md#noise-kernel).  In the eigenbasis :math:`\Theta=Q\Lambda Q^\top` the operator is
 "diagonal + positive semidefinite": :math:`T=\operatorname{diag}(A_{ab})+\operatorname{diag}(W_{ab})R^\top R`
 with :math:`A_{ab}=(1-\eta\lambda_a)(1-\eta\lambda_b)+\eta^2c_{\rm full}\lambda_a\lambda_b`,
 :math:`W_{ab}=\eta^2c_{\rm diag}\lambda_a\lambda_b`, :math:`R_{i,ab}=Q_{ia}Q_{ib}`.  Hence (exactly) the
@@ -39,9 +39,9 @@ The delocalisation closure :math:`\operatorname{Diag}(M)\approx\frac{\operatorna
 
 (:func:`noise_kernel_norm`): the closure K is the Rayleigh quotient of :math:`G` at the uniform
 vector, a *lower bound* of the exact one.  So :math:`\mathcal K<1` is necessary, not sufficient,
-for mean-square stability, and at the exact threshold :math:`\mathcal K\le1` (math.md §9.3 measured
-0.92 and 0.958).  For Bernoulli sampling :math:`\mathcal K=\eta(\frac1B-\frac1n)\sum_a\frac{\lambda_a}{2-\eta\lambda_a}`
-(math.md's boxed formula); it vanishes at :math:`B=n` (without replacement, Bernoulli).
+for mean-square stability, and at the exact threshold :math:`\mathcal K\le1` (0.922 in the example of
+docs/theory.md#noise-kernel).  For Bernoulli sampling :math:`\mathcal K=\eta(\frac1B-\frac1n)\sum_a\frac{\lambda_a}{2-\eta\lambda_a}`,
+which vanishes at :math:`B=n` (without replacement, Bernoulli).
 
 >>> round(float(noise_kernel_norm(1.0, [0.5, 0.25], 1, 4, sampling="bernoulli")), 12)  # (1-1/4)(0.5/1.5+0.25/1.75)
 0.357142857143
@@ -137,7 +137,7 @@ def _curvature_stats(curvatures):
 
 
 def one_dimensional_factor(eta_value, curvatures, batch_size, sampling: str):
-    r"""Exact mean-square growth factor :math:`(1-\eta\bar h)^2+\eta^2v_B` of 1-D SGD (math.md §7.2).
+    r"""Exact mean-square growth factor :math:`(1-\eta\bar h)^2+\eta^2v_B` of 1-D SGD (docs/theory.md#mean-square-threshold).
 
     ``curvatures`` are the per-example :math:`h_i` of :math:`\ell_i=\frac{h_i}2\theta^2`.
     """
@@ -258,11 +258,11 @@ def _eigenvalues(values) -> np.ndarray:
 
 def noise_kernel_norm(eta_value, ntk_eigenvalues, batch_size, n, sampling: str = "bernoulli",
                       *, outside: str = "raise"):
-    r"""Closure noise kernel norm :math:`\mathcal K` (math.md §5.3), lambdified from the derivation.
+    r"""Closure noise kernel norm :math:`\mathcal K` (docs/theory.md#noise-kernel), lambdified from the derivation.
 
     .. math:: \mathcal K=\eta\frac{c_{\rm diag}}n\sum_a\frac{\lambda_a}{2-\eta\lambda_a(1+c_{\rm full})}
 
-    Bernoulli (default, math.md's boxed form): :math:`\eta(\frac1B-\frac1n)\sum\frac{\lambda_a}{2-\eta\lambda_a}`;
+    Bernoulli (default): :math:`\eta(\frac1B-\frac1n)\sum\frac{\lambda_a}{2-\eta\lambda_a}`;
     without replacement :math:`\eta\frac{n-B}{B(n-1)}\sum\frac{\lambda_a}{2-\eta\lambda_a\frac{n(B-1)}{B(n-1)}}`;
     with replacement :math:`\frac\eta B\sum\frac{\lambda_a}{2-\eta\lambda_a\frac{B-1}B}`.
 
@@ -280,6 +280,8 @@ def noise_kernel_norm(eta_value, ntk_eigenvalues, batch_size, n, sampling: str =
         :math:`\eta\lambda_{\max}<2` for Bernoulli) the secular characterisation fails:
         ``OutsideDomainError`` or NaN.
 
+    Notes
+    -----
     Mean-square stability of the closure operator needs :math:`\mathcal K<1` *and* the domain
     condition; the exact operator needs :math:`\mathcal K_{\rm exact}<1`, and
     :math:`\mathcal K\le\mathcal K_{\rm exact}` (see :func:`noise_kernel_norm_exact`).
@@ -466,7 +468,7 @@ def ntk_from_jacobian(jacobian, *, mean_loss: bool = True) -> np.ndarray:
 
     For a model with residuals :math:`z(\theta)` and Jacobian :math:`J` (n x P), GD on the loss gives
     :math:`z_{t+1}=(I-\eta\Theta)z_t+O(\eta^2\lVert z\rVert^2)`; use this :math:`\Theta` with the
-    functions above (the quadratic-regression model, math.md §5.2, linearised at the current point).
+    functions above (the quadratic-regression model, docs/theory.md#quadratic-regression, linearised at the current point).
     """
     J = np.asarray(jacobian, dtype=float)
     if J.ndim != 2:

@@ -1,4 +1,4 @@
-r"""The minimalist edge-of-stability example of Zhu et al. (ICLR 2023; math.md §6).
+r"""The minimalist edge-of-stability example of Zhu et al. (ICLR 2023; docs/theory.md#minimalist).
 
 .. math:: f(x, y) = \tfrac14\,(x^2y^2-1)^2 .
 
@@ -35,6 +35,7 @@ import functools
 
 import numpy as np
 import sympy as sp
+from scipy import integrate, optimize
 
 from .._validation import check_nonnegative, check_positive, check_real
 from ._expectation import expectation
@@ -219,8 +220,6 @@ def lyapunov_exponent(s, sigma_val) -> float:
     One-dimensional Gaussian integral with an integrable log singularity at :math:`z=(1-s)/(s\sigma)`,
     done by adaptive quadrature on both sides of it (on :math:`|z|<40`).
     """
-    from scipy import integrate
-
     s = check_positive("s", s)
     sigma_val = check_nonnegative("sigma", sigma_val)
     a, b = 1.0 - s, -s * sigma_val
@@ -242,8 +241,6 @@ def lyapunov_exponent(s, sigma_val) -> float:
 
 @functools.lru_cache(maxsize=256)
 def _lyapunov_root(sigma_val: float) -> float:
-    from scipy import optimize
-
     if sigma_val == 0.0:
         return 2.0
     # Lambda(0) = 0 and Lambda'(0) = -1: scan up from small s for the first sign change, then solve.

@@ -1,6 +1,6 @@
 r"""The reduced self-stabilization map, derived from a generic cubic Taylor model of the loss.
 
-Setting (math.md §2.2–2.5).  Around a point :math:`\theta^\dagger` of the constrained trajectory,
+Setting (Damian, Nichani & Lee 2023; docs/theory.md#reduced-model).  Around a point :math:`\theta^\dagger` of the constrained trajectory,
 in an orthonormal frame :math:`(u, w, e)` — :math:`u` the top Hessian eigenvector, :math:`w` the
 direction of :math:`\nabla S^\perp`, :math:`e` any further direction — write the displacement
 :math:`v=\theta-\theta^\dagger=x\,u+p\,w+q\,e` and take the generic cubic model
@@ -23,7 +23,7 @@ with :math:`Hu=Su` and a generic symmetric third-derivative tensor :math:`T`.  T
 
    with remainders :math:`R_x` (even in :math:`x`: non-resonant with the period-2 oscillation of
    :math:`x`, or of second order in the transverse displacement) and :math:`R_y` (the transverse
-   curvature term :math:`-\eta\nabla S^{\perp\top}Hv` that math.md §2.5 neglects, terms odd in
+   curvature term :math:`-\eta\nabla S^{\perp\top}Hv` that the reduced model neglects, terms odd in
    :math:`x`, and second order in :math:`p, q`).  Dropping them gives exactly the map the
    simulation uses (:func:`sdeeos.theory.self_stabilization.reduced_update`).
 4. SGD adds :math:`-\eta\varepsilon_B` to :math:`v'`: :math:`x'` gains :math:`-\eta\,u\cdot\varepsilon_B`, variance

@@ -17,7 +17,7 @@ condition, or from the Euler–Maruyama recursion, then lambdified:
   stationary only for :math:`0<\kappa h<2`, ratio to the continuous one :math:`2/(2-\kappa h)`.
 * Multivariate: stationary covariance of :math:`dX=-AX\,dt+G\,dW` solves :math:`AC+CA^\top=GG^\top`.
 
-The 1-D SGD correspondence (math.md §8): :math:`\theta_{k+1}=(1-\eta\lambda)\theta_k-\eta\xi_k` *is*
+The 1-D SGD correspondence (docs/theory.md#ou-process): :math:`\theta_{k+1}=(1-\eta\lambda)\theta_k-\eta\xi_k` *is*
 Euler–Maruyama with :math:`h=\eta`, :math:`\kappa=\lambda`, :math:`s=\sqrt\eta\,\sigma_g` for the
 stochastic modified equation :math:`d\theta=-\lambda\theta\,dt+\sqrt\eta\sigma_g\,dW` (time
 :math:`t=k\eta`).
@@ -34,6 +34,7 @@ import functools
 
 import numpy as np
 import sympy as sp
+from scipy.linalg import solve_continuous_lyapunov
 
 from .._errors import OutsideDomainError, ParameterError
 from .._validation import check_choice, check_nonnegative, check_positive, check_real
@@ -289,8 +290,6 @@ def ou_stationary_covariance(drift_matrix, diffusion_matrix, *, outside: str = "
 
     Needs every eigenvalue of :math:`A` to have positive real part (otherwise no stationary state).
     """
-    from scipy.linalg import solve_continuous_lyapunov
-
     check_choice("outside", outside, ("raise", "nan"))
     A = np.atleast_2d(np.asarray(drift_matrix, dtype=float))
     G = np.atleast_2d(np.asarray(diffusion_matrix, dtype=float))

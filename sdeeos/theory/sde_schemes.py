@@ -16,7 +16,7 @@ For an Itô SDE :math:`dX=a(X)\,dt+b(X)\,dW` (:math:`X\in\mathbb R^d`, :math:`W\
   noise is *commutative* (:math:`L^{j_1}b^{j_2}=L^{j_2}b^{j_1}`): additive, scalar and diagonal noise,
   which covers every model of sdeeos.  `weak_order2` checks commutativity symbolically.
 
-**Stochastic modified equation** of a step (Li, Tai & E; math.md §8.1).  For a step affine in its
+**Stochastic modified equation** of a step (Li, Tai & E 2017; docs/theory.md#stochastic-modified-equation).  For a step affine in its
 noise, :math:`\theta'=\theta+A(\theta)+B(\theta)z`, the first-order SME in time :math:`t=k\eta` is
 :math:`d\Theta=\frac{A}{\eta}dt+\frac{B}{\sqrt\eta}dW` (`sme_coefficients`): Euler–Maruyama with
 :math:`\Delta=\eta` *is* the step (for SGD with additive noise).

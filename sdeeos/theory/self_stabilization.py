@@ -1,7 +1,7 @@
 r"""The stochastic reduced self-stabilization model: stationary identities and the sharpness gap.
 
 Model (Damian, Nichani & Lee 2023 reduced dynamics plus projected gradient noise, sharpness units;
-math.md §2.5, §9.1)
+docs/theory.md#reduced-model)
 
 .. math::
 
@@ -53,7 +53,9 @@ import numpy as np
 import sympy as sp
 
 from .._errors import OutsideDomainError
-from ._expectation import expectation, moment_symbol
+from ._expectation import expectation, gaussian_moment, moment_symbol
+from .reduced_model import reduced_map
+from .sde import derive_lyapunov_equation
 
 __all__ = [
     "symbols",
@@ -90,20 +92,18 @@ def reduced_update(noisy: bool = True) -> tuple[sp.Expr, sp.Expr]:
     """The reduced map ``(x', y')``; ``noisy=False`` is full-batch GD.
 
     Derived from a generic cubic Taylor model of the loss (:func:`sdeeos.theory.reduced_model.reduced_map`,
-    math.md §2.2-2.5); SGD adds the projected gradient noise ``eta*sigma*z`` to ``x'``.
+    docs/theory.md#reduced-model); SGD adds the projected gradient noise ``eta*sigma*z`` to ``x'``.
 
     >>> reduced_update()
     (eta*sigma*z + x*(-eta*y - 1), eta*(alpha - beta*x**2/2) + y)
     """
-    from .reduced_model import reduced_map
-
     x_next, y_next = reduced_map()
     if noisy:
         x_next = x_next + eta * sigma * z
     return x_next, y_next
 
 
-def _stationarity(monomial) -> sp.Expr:
+def stationarity(monomial) -> sp.Expr:
     """E[m(s')] - E[m(s)] for a monomial m of the state: zero in any stationary state."""
     x_next, y_next = reduced_update()
     shifted = monomial.subs({x: x_next, y: y_next}, simultaneous=True)
@@ -117,14 +117,14 @@ def _m(px, py):
 @functools.lru_cache(maxsize=None)
 def derive_stationary_x_sq() -> sp.Expr:
     """:math:`\\mathbb E x^2` from :math:`\\mathbb E y' = \\mathbb E y` (exact): ``2*alpha/beta``."""
-    (sol,) = sp.solve(_stationarity(y), _m(2, 0))
+    (sol,) = sp.solve(stationarity(y), _m(2, 0))
     return sp.simplify(sol)
 
 
 @functools.lru_cache(maxsize=None)
 def derive_x_sq_identity() -> sp.Eq:
     """Stationarity of :math:`\\mathbb E x^2` (exact), as ``Eq(E[x**2*y] + eta/2 E[x**2*y**2], -eta sigma**2/2)``."""
-    rel = _stationarity(x**2) / (2 * eta)
+    rel = stationarity(x**2) / (2 * eta)
     lhs = _m(2, 1) + eta / 2 * _m(2, 2)
     assert sp.simplify(rel - (lhs + eta * sigma**2 / 2)) == 0
     return sp.Eq(lhs, -eta * sigma**2 / 2)
@@ -139,7 +139,7 @@ def derive_gap_identity() -> sp.Expr:
     The result is expressed in the moment symbols ``E[x**2*y**2]`` and ``E[x**4]``.
     """
     unknowns = [_m(2, 0), _m(2, 1), _m(0, 1)]
-    rels = [_stationarity(y), _stationarity(x**2), _stationarity(y**2)]
+    rels = [stationarity(y), stationarity(x**2), stationarity(y**2)]
     sol = sp.solve(rels, unknowns, dict=True)[0]
     return sp.expand(-sol[_m(0, 1)])
 
@@ -231,7 +231,7 @@ def gap_from_moments(eta, alpha, beta, sigma, mean_x_sq_y_sq, mean_x_4):
 
 
 def cycle_period(eta, alpha):
-    """Period (in steps) of the linearised deterministic cycle, :math:`2\\pi/(\\eta\\sqrt{2\\alpha})` (math.md §2.6)."""
+    """Period (in steps) of the linearised deterministic cycle, :math:`2\\pi/(\\eta\\sqrt{2\\alpha})` (docs/theory.md#deterministic-cycle)."""
     return 2 * np.pi / (eta * np.sqrt(2 * alpha))
 
 
@@ -243,8 +243,6 @@ r_slow = sp.Symbol("r", positive=True)  # r = x**2, the slow amplitude variable
 
 def _conditional_expectation_over_noise(expr) -> sp.Expr:
     """E[expr | x, y] over the step's standard normal z (polynomial in z)."""
-    from ._expectation import gaussian_moment
-
     poly = sp.Poly(sp.expand(expr), z)
     return sp.expand(sum(c * gaussian_moment(k) for (k,), c in poly.terms()))
 
@@ -294,8 +292,6 @@ def derive_slow_linear_covariance() -> dict[str, sp.Expr]:
     :func:`sdeeos.theory.sde.derive_lyapunov_equation`.  Returns ``fixed_point``, ``A``, ``D``,
     ``var_r``, ``var_y``, ``cov_ry``.
     """
-    from .sde import derive_lyapunov_equation
-
     sde_ = derive_slow_sde()
     b, D = sde_["drift_leading"], sde_["diffusion_leading"]
     (fp,) = sp.solve(list(b), [r_slow, y], dict=True)

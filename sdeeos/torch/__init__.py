@@ -13,10 +13,13 @@ Public API
 * data and networks: :func:`load_data`, :func:`build_model`, :func:`per_example_loss`
 * optimizer: :class:`EoSSGD`
 * training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`
-* studies: :data:`STUDY_RUNNERS` (``real_eos``, ``real_gap``, ``eos_sgd_vs_baselines``)
+* studies: the real-network study kinds live in `sdeeos.studies` (``STUDY_RUNNERS``, ``real_eos``,
+  ``real_gap``, ``eos_sgd_vs_baselines`` here are deprecated aliases)
 """
 
 from __future__ import annotations
+
+import importlib
 
 from .._errors import BackendUnavailableError
 
@@ -56,7 +59,6 @@ from ._quantities import (
     without_replacement_factor,
 )
 from ._train import OPTIMIZERS, NonFiniteLossError, TrainConfig, train
-from ._studies import STUDY_RUNNERS, eos_sgd_vs_baselines, real_eos, real_gap
 
 __all__ = [
     "EigenResult", "FlatParams", "HessianOperator", "SharpnessTracker", "disable_tf32", "hvp",
@@ -69,5 +71,13 @@ __all__ = [
     "projected_noise_variance", "self_stabilization_constants", "sharpness_gradient",
     "without_replacement_factor",
     "OPTIMIZERS", "NonFiniteLossError", "TrainConfig", "train",
-    "STUDY_RUNNERS", "eos_sgd_vs_baselines", "real_eos", "real_gap",
 ]
+
+_MOVED_TO_STUDIES = ("STUDY_RUNNERS", "eos_sgd_vs_baselines", "real_eos", "real_gap")
+
+
+def __getattr__(name: str):
+    """The deprecated study names, loaded on first use (the study kinds import this package)."""
+    if name in _MOVED_TO_STUDIES:
+        return getattr(importlib.import_module("sdeeos.torch._studies"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

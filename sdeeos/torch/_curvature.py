@@ -9,7 +9,7 @@ any callable ``theta -> scalar tensor``; :func:`hvp` differentiates it with ``to
 which costs about two gradient evaluations and never forms :math:`H`.
 
 Sharpness is the largest *algebraic* eigenvalue :math:`S=\lambda_{\max}(H)` (Cohen et al. 2021;
-math.md §0), not the largest in magnitude: early in training, or with cross-entropy late in training,
+docs/theory.md#notation), not the largest in magnitude: early in training, or with cross-entropy late in training,
 :math:`H` can have negative eigenvalues of larger modulus, and power iteration would then return one of
 those.  :func:`lanczos_top` therefore runs the Lanczos process (with full re-orthogonalisation) and
 keeps the largest Ritz value.
@@ -36,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import LinearOperator
 from torch.func import functional_call, grad, jvp
 
 from .._validation import check_int, check_positive
@@ -152,8 +153,6 @@ class HessianOperator:
         return hv.detach()
 
     def as_linear_operator(self):
-        from scipy.sparse.linalg import LinearOperator
-
         def matvec(x):
             v = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), dtype=self.theta.dtype)
             return self(v).to(torch.float64).numpy()
@@ -164,7 +163,7 @@ class HessianOperator:
 @dataclasses.dataclass
 class EigenResult:
     """Top eigenpair estimate: ``value`` (float), unit ``vector`` (torch), ``n_hvp`` products used,
-    ``residual`` :math:`\\lVert Hv-\\lambda v\\rVert`, ``converged`` (residual <= tol * |value|)."""
+    ``residual`` :math:`\\lVert Hv-\\lambda v\\rVert`, ``converged`` (``residual <= tol * abs(value)``)."""
 
     value: float
     vector: torch.Tensor

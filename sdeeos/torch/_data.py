@@ -16,18 +16,18 @@ import random
 import numpy as np
 import torch
 
+from .._train_config import DATASETS  # the names TrainConfig.dataset accepts
 from .._validation import check_choice, check_int
 
 __all__ = ["DATASETS", "ClassificationData", "load_data"]
 
-DATASETS = ("mnist1d", "digits")
 
 
 @dataclasses.dataclass
 class ClassificationData:
     """Training and test sets as tensors.
 
-    ``x_train`` (n, *input_shape), ``y_train`` integer labels, ``targets_train`` the loss's targets
+    ``x_train`` (shape ``(n, *input_shape)``), ``y_train`` integer labels, ``targets_train`` the loss's targets
     (one-hot 0/1 floats for ``"mse"``, the labels for ``"ce"``); the same for the test set.
     """
 

@@ -15,7 +15,7 @@ differentiates once with a free weight vector :math:`w` (:math:`L_w=\sum_iw_i\el
 
 The noise statistic is the **projected gradient-noise variance along** :math:`u` **at the training
 batch size** :math:`B`, for batches drawn uniformly without replacement from :math:`n` examples
-(``n_data``; math.md §0.1):
+(``n_data``; docs/theory.md#batch-noise):
 
 .. math::
 
@@ -27,7 +27,7 @@ with ``n_data=None`` the factor is :math:`1/B`).  :math:`\hat\sigma^2` is the bi
 exponential moving average of :math:`\hat s` over refreshes with factor ``noise_ema`` (as Adam's
 moments).  Why this statistic: the self-stabilization gap is :math:`\Delta S=\eta\beta\sigma_u^2/(4\alpha)`,
 set by the projection of the noise covariance on :math:`u` — "not the trace, not the largest
-eigenvalue" (Liao et al.; math.md §4).  Being a spread of per-example gradients at one
+eigenvalue" (Liao et al. 2026; docs/theory.md#leading-gap).  Being a spread of per-example gradients at one
 :math:`\theta`, it is blind to the deterministic period-2 oscillation of :math:`u\cdot\nabla L` at
 the edge of stability, which an EMA of :math:`(u\cdot g_B)^2` over steps would count as noise; and it
 costs nothing between refreshes.
@@ -40,7 +40,7 @@ Step size and update (heavy-ball momentum :math:`\mu`, as ``torch.optim.SGD``):
     b_t=\mu b_{t-1}+g_t,\qquad \theta_{t+1}=\theta_t-\eta_tb_t ,
 
 with the edge :math:`e=2` (``edge``; the proposal's rule).  :math:`e=2` is the stability edge of
-plain GD; heavy-ball momentum's edge on a quadratic is :math:`\eta\lambda=2(1+\mu)` (math.md §1),
+plain GD; heavy-ball momentum's edge on a quadratic is :math:`\eta\lambda=2(1+\mu)` (docs/theory.md#momentum-thresholds),
 so with :math:`\mu>0` and :math:`e=2` the step keeps a safety factor :math:`1+\mu` below its own edge
 (``edge=2*(1+momentum)`` puts it on the edge, which in our MNIST-1D trials diverged within a few
 refreshes because sharpness rises between them).  :math:`\eta_{-1}=\min(e/\hat\lambda_0,\eta_{\max})`.

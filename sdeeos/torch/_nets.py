@@ -1,7 +1,7 @@
 r"""Small networks and the two losses, with the loss convention stated.
 
-Loss conventions (math.md §0.2)
--------------------------------
+Loss conventions (docs/theory.md#loss-conventions)
+---------------------------------------------------
 * ``"mse"``: :math:`\ell_i=\tfrac12\lVert f(x_i)-e_{y_i}\rVert^2`, **summed over the outputs** (one-hot
   0/1 targets), and :math:`L=\frac1n\sum_i\ell_i` **averaged over examples**: the convention of Cohen et al.
   (``SquaredLoss``) and of the Central Flows code.  Damian et al.'s ``CategoricalMSELoss`` has no ½,
@@ -20,12 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._train_config import LOSSES, MODELS  # the names TrainConfig accepts
 from .._validation import check_choice, check_int
 
 __all__ = ["MODELS", "LOSSES", "build_model", "per_example_loss", "mean_loss", "accuracy"]
 
-MODELS = ("mlp-tanh", "mlp-relu", "cnn-tanh", "cnn-relu")
-LOSSES = ("mse", "ce")
 
 _ACT = {"tanh": nn.Tanh, "relu": nn.ReLU}
 

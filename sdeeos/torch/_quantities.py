@@ -1,4 +1,4 @@
-r"""The self-stabilization theory's quantities measured on a real network (math.md §0, §2.1, §4, §7.3).
+r"""The self-stabilization theory's quantities measured on a real network (docs/theory.md#self-stabilization-constants).
 
 At parameters :math:`\theta` with sharpness :math:`S` and unit top eigenvector :math:`u`:
 
@@ -9,11 +9,11 @@ At parameters :math:`\theta` with sharpness :math:`S` and unit top eigenvector :
   strength :math:`\beta=\lVert\nabla S^\perp\rVert^2` (Damian et al.'s ``constants_fn``);
 * projected noise variance :math:`\sigma_u^2=u^\top\Sigma_Bu` for batches of size :math:`B` drawn
   uniformly **without replacement**: :math:`\sigma_u^2=\frac{n-B}{B(n-1)}\,\sigma_1^2` with
-  :math:`\sigma_1^2=\frac1n\sum_i(u\cdot\nabla\ell_i-u\cdot\nabla L)^2` (math.md §0.1).  The :math:`n`
+  :math:`\sigma_1^2=\frac1n\sum_i(u\cdot\nabla\ell_i-u\cdot\nabla L)^2` (docs/theory.md#batch-noise).  The :math:`n`
   directional derivatives :math:`u\cdot\nabla\ell_i` come from one forward-mode pass (a JVP of the
   vector of per-example losses), so no per-example gradient is ever stored;
 * batch sharpness :math:`\mathbb E_B[g_B^\top H_Bg_B/\lVert g_B\rVert^2]` (Andreyev & Beneventano,
-  math.md §7.3), by Monte Carlo over batches without replacement;
+  docs/theory.md#batch-sharpness), by Monte Carlo over batches without replacement;
 * the predicted gap :math:`\Delta S=\eta\beta\sigma_u^2/(4\alpha)` and its closure-exact version, taken
   from :mod:`sdeeos.theory.self_stabilization` (lambdified from the SymPy derivation, not retyped).
 
@@ -34,6 +34,7 @@ import torch
 from torch.func import grad, jvp
 
 from .._validation import check_int, check_positive
+from ..theory.self_stabilization import gap_exact, gap_leading
 from ._curvature import EigenResult, FlatParams, HessianOperator, lanczos_top
 from ._nets import per_example_loss
 
@@ -161,7 +162,7 @@ def projected_noise_variance(per_example_fn, theta: torch.Tensor, u: torch.Tenso
 
 def batch_sharpness(flat: FlatParams, x, targets, loss: str, theta: torch.Tensor, batch_size: int,
                     *, n_batches: int = 16, generator: torch.Generator | None = None) -> tuple[float, float]:
-    r"""Batch sharpness :math:`\mathbb E_B\big[g_B^\top H_Bg_B/\lVert g_B\rVert^2\big]` (math.md §7.3).
+    r"""Batch sharpness :math:`\mathbb E_B\big[g_B^\top H_Bg_B/\lVert g_B\rVert^2\big]` (docs/theory.md#batch-sharpness).
 
     Average of the ratio over ``n_batches`` batches drawn uniformly without replacement (the
     Andreyev–Beneventano code's default); returns ``(mean, standard error)``.
@@ -187,7 +188,7 @@ def project_to_stable_set(loss_fn, theta: torch.Tensor, eig: EigenResult, *, n_n
     r"""Remove the oscillation along :math:`u`: :math:`\theta\leftarrow\theta-u\,(u\cdot\nabla L)/S`.
 
     This is the second component of Damian et al.'s linearised projection onto the stable set
-    :math:`\{u\cdot\nabla L=0\}` (math.md §2.3), repeated ``n_newton`` times with :math:`u,S` re-estimated
+    :math:`\{u\cdot\nabla L=0\}` (docs/theory.md#projected-gd), repeated ``n_newton`` times with :math:`u,S` re-estimated
     (warm-started Lanczos) after each step.  Returns ``(theta_projected, eig_at_projected, n_hvp)``.
     """
     theta = theta.detach()
@@ -208,8 +209,6 @@ def predicted_gap(eta, alpha, beta, sigma_u_sq) -> dict:
 
     Calls :func:`sdeeos.theory.self_stabilization.gap_leading`/``gap_exact`` (lambdified from SymPy).
     """
-    from ..theory.self_stabilization import gap_exact, gap_leading
-
     check_positive("eta", eta)
     alpha = np.asarray(alpha, dtype=float)
     beta = np.asarray(beta, dtype=float)

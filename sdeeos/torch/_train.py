@@ -2,7 +2,7 @@ r"""Training harness: GD, SGD, SGD with momentum, Adam and EoS-SGD on a real dat
 tracked on a stride, written as an ``xarray.Dataset``.
 
 Sampling: SGD draws every step's batch uniformly **without replacement** from the training set,
-independently across steps (``randperm(n)[:B]``), the sampling model of math.md §0.1 under which
+independently across steps (``randperm(n)[:B]``), the sampling model of docs/theory.md#batch-noise under which
 :math:`u^\top\Sigma_Bu=\frac{n-B}{B(n-1)}\sigma_1^2` holds exactly.  GD uses the whole training set.
 
 Sharpness :math:`\lambda_{\max}(\nabla^2L)` of the *full training loss* (or of its first
@@ -22,19 +22,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
+from tqdm.auto import tqdm
 
-from .._errors import SdeeosError
+from .._errors import ParameterError, SdeeosError
 from .._provenance import provenance_attrs
-from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
+from .._train_config import OPTIMIZERS, TrainConfig
+from .._validation import check_choice
 from ._curvature import FlatParams, SharpnessTracker, disable_tf32
-from ._data import DATASETS, load_data
+from ._data import load_data
 from ._eos_sgd import EoSSGD
-from ._nets import LOSSES, MODELS, build_model, per_example_loss
+from ._nets import build_model, per_example_loss
 from ._quantities import (
     batch_sharpness,
     loss_function,
@@ -47,8 +48,7 @@ from ._quantities import (
 
 __all__ = ["OPTIMIZERS", "TrainConfig", "NonFiniteLossError", "train"]
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "eos-sgd")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}  # TrainConfig.dtype choices
 
 
 class NonFiniteLossError(SdeeosError, FloatingPointError):
@@ -59,106 +59,10 @@ class NonFiniteLossError(SdeeosError, FloatingPointError):
         self.dataset = dataset
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Every setting of a training run (all of them go into the dataset's attributes)."""
-
-    dataset: str = "mnist1d"
-    n_train: int | None = None
-    n_test: int | None = None
-    loss: str = "mse"
-    model: str = "mlp-tanh"
-    width: int = 100
-    depth: int = 2
-    channels: int = 16
-    optimizer: str = "gd"
-    lr: float = 0.1
-    batch_size: int | None = None
-    momentum: float = 0.9
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    eos_c: float = 1.0
-    eos_eta_max: float = 1.0
-    eos_k: int = 50
-    eos_momentum: float = 0.0
-    eos_lanczos_steps: int = 5
-    eos_noise_ema: float = 0.9
-    eos_curvature_batch_size: int = 256
-    n_steps: int = 1000
-    eval_every: int = 50
-    sharpness_every: int = 200
-    sharpness_tol: float = 1e-3
-    sharpness_max_iter: int = 100
-    sharpness_dtype: str = "same"
-    sharpness_n_train: int | None = None
-    measure_theory: bool = False
-    theory_start: int = 0
-    batch_sharpness_batches: int = 8
-    dtype: str = "float32"
-    seed: int = 0
-    target_test_accuracy: float | None = None
-    threads: int | None = None
-
-    def validated(self) -> "TrainConfig":
-        c = dataclasses.replace(self)
-        check_choice("dataset", c.dataset, DATASETS)
-        check_choice("loss", c.loss, LOSSES)
-        check_choice("model", c.model, MODELS)
-        check_choice("optimizer", c.optimizer, OPTIMIZERS)
-        check_choice("dtype", c.dtype, tuple(_DTYPES))
-        check_choice("sharpness_dtype", c.sharpness_dtype, ("same",) + tuple(_DTYPES))
-        # the optimiser multiplies parameters of this dtype by lr: it must be representable in it
-        c.lr = check_real("lr", c.lr, low=0.0, low_open=True, high=float(torch.finfo(_DTYPES[c.dtype]).max))
-        if c.batch_size is not None:
-            c.batch_size = check_int("batch_size", c.batch_size, low=1)
-            if c.optimizer == "eos-sgd":
-                c.batch_size = check_int("batch_size", c.batch_size, low=2)
-        c.momentum = check_real("momentum", c.momentum, low=0.0, high=1.0, high_open=True)
-        c.adam_beta1 = check_real("adam_beta1", c.adam_beta1, low=0.0, high=1.0, high_open=True)
-        c.adam_beta2 = check_real("adam_beta2", c.adam_beta2, low=0.0, high=1.0, high_open=True)
-        c.eos_c = check_nonnegative("eos_c", c.eos_c)
-        c.eos_eta_max = check_positive("eos_eta_max", c.eos_eta_max)
-        c.eos_k = check_int("eos_k", c.eos_k, low=1)
-        c.eos_momentum = check_real("eos_momentum", c.eos_momentum, low=0.0, high=1.0, high_open=True)
-        c.eos_lanczos_steps = check_int("eos_lanczos_steps", c.eos_lanczos_steps, low=1)
-        c.eos_noise_ema = check_real("eos_noise_ema", c.eos_noise_ema, low=0.0, high=1.0, high_open=True)
-        c.eos_curvature_batch_size = check_int("eos_curvature_batch_size", c.eos_curvature_batch_size, low=1)
-        c.n_steps = check_int("n_steps", c.n_steps, low=0)
-        c.eval_every = check_int("eval_every", c.eval_every, low=1)
-        c.sharpness_every = check_int("sharpness_every", c.sharpness_every, low=0)
-        c.sharpness_tol = check_positive("sharpness_tol", c.sharpness_tol)
-        c.sharpness_max_iter = check_int("sharpness_max_iter", c.sharpness_max_iter, low=1)
-        c.batch_sharpness_batches = check_int("batch_sharpness_batches", c.batch_sharpness_batches, low=2)
-        # derived generators use seed + offsets < 2**62: every accepted seed stays below 2**64
-        c.seed = check_int("seed", c.seed, low=0, high=2**63 - 1)
-        if c.target_test_accuracy is not None:
-            c.target_test_accuracy = check_real("target_test_accuracy", c.target_test_accuracy,
-                                                low=0.0, high=1.0)
-        if c.threads is not None:
-            c.threads = check_int("threads", c.threads, low=1)
-        for name in ("n_train", "n_test", "sharpness_n_train"):
-            v = getattr(c, name)
-            if v is not None:
-                setattr(c, name, check_int(name, v, low=2))
-        c.measure_theory = bool(c.measure_theory)
-        c.theory_start = check_int("theory_start", c.theory_start, low=0)
-        return c
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            from .._errors import ParameterError
-
-            raise ParameterError(f"unknown training setting(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
-
-
 def _theory_record(flat, data_c, loss, theta, eig, lr, batch_size, n_batches, gen, tol, max_iter):
     """Self-stabilization quantities at the iterate ``theta`` and at its stable-set projection.
 
-    At the iterate: batch sharpness (math.md §7.3) for the run's batch size.  At the projection
+    At the iterate: batch sharpness (docs/theory.md#batch-sharpness) for the run's batch size.  At the projection
     :math:`\\theta^\\dagger=\\theta-u(u\\cdot\\nabla L)/S` (oscillation along :math:`u` removed):
     :math:`S^\\dagger`, :math:`\\alpha`, :math:`\\beta`, :math:`\\sigma_1^2`, :math:`\\sigma_u^2(B)` and the predicted gaps.
     """
@@ -218,14 +122,10 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         data = data.to(dtype)
     n = data.n_train
     if cfg.batch_size is not None and cfg.batch_size > n:
-        from .._errors import ParameterError
-
         raise ParameterError(f"batch_size must be in [1, {n}] (the training-set size), got {cfg.batch_size}")
     full_batch = cfg.optimizer == "gd" or cfg.batch_size is None or cfg.batch_size == n
     batch_size = n if full_batch else cfg.batch_size
     if cfg.optimizer == "eos-sgd" and batch_size < 2:
-        from .._errors import ParameterError
-
         raise ParameterError("batch_size must be >= 2 for eos-sgd (it splits the batch in halves)")
 
     model = build_model(cfg.model, data.input_shape, data.n_classes, width=cfg.width, depth=cfg.depth,
@@ -320,12 +220,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
             t_theory += time.perf_counter() - t1
         return res.value
 
-    try:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.n_steps, disable=not progress, desc=f"train {cfg.optimizer}", leave=False)
-    except ImportError:  # pragma: no cover
-        bar = None
+    bar = tqdm(total=cfg.n_steps, disable=not progress, desc=f"train {cfg.optimizer}", leave=False)
 
     step = 0
     for step in range(cfg.n_steps + 1):

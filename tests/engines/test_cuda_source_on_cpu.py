@@ -28,7 +28,7 @@ import sympy as sp
 import sdeeos
 from sdeeos import _rng
 from sdeeos.engines import ENGINES, RunSpec, RunState, get_engine
-from sdeeos.engines._base import collect_symbolic
+from sdeeos.models._base import collect_symbolic
 from sdeeos.engines._cuda_host import HostDevice, build_host_library, cpu_has_fma, find_cxx, find_nvrtc, nvrtc_compile
 from sdeeos.engines._cuda_template import KEYS_KERNEL_NAME, kernel_source
 from sdeeos.engines._cupy import CupyEngine, run_summary

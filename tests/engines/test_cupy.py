@@ -23,7 +23,8 @@ import pytest
 import sdeeos
 from sdeeos._errors import BackendUnavailableError, ParameterError
 from sdeeos.engines import ENGINES, RunSpec, RunState, get_engine
-from sdeeos.engines._base import collect_symbolic, ensemble_summary
+from sdeeos._contract import ensemble_summary
+from sdeeos.models._base import collect_symbolic
 from sdeeos.engines._codegen import print_c
 from sdeeos.engines._cuda_host import HostDevice
 from sdeeos.engines._cuda_template import KERNEL_ARGS, KERNEL_NAME, KEYS_KERNEL_ARGS, KEYS_KERNEL_NAME, kernel_source, print_cuda

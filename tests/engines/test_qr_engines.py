@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 import sdeeos
-from sdeeos.engines._base import RunSpec
-from sdeeos.engines._qr_numba import _advance_quadratic, _sample
-from sdeeos.engines._qr_numpy import batch_counts, hessian
-from sdeeos.engines._qr_state import SCHEME_CODES, draw_layout, get_qr_engine
+from sdeeos._contract import RunSpec
+from sdeeos.models.quadratic_regression._numba_engine import _advance_quadratic, _sample
+from sdeeos.models.quadratic_regression._numpy_engine import batch_counts, hessian
+from sdeeos.models.quadratic_regression import get_qr_engine
+from sdeeos.models.quadratic_regression._state import SCHEME_CODES, draw_layout
 from sdeeos.models import QuadraticRegression
-from sdeeos.models._quadratic_regression import OBSERVABLES
+from sdeeos.models.quadratic_regression import OBSERVABLES
 
 Z = 4.0
 RTOL = 1e-9

@@ -13,7 +13,7 @@ import xarray as xr
 from sdeeos import SelfStabilization, simulate
 from sdeeos._cli import main
 from sdeeos._resources import check_run_memory, run_memory_bytes
-from sdeeos._sweep import sweep
+from sdeeos.sweeps import sweep
 from sdeeos.engines import RunSpec
 from sdeeos.models import CubicTaylor, QuadraticRegression
 
@@ -82,7 +82,7 @@ def test_checkpoint_is_removed_only_after_the_output_is_in_place(tmp_path, capsy
     def failing_write(ds, path):
         raise KeyboardInterrupt  # Ctrl-C while the output is being written
 
-    monkeypatch.setattr("sdeeos._io.write_dataset", failing_write)
+    monkeypatch.setattr("sdeeos._cli.simulate.write_dataset", failing_write)
     assert main([*BASE, "--checkpoint", str(ck), "--out", str(out)]) == 130
     assert ck.exists() and not out.exists()  # the finished run survives in the checkpoint
     monkeypatch.undo()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from sdeeos import SelfStabilization
-from sdeeos._sweep import NoWorkersError, SchedulerUnreachableError, sweep
+from sdeeos.sweeps import NoWorkersError, SchedulerUnreachableError, sweep
 
 distributed = pytest.importorskip("distributed")
 

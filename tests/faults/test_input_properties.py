@@ -20,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 from sdeeos import SelfStabilization, simulate  # noqa: E402
 from sdeeos._cli import main  # noqa: E402
 from sdeeos._errors import SdeeosError  # noqa: E402
-from sdeeos._sweep import sweep  # noqa: E402
+from sdeeos.sweeps import sweep  # noqa: E402
 
 REAL_TEXT = st.sampled_from(["0.01", "1", "100", "-1", "0", "nan", "inf", "-inf", "1e400", "1e-320", "abc", "",
                              "0x10", "1e300"])

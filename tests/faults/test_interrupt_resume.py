@@ -93,9 +93,7 @@ def test_keyboard_interrupt_from_the_progress_callback_saves_a_consistent_checkp
     reference = sdeeos.simulate(model(), **kw)
     monkeypatch.setattr(_simulate, "_SEGMENT_WORK", SEG * N_TRAJ)
     calls = {"n": 0}
-    import tqdm.auto
-
-    real = tqdm.auto.tqdm
+    real = _simulate.tqdm
 
     class Bar(real):
         def update(self, n=1):
@@ -104,11 +102,11 @@ def test_keyboard_interrupt_from_the_progress_callback_saves_a_consistent_checkp
                 raise KeyboardInterrupt
             return super().update(n)
 
-    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setattr(_simulate, "tqdm", Bar)
     ckpt = tmp_path / "c.npz"
     with pytest.raises(KeyboardInterrupt):
         sdeeos.simulate(model(), checkpoint=ckpt, **kw)
-    monkeypatch.setattr(tqdm.auto, "tqdm", real)
+    monkeypatch.setattr(_simulate, "tqdm", real)
     resumed = sdeeos.simulate(model(), checkpoint=ckpt, **kw)
     assert resumed.attrs["resumed_from_step"] == 3 * SEG  # after segment 3: committed
     _same(reference, resumed)

@@ -22,7 +22,8 @@ from sdeeos import SelfStabilization
 from sdeeos._errors import DamagedDataError, StoreLockedError
 from sdeeos._io import open_dataset, write_dataset
 from sdeeos._storelock import StoreLock
-from sdeeos._sweep import _NetCDFStore, sweep
+from sdeeos.sweeps import sweep
+from sdeeos.sweeps._stores import _NetCDFStore
 
 GRID = {"eta": [0.01, 0.02], "sigma": [1.0, 5.0]}
 SETTINGS = dict(params={"alpha": 1.0, "beta": 100.0}, n_traj=8, n_steps=256, seed=4, scheduler="serial",
@@ -244,7 +245,7 @@ def test_bit_flips_in_a_netcdf_file_never_load_as_data(tmp_path, reference):
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from sdeeos import SelfStabilization
-    from sdeeos._sweep import sweep
+    from sdeeos.sweeps import sweep
     grid = {"eta": [0.01, 0.02, 0.03], "sigma": [1.0, 3.0, 5.0]}
     sweep(SelfStabilization, grid, params={"alpha": 1.0, "beta": 100.0}, n_traj=64, n_steps=40000, seed=4,
           scheduler="serial", progress=False, store=sys.argv[1])

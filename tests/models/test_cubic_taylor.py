@@ -159,7 +159,7 @@ def test_full_model_obeys_the_reduced_models_exact_identities(stationary_pair):
 
 def test_full_model_gap_equals_the_reduced_models(stationary_pair):
     """Same law (x = u.theta, y = grad S_perp.theta follow the reduced map exactly): equal gaps within
-    the combined standard error; both near the closure (29.289 here, math.md S2)."""
+    the combined standard error; both near the closure (29.289 here, docs/theory.md#gap-closure)."""
     sigma, full, red = stationary_pair
     g1, s1 = float(full.sharpness_gap), float(full.sharpness_gap_stderr)
     g2, s2 = float(red.sharpness_gap), float(red.sharpness_gap_stderr)

@@ -1,4 +1,4 @@
-r"""The minimalist example f = (x^2 y^2 - 1)^2 / 4 against its closed forms (math.md §6).
+r"""The minimalist example f = (x^2 y^2 - 1)^2 / 4 against its closed forms (docs/theory.md#minimalist).
 
 Tolerances are float64 round-off (with the number of operations stated) or multiples of a standard
 error across independent trajectories.  The hand-written closed forms below are independent of the
@@ -117,9 +117,9 @@ def test_backends_agree_bit_for_bit_for_gd():
     np.testing.assert_array_equal(a.sharpness_time_meansq, b.sharpness_time_meansq)
 
 
-# ---------------------------------------------------------------------------- GD: math.md S8 and exact identities
+# ---------------------------------------------------------------------------- GD: reference values and exact identities
 def test_s8_gd_converges_just_below_two_over_eta():
-    """math.md S8: eta = 0.05 from (6, 0.05) converges to S = 39.9755 (4 decimals), in (2/eta - 0.03, 2/eta)."""
+    """docs/theory.md#minimalist: eta = 0.05 from (6, 0.05) converges to S = 39.9755 (4 decimals), in (2/eta - 0.03, 2/eta)."""
     m = Minimalist(eta=0.05, x0=6.0, y0=0.05)
     ds = sdeeos.simulate(m, "gd", n_traj=1, n_steps=20_000, backend="numba")
     s = float(ds.final_sharpness[0])
@@ -131,7 +131,7 @@ def test_s8_gd_converges_just_below_two_over_eta():
 
 
 def test_gd_below_the_edge_converges_on_the_minimiser_set():
-    """eta = 0.02 from (6, 0.05): the gradient-flow limit 72.1 < 2/eta, GD converges (math.md: 72.097) to
+    """eta = 0.02 from (6, 0.05): the gradient-flow limit 72.1 < 2/eta, GD converges (72.097) to
     a minimiser, where S = 2 sqrt(c^2 + 4) with its own c = x^2 - y^2 (to round-off)."""
     m = Minimalist(eta=0.02, x0=6.0, y0=0.05)
     ds = sdeeos.simulate(m, "gd", n_traj=1, n_steps=40_000, backend="numba")
@@ -212,7 +212,7 @@ def test_docstring_examples():
 
 
 def test_sweep_over_eta():
-    from sdeeos._sweep import sweep
+    from sdeeos import sweep
 
     ds = sweep("minimalist", {"eta": [0.05, 0.02]}, params={"x0": 6.0, "y0": 0.05}, method="gd", n_traj=1,
                n_steps=20_000, scheduler="serial", backend="numba", progress=False)

@@ -15,9 +15,9 @@ import pytest
 import sdeeos
 from sdeeos import ParameterError
 from sdeeos._rng import normals, stream_keys
-from sdeeos.engines._qr_numpy import hessian, jacobian_residual
+from sdeeos.models.quadratic_regression._numpy_engine import hessian, jacobian_residual
 from sdeeos.models import MODEL_REGISTRY, QuadraticRegression
-from sdeeos.models._quadratic_regression import DATA_STREAM_OFFSET, OBSERVABLES
+from sdeeos.models.quadratic_regression import DATA_STREAM_OFFSET, OBSERVABLES
 from sdeeos.theory import mean_square as ms
 
 Z = 4.0
@@ -161,7 +161,7 @@ def test_gradient_and_hessian_against_finite_differences():
 
 def test_lanczos_sharpness_is_the_largest_algebraic_eigenvalue():
     """With kmax >= P the Krylov space is the whole space: Lanczos is exact up to round-off (1e-10 rel)."""
-    from sdeeos.engines._qr_numba import hessian_top_lanczos
+    from sdeeos.models.quadratic_regression._numba_engine import hessian_top_lanczos
 
     m = QuadraticRegression(n=12, P=10, eta=0.1, q_scale=2.0, z0_scale=3.0, data_seed=5)
     rng = np.random.default_rng(2)

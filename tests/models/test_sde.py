@@ -113,7 +113,7 @@ def test_euler_maruyama_with_dt_eta_is_sgd(backend):
 
 def test_sme_misses_the_edge_where_sgd_stops():
     """eta = 0.05 from (6, 0.05): GD/SGD end below 2/eta = 40; the SME (dt = eta/8) follows the gradient flow
-    to S ~ 72.1 (math.md §8.2: the SDE cannot represent the 2/eta resonance)."""
+    to S ~ 72.1 (docs/theory.md#ou-process: the SDE cannot represent the 2/eta resonance)."""
     m = MinimalistSME(eta=0.05, sigma=0.1, dt=0.05 / 4, base_method="sgd-mult")
     ds = sdeeos.simulate(m, "weak2", n_traj=16, n_steps=20_000, backend="numpy")
     gf = float(mtheory.gf_limit_sharpness(6.0, 0.05))

@@ -151,7 +151,7 @@ def test_gap_against_closure_inside_its_regime(stationary_runs, case):
 
 def test_gap_scales_like_sigma_squared_only_inside_the_regime():
     """Above the validity floor gap/sigma^2 tends to eta*beta/(4 alpha); below it (sigma^2 ~ 4 alpha^2/beta)
-    the gap is several times the leading-order value (math.md §9.1: x 2.9 at sigma = 0.2)."""
+    the gap is several times the leading-order value (docs/theory.md#closure-validity)."""
     eta, alpha, beta = 0.01, 1.0, 100.0
     small = _stationary_run(eta, alpha, beta, 0.2, n_traj=1000, n_steps=40_000, seed=1)
     ratio = float(small.sharpness_gap) / theory.gap_leading(eta, alpha, beta, 0.2)

@@ -14,7 +14,7 @@ from sdeeos.theory import mean_square as ms
 
 from ._streams import Streams, batch_weights, mean_and_se
 
-H = np.random.default_rng(0).uniform(0.5, 3.0, 20)  # math.md §9.2 curvatures
+H = np.random.default_rng(0).uniform(0.5, 3.0, 20)  # curvatures of docs/theory.md#mean-square-threshold
 
 
 @pytest.mark.parametrize("scheme", bn.SAMPLING_SCHEMES)

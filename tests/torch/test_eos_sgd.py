@@ -60,7 +60,7 @@ def test_step_size_rule_on_quadratic(c, eta_max):
 
 def test_noise_estimate_equals_sigma_u_sq_on_a_network(tiny):
     """With the whole training set as curvature batch and noise_ema = 0, sigma_hat^2 after one
-    refresh is u^T Sigma_B u of math.md §0.1 (without replacement) at the pre-step parameters."""
+    refresh is u^T Sigma_B u of docs/theory.md#batch-noise (without replacement) at the pre-step parameters."""
     from sdeeos.torch import per_example_loss, per_example_loss_function, projected_noise_variance
 
     n, batch = 9, 4

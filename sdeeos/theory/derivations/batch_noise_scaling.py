@@ -1,4 +1,4 @@
-"""Batch-size dependence of the mini-batch noise (sigma_u^2) under three sampling models (math.md §0.1)."""
+"""Batch-size dependence of the mini-batch noise (sigma_u^2) under three sampling models (docs/theory.md#batch-noise)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .. import batch_noise as bn
 from .. import self_stabilization as ss
 
 
-def _enumerate_variance(scheme: str, n: int, B: int, g):
+def enumerate_variance(scheme: str, n: int, B: int, g):
     """Exact Var of the batch mean by enumerating every batch (exact rational probabilities)."""
     outcomes = []
     if scheme == "without_replacement":
@@ -44,14 +44,14 @@ def derive(d) -> None:
         coef = bn.derive_noise_covariance_coefficients(scheme)
         d.result(f"{scheme}: Cov(g_hat) = a Sigma_1 + b g_bar g_bar^T",
                  [sp.Eq(sp.Symbol("a"), coef["centred"]), sp.Eq(sp.Symbol("b"), coef["mean_outer"])], key=scheme)
-        d.check_equal(f"{scheme}: a = {expected_a[scheme]} (math.md §0.1)", coef["centred"], expected_a[scheme])
+        d.check_equal(f"{scheme}: a = {expected_a[scheme]}", coef["centred"], expected_a[scheme])
         d.check_equal(f"{scheme}: b = {expected_b[scheme]}", coef["mean_outer"], expected_b[scheme])
         at_full = sp.simplify((coef["centred"]).subs(B, n))
         d.step(f"{scheme}: a at B = n", at_full)
         # exact enumeration with symbolic per-example gradients
         for nn, bb in ((4, 2), (4, 3)):
             g = sp.symbols(f"g1:{nn + 1}", real=True)
-            mean, var = _enumerate_variance(scheme, nn, bb, g)
+            mean, var = enumerate_variance(scheme, nn, bb, g)
             gbar = sum(g) / nn
             s2 = sum((gi - gbar) ** 2 for gi in g) / nn
             formula = coef["centred"].subs({n: nn, B: bb}) * s2 + coef["mean_outer"].subs({n: nn, B: bb}) * gbar**2
@@ -74,7 +74,7 @@ def derive(d) -> None:
     a_num = np.array([bn.centred_coefficient(int(b), 5000, "without_replacement") for b in sizes])
     slope = np.polyfit(np.log(sizes), np.log(a_num), 1)[0]
     d.step("least-squares slope of log a(B) vs log B, n = 5000, the 11 batch sizes of Liao et al. Fig. 2A", sp.Float(slope, 6))
-    d.check_close("slope = -1.14 (math.md §9.1; 2-digit value)", slope, -1.14, atol=0.005)
+    d.check_close("slope = -1.14 (the 2-digit reference value)", slope, -1.14, atol=0.005)
     d.check("every lambdified coefficient equals the symbolic one at (B, n) = (7, 50)",
             all(abs(bn.centred_coefficient(7, 50, s) - float(bn.derive_noise_covariance_coefficients(s)["centred"].subs({B: 7, n: 50}))) < 1e-15
                 and abs(bn.mean_outer_coefficient(7, 50, s) - float(bn.derive_noise_covariance_coefficients(s)["mean_outer"].subs({B: 7, n: 50}))) < 1e-15

@@ -1,4 +1,4 @@
-"""First correction beyond the frozen-coefficient closure: slow-variable fluctuations (math.md §9.1 'validity')."""
+"""First correction beyond the frozen-coefficient closure: slow-variable fluctuations (docs/theory.md#gap-beyond-closure)."""
 
 from __future__ import annotations
 
@@ -69,10 +69,10 @@ def derive(d) -> None:
     crit_series = [sp.series(c, eta, 0, 3).removeO() for c in crit]
     d.step("det F = 1 (no net damping) at Delta =", crit_series)
     d.check("the slow cycle is damped only if Delta > eta alpha + O(eta^2): discrete-time anti-damping 2 eta^2 alpha "
-            "(the weak instability of math.md §2.6) competes with the gap's damping 2 eta Delta",
+            "(the weak instability of the deterministic cycle) competes with the gap's damping 2 eta Delta",
             any(sp.simplify(c - eta * alpha) == 0 or sp.simplify(sp.series(c, eta, 0, 2).removeO() - eta * alpha) == 0
                 for c in crit))
-    d.check_equal("DeltaS_lead = eta alpha  <=>  sigma^2 = 4 alpha^2/beta (math.md's validity floor, derived)",
+    d.check_equal("DeltaS_lead = eta alpha  <=>  sigma^2 = 4 alpha^2/beta (the validity floor, derived)",
                   sp.solve(sp.Eq(lead, eta * alpha), sigma)[0] ** 2, 4 * alpha**2 / beta)
     d.text("So both the closure and its linear correction need sigma^2 >> 4 alpha^2/beta; below it the stationary "
            "state is made of large relaxation cycles (x^2 far from r0) and neither applies.")

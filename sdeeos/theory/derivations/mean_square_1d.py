@@ -1,4 +1,4 @@
-"""Exact mean-square stability of 1-D SGD with multiplicative batch noise (math.md §7.2, §9.2)."""
+"""Exact mean-square stability of 1-D SGD with multiplicative batch noise (docs/theory.md#mean-square-threshold)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sympy as sp
 
 from .. import batch_noise as bn
 from .. import mean_square as ms
-from .batch_noise_scaling import _enumerate_variance
+from .batch_noise_scaling import enumerate_variance
 
 
 def derive(d) -> None:
@@ -22,7 +22,7 @@ def derive(d) -> None:
         vB = coef["centred"] * s2 + coef["mean_outer"] * hbar**2
         d.check_equal(f"{scheme}: factor = (1 - eta hbar)^2 + eta^2 v_B", fac, (1 - eta * hbar) ** 2 + eta**2 * vB)
         h = sp.symbols("h1:4", positive=True)
-        _, var = _enumerate_variance(scheme, 3, 2, h)
+        _, var = enumerate_variance(scheme, 3, 2, h)
         hb = sum(h) / 3
         d.check(f"{scheme}: v_B equals the variance of h_hat by enumerating every batch (n = 3, B = 2, symbolic h_i)",
                 sp.expand(var - vB.subs({n: 3, B: 2, hbar: hb, s2: sum((hi - hb) ** 2 for hi in h) / 3})) == 0)
@@ -42,13 +42,13 @@ def derive(d) -> None:
             sp.Interval.Lopen(0, 1).is_subset(region))
     d.step("expansion: eta hbar_max = 2 - eta^2 v_B/2 + ... (a shift linear in the noise variance, negative)",
            sp.series(eta * hmax, v, 0, 2).removeO())
-    # math.md §9.2 table (n = 20 curvatures U(0.5, 3), numpy default_rng(0))
+    # reference values of docs/theory.md#mean-square-threshold (n = 20 curvatures U(0.5, 3), numpy default_rng(0))
     h = np.random.default_rng(0).uniform(0.5, 3.0, 20)
     table = {1: 0.933, 2: 1.024, 5: 1.088, 10: 1.111, 20: 1.123}
     got = {b: ms.one_dimensional_threshold(h, b, "without_replacement") for b in table}
     d.step("eta_c for n = 20 curvatures ~ U(0.5, 3) (default_rng(0)), without replacement",
            ", ".join(f"B={b}: {got[b]:.4f}" for b in table))
-    d.check("matches math.md §9.2 to the 3 quoted digits", all(abs(got[b] - table[b]) <= 5e-4 for b in table))
+    d.check("matches the reference values to 3 digits", all(abs(got[b] - table[b]) <= 5e-4 for b in table))
     d.check_close("B = n: eta_c = 2/hbar (GD)", got[20], 2 / h.mean(), rtol=1e-14)
     sg = sp.Symbol("sigma_g", positive=True)
     m2 = sp.Symbol("m2", positive=True)

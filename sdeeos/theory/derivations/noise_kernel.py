@@ -1,4 +1,4 @@
-"""Linear regression under mini-batch SGD: exact second-moment recursion, noise kernel K (math.md §5.3, §9.3)."""
+"""Linear regression under mini-batch SGD: exact second-moment recursion, noise kernel K (docs/theory.md#noise-kernel)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def derive(d) -> None:
         d.step(f"{scheme}: diagonal + rank one: top eigenvalue < 1 iff max A < 1 and sum_a u_a/(1 - A_a) < 1; one term",
                term["term"])
         d.result(f"{scheme}: K = sum over modes of", sp.Eq(sp.Symbol("K_a"), term["term"]), key=f"K_{scheme}")
-    d.check_equal("Bernoulli: K_a = eta (1/B - 1/n) lambda/(2 - eta lambda) (math.md's boxed K)",
+    d.check_equal("Bernoulli: K_a = eta (1/B - 1/n) lambda/(2 - eta lambda) (docs/theory.md#noise-kernel)",
                   ms.derive_noise_kernel_term("bernoulli")["term"], eta * (1 / B - 1 / n) * lam / (2 - eta * lam))
     d.check_equal("with replacement: K_a = (eta/B) lambda / (2 - eta lambda (B - 1)/B)",
                   ms.derive_noise_kernel_term("with_replacement")["term"], eta / B * lam / (2 - eta * lam * (B - 1) / B))
@@ -91,7 +91,7 @@ def derive(d) -> None:
         ok &= abs(rho - 1) < 1e-6 and abs(dense - 1) < 1e-6
     d.check("numeric (n = 10): at eta_c (K_exact = 1) the exact operator's spectral radius is 1 (symmetric-basis "
             "and dense n^2 x n^2 forms, to 1e-6)", ok)
-    # math.md §9.3: n = 50, d = 200, Gaussian data with |x_i|^2 ~ 1, numpy default_rng(0), Bernoulli
+    # reference values of docs/theory.md#noise-kernel: n = 50, d = 200, Gaussian data with |x_i|^2 ~ 1, numpy default_rng(0), Bernoulli
     X = np.random.default_rng(0).normal(size=(50, 200)) / np.sqrt(200)
     theta = X @ X.T / 50
     lam_all = np.linalg.eigvalsh(theta)
@@ -99,7 +99,7 @@ def derive(d) -> None:
     k = ms.noise_kernel_norm(e_c, lam_all, 1, 50, "bernoulli")
     d.step("n = 50, d = 200 (default_rng(0)), B = 1, Bernoulli: eta_c, eta_c lambda_max, K(eta_c)",
            f"{e_c:.4f}, {e_c * lam_all.max():.4f}, {k:.4f}")
-    d.check("matches math.md §9.3 (eta_c = 1.846, K = 0.922) to the quoted digits",
+    d.check("matches the reference values (eta_c = 1.846, K = 0.922) to the quoted digits",
             abs(e_c - 1.846) < 5e-4 and abs(k - 0.922) < 5e-4)
     d.check("S-EOS: instability at eta_c lambda_max << 2 (here < 0.1)", e_c * lam_all.max() < 0.1)
     _quadratic_regression(d)

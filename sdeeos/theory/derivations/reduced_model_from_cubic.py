@@ -45,7 +45,7 @@ def derive(d) -> None:
         ok &= odd_in_x or curvature or second_order_transverse
     d.check("every term of R_y is odd in x, or the transverse curvature term -eta grad S_perp^T H v (h_ww, h_we), "
             "or involves the other directions / is quadratic in the transverse displacement", ok)
-    d.check_equal("the curvature part of R_y is -eta * grad S_perp^T H v (math.md §2.5's neglected term)",
+    d.check_equal("the curvature part of R_y is -eta * grad S_perp^T H v (the term the reduced model neglects)",
                   sum(t for t in sp.Add.make_args(red["R_y"]) if t.free_symbols & h_syms),
                   -eta * (coeffs["h_ww"] * y + sp.sqrt(beta) * coeffs["h_we"] * q))
     d.result("reduced map (remainders dropped)",

@@ -91,14 +91,13 @@ def derive(d) -> None:
         lf = sum(km_drift[i] * sp.diff(f_r, v) for i, v in enumerate((r, y)))
         lf += sum(second[i, j] * sp.diff(f_r, a, b) for i, a in enumerate((r, y)) for j, b in enumerate((r, y))) / 2
         lf_x = sp.expand(lf.subs(r, x**2))
-        from ..self_stabilization import _stationarity
-        ok &= sp.expand(_expect(lf_x, (x, y)) - _stationarity(f_x)) == 0
+        ok &= sp.expand(_expect(lf_x, (x, y)) - ss.stationarity(f_x)) == 0
     d.check("second-order KM generator = exact one-step change of E f for f = y, x^2, y^2", ok)
     # energy
     H = y**2 + beta / 2 * X**2 - alpha * sp.log(X**2)
     det_drift = drift.subs(sigma, 0)
     lead_drift = sp.Matrix([sp.expand(det_drift[0]), det_drift[1]])
-    d.step("H = y^2 + (beta/2) X^2 - alpha log X^2 (math.md §2.6)", H)
+    d.step("H = y^2 + (beta/2) X^2 - alpha log X^2 (conserved by the deterministic drift)", H)
     d.check_equal("H is conserved by the deterministic drift (dH/dt = b . grad H = 0)",
                   sum(lead_drift[i] * sp.diff(H, v) for i, v in enumerate(state)), 0)
     LH = sp.simplify(_generator(H, drift, diff, state))

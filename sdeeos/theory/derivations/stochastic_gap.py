@@ -1,4 +1,4 @@
-"""Stationary identities of the stochastic reduced model and the closure gap (math.md §9.1)."""
+"""Stationary identities of the stochastic reduced model and the closure gap (docs/theory.md#stochastic-gap)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def derive(d) -> None:
     d.step("stochastic reduced map (z ~ N(0,1) independent of the state)", [sp.Eq(sp.Symbol("x'"), x1), sp.Eq(sp.Symbol("y'"), y1)])
     d.text("Stationarity: E[f(x', y')] = E[f(x, y)] for f = y, x^2, y^2; expectations over z by Gaussian moments.")
     for f in (y, x**2, y**2):
-        d.step(f"E[f'] - E[f] for f = {f}", sp.Eq(ss._stationarity(f), 0))
+        d.step(f"E[f'] - E[f] for f = {f}", sp.Eq(ss.stationarity(f), 0))
     ex2 = ss.derive_stationary_x_sq()
     d.result("E[x^2] (exact)", sp.Eq(m(2, 0), ex2), key="x_sq")
     d.check_equal("E[x^2] = 2 alpha / beta", ex2, 2 * alpha / beta)
@@ -53,7 +53,7 @@ def derive(d) -> None:
                   closure["discriminant"], 4 * alpha * (1 - eta**2 * beta * sigma**2 / (2 * alpha)))
     d.check_equal("equivalently eta^2 sigma^2 <= delta^2 = 2 alpha/beta: the noise kick must not exceed the amplitude",
                   sp.solve(closure["discriminant"], sigma)[0] ** 2 * eta**2, 2 * alpha / beta)
-    # numbers quoted in math.md §9.1 (S2: 29.289 exact, 25 leading), lambdified functions
+    # reference values of docs/theory.md#gap-closure (29.289 closure, 25 leading), lambdified functions
     args = (0.01, 1.0, 100.0, 10.0)
     d.check_close("gap_leading(0.01, 1, 100, 10) = 25", ss.gap_leading(*args), 25.0, rtol=1e-14)
     d.check_close("gap_exact(0.01, 1, 100, 10) = 100 (1 - sqrt(1/2)) = 29.2893", ss.gap_exact(*args),

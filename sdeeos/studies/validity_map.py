@@ -22,12 +22,23 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .._study import Field, Table, register_study_runner
+from ..models import SelfStabilization
 from ..plotting import COLORS, new_figure, save_figure
-from ._common import (OUTPUT_TABLE, RUN_TABLE, converged, figure_formats, model_table, require_model,
-                      sweep_kwargs, sweep_store, write_outputs)
+from ..sweeps import sweep
+from ._common import (
+    OUTPUT_TABLE,
+    RUN_TABLE,
+    converged,
+    figure_formats,
+    model_table,
+    require_model,
+    sweep_kwargs,
+    sweep_store,
+    write_outputs,
+)
+from ._schema import Field, Table
 
-__all__ = ["run_validity_map", "SCHEMA", "validity_boundaries"]
+__all__ = ["run", "SCHEMA", "validity_boundaries"]
 
 _LIST_POS = dict(low=0.0, low_open=True, min_len=1)
 
@@ -88,11 +99,8 @@ def validity_boundaries(ds: xr.Dataset, kind: str, levels) -> dict:
     return out
 
 
-@register_study_runner("validity_map", schema=SCHEMA)
-def run_validity_map(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
+def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
     """Reduced model: where the closed-form gap holds to 5/10/25% in the (eta^2 alpha, sigma^2 beta/4alpha^2) plane."""
-    from .._sweep import sweep
-    from ..models import SelfStabilization
 
     require_model(cfg, ["alpha", "beta"])
     grid = {"eta_sq_alpha": list(cfg["grid"]["eta_sq_alpha"]),

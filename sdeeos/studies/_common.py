@@ -9,12 +9,31 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .._study import Field, StudyConfig, Table
+from .._io import write_dataset
+from ._schema import Field, StudyConfig, Table
 
 __all__ = [
     "RUN_TABLE", "OUTPUT_TABLE", "model_table", "batch_noise_table", "TauSteps", "sweep_kwargs",
     "sweep_store", "require_model", "write_outputs", "converged", "figure_formats", "tau_steps",
+    "BACKENDS", "backend_field", "run_table",
 ]
+
+#: The simulation backends a study's ``[run] backend`` may name.
+BACKENDS = ("numba", "numpy", "cupy")
+
+
+def backend_field() -> Field:
+    return Field("str", default="numba", choices=BACKENDS, doc="simulation backend")
+
+
+def run_table(**fields: Field) -> Table:
+    """A ``[run]`` table of the toy studies: ``n_traj``, ``seed``, ``backend`` and the given fields."""
+    base = {
+        "n_traj": Field("int", default=256, low=1, doc="trajectories per ensemble"),
+        "seed": Field("int", default=0, low=0, high=2**64 - 1),
+        "backend": backend_field(),
+    }
+    return Table(doc="simulation settings", fields={**base, **fields})
 
 
 def _positive(name):
@@ -26,7 +45,7 @@ def model_table(names=("eta", "alpha", "beta"), doc="reduced-model parameters at
 
 
 def batch_noise_table(required: bool = True) -> Table:
-    return Table(required=required, doc="sigma_u**2 = sigma_1**2 * a(B, n) (math.md §0.1)", fields={
+    return Table(required=required, doc="sigma_u**2 = sigma_1**2 * a(B, n) (sdeeos.theory.batch_noise)", fields={
         "n_data": Field("int", required=True, low=2, doc="number of training examples n"),
         "sigma_1": Field("float", required=True, low=0.0, low_open=True,
                          doc="projected single-example gradient noise std"),
@@ -42,7 +61,7 @@ RUN_TABLE = Table(doc="simulation settings", fields={
     "burn_in_tau": Field("float", default=3.0, low=0.0, doc="burn-in in units of tau"),
     "max_steps": Field("int", default=4_000_000, low=2, doc="cap on the run length (burn-in scaled with it)"),
     "seed": Field("int", default=0, low=0, high=2**64 - 1),
-    "backend": Field("str", default="numba"),
+    "backend": backend_field(),
     "record_every": Field("int", default=0, low=0, doc="record paths every K steps (0: none)"),
     "n_paths": Field("int", default=3, low=0, doc="sample paths kept per point"),
     "stationarity_check": Field("bool", default=True, doc="measure the drift between the window's halves"),
@@ -131,8 +150,6 @@ def _clean(v):
 
 def write_outputs(cfg: StudyConfig, out_dir: Path, ds: xr.Dataset, summary: dict, figures: list[Path]) -> xr.Dataset:
     """Write the study's dataset (with the summary in its attrs) and ``<name>_summary.json``; return it."""
-    from .._io import write_dataset
-
     summary = _clean({"study": cfg["name"], "kind": cfg["kind"], "file": str(cfg.path), **summary,
                       "figures": [str(p) for p in figures]})
     ds = ds.copy()

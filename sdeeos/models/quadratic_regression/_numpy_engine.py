@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._rng import uniforms
-from ._qr_state import QREngineBase, draw_layout
+from ..._rng import uniforms
+from ._state import OBSERVABLES, QREngineBase, draw_layout
 
 __all__ = ["QRNumpyEngine", "batch_counts", "hessian", "exact_observables"]
 
@@ -69,8 +69,6 @@ def hessian(model, theta):
 def exact_observables(model, theta):
     """Observables (n_obs, M) of ``theta`` from dense linear algebra (K left NaN), NTK spectra, top
     Hessian eigenvectors and NTKs (M, n, n)."""
-    from ..models._quadratic_regression import OBSERVABLES
-
     M = theta.shape[0]
     out = np.full((len(OBSERVABLES), M), np.nan)
     H, J, z = hessian(model, theta)
@@ -163,8 +161,6 @@ class QRNumpyEngine(QREngineBase):
             self._check(run, live, t, model.divergence_bound)
 
     def _observe_quadratic(self, spec, run, n_threads):
-        from ..models._quadratic_regression import OBSERVABLES
-
         model = spec.model
         M = spec.n_traj
         out = np.full((len(OBSERVABLES), M), np.nan)

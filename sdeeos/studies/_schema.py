@@ -1,51 +1,23 @@
-"""Declarative studies: TOML files validated against a schema, run by a registered runner.
+"""The schema of study files: `Field` and `Table`, `StudyConfig`, and the one validation path.
 
-A study file names its ``kind``; the runner registered for that kind (`register_study_runner`)
-turns the validated configuration into sweeps, a dataset and figures::
-
-    kind = "sharpness_gap"
-    title = "Sharpness gap vs batch size"
-
-    [model]
-    alpha = 1.0
-    ...
-
-Every table and key is checked against the kind's schema before anything runs: an unknown key, a
-missing parameter or a wrong type raises `ParameterError` naming the key and the file line
-(``studies/x.toml:12: [run] n_traj must be an integer, got 2.5``); the CLI prints that one line and
-exits with status 2.
-
-Runners have the signature ``runner(config, out_dir, *, progress=True, scheduler=None) ->
-xarray.Dataset``; runners written without ``scheduler`` (``runner(config, out_dir, *,
-progress=True)``) are called without it, and asking them for a scheduler is an error.
+Every table and key of a study file is checked against its kind's schema before anything runs: an
+unknown key, a missing key, a wrong type, a non-finite number or a value out of range raises
+`ParameterError` naming the key and the file line
+(``studies/x.toml:12: [run] n_traj must be an integer, got 2.5 (float)``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
-import os
+import math
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ._errors import ParameterError
-from ._storelock import StoreLock
-from ._validation import check_nonnegative
+from .._errors import ParameterError
 
-__all__ = [
-    "Field",
-    "Table",
-    "StudyConfig",
-    "StudyRunner",
-    "STUDY_RUNNERS",
-    "register_study_runner",
-    "load_study",
-    "run_study",
-    "study_kinds",
-]
+__all__ = ["Field", "Table", "StudyConfig", "COMMON_FIELDS", "toml_key_lines", "validate_table", "describe"]
 
 
 # --------------------------------------------------------------------------- schema
@@ -55,7 +27,8 @@ class Field:
 
     ``type`` is one of ``"int"``, ``"float"`` (an int is accepted and converted), ``"number"``,
     ``"str"``, ``"bool"``, ``"list[int]"``, ``"list[float]"``, ``"list[number]"``, ``"list[str]"``,
-    ``"any"``.  ``check`` receives the converted value and returns it (or raises
+    ``"any"``, ``"list[any]"``.  List values must be distinct unless ``unique=False``; numbers must
+    be finite.  ``check`` receives the converted value and returns it (or raises
     `ParameterError` with a message that does not repeat the location).
     """
 
@@ -67,8 +40,10 @@ class Field:
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    high_open: bool = False
     min_len: int = 0
     check: Callable[[Any], Any] | None = None
+    unique: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +61,8 @@ class Table:
 #: Keys every study file may have (besides its kind's own tables).
 COMMON_FIELDS: dict[str, Field] = {
     "kind": Field("str", required=True, doc="which runner runs this study"),
-    "name": Field("str", doc="base name of the dataset and figures (default: the file's stem)"),
+    "name": Field("str", doc="base name of the dataset and figures (default: the file's stem)",
+                  check=lambda v: check_plain_name(v)),
     "title": Field("str", default="", doc="figure titles"),
     "description": Field("str", default="", doc="free text, copied into the dataset's attrs"),
 }
@@ -208,8 +184,23 @@ def toml_key_lines(text: str) -> dict[tuple, int]:
 _TYPE_NAMES = {
     "int": "an integer", "float": "a number", "number": "a number", "str": "a string", "bool": "true or false",
     "list[int]": "a list of integers", "list[float]": "a list of numbers", "list[number]": "a list of numbers",
-    "list[str]": "a list of strings", "any": "any value",
+    "list[str]": "a list of strings", "any": "any value", "list[any]": "a list",
 }
+
+
+def check_plain_name(name: str) -> str:
+    """A file-name stem: letters, digits, ``_``, ``-``, ``.``, not starting with a dot.
+
+    >>> check_plain_name("sharpness_gap-small.v2")
+    'sharpness_gap-small.v2'
+    >>> check_plain_name("..")
+    Traceback (most recent call last):
+    sdeeos._errors.ParameterError: must be a plain file name (letters, digits, '_', '-', '.', not starting with '.'), got '..'
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", name):
+        raise ParameterError("must be a plain file name (letters, digits, '_', '-', '.', not starting "
+                             f"with '.'), got {name!r}")
+    return name
 
 
 def _convert_scalar(kind: str, value):
@@ -236,7 +227,7 @@ def _convert_scalar(kind: str, value):
     raise ValueError(f"unknown field type {kind!r}")  # pragma: no cover - a schema bug
 
 
-def _describe(value) -> str:
+def describe(value) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
@@ -250,23 +241,28 @@ def _check_field(cfg: StudyConfig, keys: tuple, field: Field, value):
             value = [_convert_scalar(inner, v) for v in value]
             if len(value) < field.min_len:
                 raise cfg.error(keys, f"{label} needs at least {field.min_len} value(s), got {len(value)}")
+            repeated = sorted({repr(v) for i, v in enumerate(value) if v in value[:i]})
+            if field.unique and repeated:
+                raise cfg.error(keys, f"{label} lists {', '.join(repeated)} more than once")
             items = value
         else:
             value = _convert_scalar(field.type, value)
             items = [value]
     except TypeError:
-        raise cfg.error(keys, f"{label} must be {_TYPE_NAMES[field.type]}, got {_describe(value)}") from None
+        raise cfg.error(keys, f"{label} must be {_TYPE_NAMES[field.type]}, got {describe(value)}") from None
     for v in items:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise cfg.error(keys, f"{label} must be a finite number, got {v!r}")
         if field.choices is not None and v not in field.choices:
             raise cfg.error(keys, f"{label} must be one of {', '.join(map(repr, field.choices))}, got {v!r}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             lo_bad = field.low is not None and (v < field.low or (field.low_open and v == field.low))
-            hi_bad = field.high is not None and v > field.high
+            hi_bad = field.high is not None and (v > field.high or (field.high_open and v == field.high))
             if lo_bad or hi_bad:
                 lo = "-inf" if field.low is None else field.low
                 hi = "inf" if field.high is None else field.high
-                br = "(" if field.low_open else "["
-                raise cfg.error(keys, f"{label} must be in {br}{lo}, {hi}], got {v!r}")
+                lb, rb = "(" if field.low_open else "[", ")" if field.high_open else "]"
+                raise cfg.error(keys, f"{label} must be in {lb}{lo}, {hi}{rb}, got {v!r}")
     if field.check is not None:
         try:
             value = field.check(value)
@@ -289,17 +285,17 @@ def _unknown(cfg: StudyConfig, keys: tuple, allowed) -> ParameterError:
     return cfg.error(keys, f"unknown key {keys[-1]!r} {where}{hint}; allowed: {allowed}")
 
 
-def _validate_table(cfg: StudyConfig, keys: tuple, table: Table, data) -> dict:
+def validate_table(cfg: StudyConfig, keys: tuple, table: Table, data) -> dict:
     label = f"[{'.'.join(map(str, keys))}]" if keys else "the study file"
     if not isinstance(data, dict):
-        raise cfg.error(keys, f"{label} must be a table, got {_describe(data)}")
+        raise cfg.error(keys, f"{label} must be a table, got {describe(data)}")
     extra_keys = list(table.keys(cfg)) if table.keys is not None else []
     out = {}
     for k, v in data.items():
         path = keys + (k,)
         if k in table.fields:
             spec = table.fields[k]
-            out[k] = (_validate_table(cfg, path, spec, v) if isinstance(spec, Table)
+            out[k] = (validate_table(cfg, path, spec, v) if isinstance(spec, Table)
                       else _check_field(cfg, path, spec, v))
         elif table.extra is not None and (table.keys is None or k in extra_keys):
             out[k] = _check_field(cfg, path, table.extra, v)
@@ -314,156 +310,7 @@ def _validate_table(cfg: StudyConfig, keys: tuple, table: Table, data) -> dict:
             raise cfg.error(keys, f"{label} is missing the required {what} {target}"
                             + (f" ({spec.doc})" if spec.doc else ""))
         if isinstance(spec, Table):
-            out[k] = _validate_table(cfg, keys + (k,), spec, {})
+            out[k] = validate_table(cfg, keys + (k,), spec, {})
         elif spec.default is not None:
             out[k] = spec.default
     return out
-
-
-# --------------------------------------------------------------------------- registry
-@dataclasses.dataclass(frozen=True)
-class StudyRunner:
-    name: str
-    func: Callable
-    schema: Mapping[str, Field | Table] | None
-    description: str
-
-    @property
-    def accepts_scheduler(self) -> bool:
-        params = inspect.signature(self.func).parameters
-        return "scheduler" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
-#: kind -> runner.  The built-in kinds are registered when `sdeeos._studies` is imported.
-STUDY_RUNNERS: dict[str, StudyRunner] = {}
-
-
-def register_study_runner(name: str, runner: Callable | None = None, *,
-                          schema: Mapping[str, Field | Table] | None = None, description: str = ""):
-    """Register ``runner`` for study files with ``kind = name`` (usable as a decorator).
-
-    ``schema`` (table name or key -> `Field`/`Table`, besides the common keys ``kind``, ``name``,
-    ``title``, ``description``) makes every key of such files checked before the runner is
-    called, with file:line in every error.  Without a schema, the runner gets the parsed file as
-    it is and checks it itself.
-    """
-    def deco(func: Callable) -> Callable:
-        if not callable(func):
-            raise TypeError("a study runner must be callable")
-        doc = description or (inspect.getdoc(func) or "").split("\n")[0]
-        STUDY_RUNNERS[name] = StudyRunner(name=name, func=func, schema=schema, description=doc)
-        return func
-
-    return deco(runner) if runner is not None else deco
-
-
-def _ensure_builtin() -> None:
-    from . import _studies  # noqa: F401 - registers the built-in kinds
-
-
-def study_kinds() -> dict[str, str]:
-    """Registered kinds and their one-line descriptions."""
-    _ensure_builtin()
-    return {k: r.description for k, r in sorted(STUDY_RUNNERS.items())}
-
-
-def _deep_update(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_study(path: str | os.PathLike, *, quick: bool = False) -> StudyConfig:
-    """Read and validate a study file; every error names the key and its line.
-
-    The runner is named by ``kind`` (or ``study``, the key of the real-network study files).  A
-    ``[quick]`` table holds overrides for a small smoke-test configuration, applied (merged table by
-    table) when ``quick`` is true.  Runners registered without a schema get the file's keys as they
-    are, less ``kind``/``study`` and ``quick``.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ParameterError(f"cannot read study file {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ParameterError(f"{path}: invalid TOML: {exc}") from None
-    lines = toml_key_lines(text)
-    cfg = StudyConfig(data, path, lines)
-    key = "kind" if "kind" in data or "study" not in data else "study"
-    if key not in data:
-        raise cfg.error((), "the study file has no 'kind' (one of: " + ", ".join(study_kinds()) + ")")
-    kind = data[key]
-    if not isinstance(kind, str):
-        raise cfg.error((key,), f"{key} must be a string, got {_describe(kind)}")
-    _ensure_builtin()
-    if kind not in STUDY_RUNNERS:
-        close = difflib.get_close_matches(kind, list(STUDY_RUNNERS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise cfg.error((key,), f"unknown study kind {kind!r}{hint}; known: {', '.join(sorted(STUDY_RUNNERS))}")
-    runner = STUDY_RUNNERS[kind]
-    overrides = data.pop("quick", None)
-    if overrides is not None and not isinstance(overrides, dict):
-        raise cfg.error(("quick",), f"quick must be a table of overrides, got {_describe(overrides)}")
-    if quick:
-        if not overrides:
-            raise cfg.error((), "--quick needs a [quick] table of overrides in the study file")
-        data = _deep_update(data, overrides)
-        # an overridden key is reported at its line in [quick]
-        for k, v in list(lines.items()):
-            if k[:1] == ("quick",) and len(k) > 1:
-                lines[k[1:]] = v
-    if runner.schema is None:
-        validated = {k: v for k, v in data.items() if k not in ("kind", "study")}
-        name = validated.get("name", path.stem)
-        if not isinstance(name, str):
-            raise cfg.error(("name",), f"name must be a string, got {_describe(name)}")
-    else:
-        if key == "study":
-            data = {"kind": data.pop("study"), **data}
-        validated = _validate_table(cfg, (), Table(fields={**COMMON_FIELDS, **runner.schema}), data)
-        validated.setdefault("name", path.stem)
-        name = validated["name"]
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise cfg.error(("name",), f"name must use only letters, digits, '_', '-', '.', got {name!r}")
-    return StudyConfig(validated, path, lines, kind=kind, name=name, quick=quick)
-
-
-def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool = True, scheduler=None,
-              quick: bool = False, wait_for_lock: float = 0.0):
-    """Run a study file (path or `StudyConfig`); write its dataset and figures under ``out_dir``.
-
-    ``out_dir`` defaults to ``out/<name>`` (``out/<name>-quick`` with the ``[quick]`` overrides).
-    Returns the runner's dataset.  One process writes ``out_dir`` at a time (``wait_for_lock``:
-    seconds to wait for another one to finish; default 0, fail at once naming it).
-    """
-    wait_for_lock = check_nonnegative("wait_for_lock", wait_for_lock)
-    cfg = study if isinstance(study, StudyConfig) else load_study(study, quick=quick)
-    runner = STUDY_RUNNERS[cfg.kind]
-    out = Path(out_dir) if out_dir is not None else Path("out") / (cfg.name + ("-quick" if cfg.quick else ""))
-    kwargs: dict[str, Any] = {"progress": progress}
-    if runner.accepts_scheduler:
-        kwargs["scheduler"] = scheduler
-    elif scheduler is not None:
-        raise ParameterError(f"study kind {cfg.kind!r} runs in this process and takes no scheduler; "
-                             "drop --scheduler")
-    check_output_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # one study writes a folder at a time: a second run fails at once, naming the first
-    with StoreLock(out, wait=wait_for_lock, what="study output folder", lock_file=out / ".sdeeos-study.lock"):
-        return runner.func(cfg, out, **kwargs)
-
-
-def check_output_folder(out: Path) -> None:
-    """``--out`` must be a folder (existing or creatable), never a file."""
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise ParameterError(f"out {str(out)!r} must be a folder, but {str(probe)!r} is a file")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ParameterError(f"out {str(out)!r} cannot be written: {str(probe)!r} is not a writable folder")
-

@@ -1,12 +1,12 @@
 r"""Quadratic ("second-order") regression: mini-batch SGD ensembles, sharpness and the noise kernel K.
 
-Outputs on :math:`n` data points (math.md §5.2)
+Outputs on :math:`n` data points (docs/theory.md#quadratic-regression)
 
 .. math:: z(\theta) = z_0 + J_0\theta + \tfrac12 Q(\theta,\theta)\in\mathbb R^n,\qquad
           Q(\theta,\theta)_i = \theta^\top Q_i\theta,\quad Q_i = Q_i^\top\in\mathbb R^{P\times P},
 
 with the **mean** squared loss :math:`L(\theta)=\frac1{2n}\lVert z(\theta)\rVert^2` (per-example loss
-:math:`\ell_i=\frac12z_i^2`, the Cohen et al. convention of math.md §0.2: a loss without the
+:math:`\ell_i=\frac12z_i^2`, the Cohen et al. convention, docs/theory.md#loss-conventions: a loss without the
 :math:`\frac12`, or summed instead of averaged, has a 2x or n-x larger sharpness).  Then
 
 * Jacobian :math:`J(\theta)=J_0+Q(\theta,\cdot)` (row :math:`i`: :math:`J_{0,i}+Q_i\theta`);
@@ -43,7 +43,7 @@ Methods
 (heavy-ball momentum :math:`\mu`: :math:`v_{t+1}=\mu v_t+b_t`, :math:`\theta_{t+1}=\theta_t-\eta v_{t+1}`),
 batches ``"without_replacement"`` (exactly B distinct points, Floyd's algorithm), ``"with_replacement"``
 (B independent uniform draws) or ``"bernoulli"`` (each point with probability B/n, still divided by B).
-``"gd"``: full batch.  ``"pgd"``: projected GD on :math:`\{S\le2/\eta\}` (Damian et al., math.md §2.3):
+``"gd"``: full batch.  ``"pgd"``: projected GD on :math:`\{S\le2/\eta\}` (Damian et al.; docs/theory.md#projected-gd):
 a GD step, then while :math:`S>2/\eta` (at most ``pgd_max_projections`` times) the linearised
 projection :math:`\theta\leftarrow\theta-c\,\nabla S^\perp/\lVert\nabla S^\perp\rVert^2-u\,(u\cdot\nabla L)/S`
 with the exact :math:`\nabla S=\nabla^3L[u,u]`.  Damian's code takes :math:`c=S-2/\eta` and 3 steps;
@@ -63,36 +63,23 @@ from typing import ClassVar
 import numpy as np
 from numba import njit, prange
 
-from .._errors import OutsideDomainError, ParameterError
-from .._rng import normals, stream_keys, uniform_nb, ndtri_nb
-from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
-from ._base import Model
+from ..._contract import Model
+from ..._errors import BackendUnavailableError, OutsideDomainError, ParameterError
+from ..._rng import normals, stream_keys, uniform_nb, ndtri_nb
+from ..._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
+from ...theory import mean_square as ms
+from ._numba_engine import QRNumbaEngine
+from ._numpy_engine import QRNumpyEngine
+from ._state import LANCZOS_DRAW_OFFSET, OBSERVABLE_DOCS, OBSERVABLES, QRRunState, collect_qr
 
-__all__ = ["QuadraticRegression", "SAMPLING_SCHEMES", "OBSERVABLES"]
+__all__ = ["QuadraticRegression", "SAMPLING_SCHEMES", "OBSERVABLES", "OBSERVABLE_DOCS", "DATA_STREAM_OFFSET",
+           "LANCZOS_DRAW_OFFSET", "QR_ENGINES", "get_qr_engine"]
 
 SAMPLING_SCHEMES = ("without_replacement", "with_replacement", "bernoulli")
-
-#: Observables recorded on the stride (and at the final step), in this order.
-OBSERVABLES = ("loss", "sharpness", "ntk_max_eigenvalue", "ntk_trace", "noise_kernel_norm", "grad_norm",
-               "noise_kernel_norm_exact")
-OBSERVABLE_DOCS = {
-    "loss": "full-batch loss ||z||^2/(2n)",
-    "sharpness": "largest algebraic eigenvalue of the Hessian of the loss",
-    "ntk_max_eigenvalue": "largest eigenvalue of the NTK J J^T/n (Gauss-Newton sharpness)",
-    "ntk_trace": "trace of the NTK J J^T/n",
-    "noise_kernel_norm": "noise kernel norm K (closure, sdeeos.theory.mean_square) at batch_size/sampling; "
-                         "NaN where eta*lambda is outside its domain",
-    "grad_norm": "norm of the full-batch gradient",
-    "noise_kernel_norm_exact": "exact noise kernel norm K_exact = lambda_max(G) of the linearised second-moment "
-                               "operator (threshold exactly 1; sdeeos.theory.mean_square); NaN off-domain or "
-                               "when n > exact_kernel_max_n",
-}
 
 #: Data point i of a random ensemble uses RNG stream (data_seed, DATA_STREAM_OFFSET + i), which no
 #: trajectory stream (seed, m < 2**63) can coincide with.
 DATA_STREAM_OFFSET = 2**63
-#: Draw counter of the fixed per-trajectory vector mixed into Lanczos warm starts.
-LANCZOS_DRAW_OFFSET = 2**62
 #: Largest number of stored Q entries (n * P * P) accepted (32 GiB of float64).
 MAX_Q_ENTRIES = 2**32
 #: Largest n for which exact mean-square predictions (bisection on the exact operator) are computed.
@@ -147,7 +134,7 @@ def _array_digest(*arrays) -> str:
 
 
 class QuadraticRegression(Model):
-    r"""Quadratic regression z = z0 + J0 theta + Q(theta, theta)/2 trained by GD/SGD/PGD (math.md §5).
+    r"""Quadratic regression z = z0 + J0 theta + Q(theta, theta)/2 trained by GD/SGD/PGD (docs/theory.md#quadratic-regression).
 
     Parameters
     ----------
@@ -172,6 +159,8 @@ class QuadraticRegression(Model):
     lanczos_iters : int >= 1
         Krylov dimension (capped at P) of the Lanczos sharpness estimate of the Numba engine.
 
+    Notes
+    -----
     Use :meth:`from_arrays` to supply your own ``J0``, ``Q``, ``z0``.
 
     >>> m = QuadraticRegression(n=8, P=4, eta=0.1, batch_size=2, q_scale=0.5)
@@ -185,7 +174,7 @@ class QuadraticRegression(Model):
 
     name: ClassVar[str] = "quadratic-regression"
     methods: ClassVar[tuple[str, ...]] = ("sgd", "gd", "pgd")
-    #: |theta_a| above which a trajectory counts as diverged (checked after every step).
+    #: ``abs(theta_a)`` above which a trajectory counts as diverged (checked after every step).
     divergence_bound: ClassVar[float] = 1e6
     #: Most linearised projection steps of PGD per step (it stops as soon as S <= 2/eta).
     pgd_max_projections: ClassVar[int] = 50
@@ -318,18 +307,12 @@ class QuadraticRegression(Model):
                 raise ParameterError("momentum must be 0 for method 'pgd'")
 
     def new_run(self, spec):
-        from ..engines._qr_state import QRRunState
-
         return QRRunState.initial(spec)
 
     def engine(self, backend: str):
-        from ..engines._qr_state import get_qr_engine
-
         return get_qr_engine(backend)
 
     def collect(self, spec, run):
-        from ..engines._qr_state import collect_qr
-
         return collect_qr(spec, run)
 
     def initial_theta(self, keys, gammas) -> np.ndarray:
@@ -349,19 +332,15 @@ class QuadraticRegression(Model):
 
     def noise_kernel_norm(self, ntk_eigenvalues) -> float:
         """K (closure, `sdeeos.theory.mean_square.noise_kernel_norm`) at this eta, B and sampling; NaN off-domain."""
-        from ..theory.mean_square import noise_kernel_norm
-
         if self.batch_size == self.n and self.sampling != "with_replacement":
             return 0.0  # no batch noise (also avoids n - 1 = 0 for n = 1)
-        return noise_kernel_norm(self.eta, ntk_eigenvalues, self.batch_size, self.n, self.sampling, outside="nan")
+        return ms.noise_kernel_norm(self.eta, ntk_eigenvalues, self.batch_size, self.n, self.sampling, outside="nan")
 
     def noise_kernel_norm_exact(self, ntk) -> float:
         """K_exact of the n x n NTK ``ntk`` (`sdeeos.theory.mean_square.noise_kernel_norm_exact`); NaN off-domain."""
-        from ..theory.mean_square import noise_kernel_norm_exact
-
         if self.batch_size == self.n and self.sampling != "with_replacement":
             return 0.0
-        return noise_kernel_norm_exact(self.eta, ntk, self.batch_size, self.sampling, outside="nan")
+        return ms.noise_kernel_norm_exact(self.eta, ntk, self.batch_size, self.sampling, outside="nan")
 
     def records_exact_kernel(self) -> bool:
         """Whether K_exact is recorded (n <= exact_kernel_max_n)."""
@@ -392,8 +371,6 @@ class QuadraticRegression(Model):
         """
         if not self.is_linear:
             return {}
-        from ..theory import mean_square as ms
-
         lam = self.initial_ntk_eigenvalues
         out = {
             "sharpness_predicted": float(lam.max()),
@@ -421,3 +398,18 @@ class QuadraticRegression(Model):
         if "sharpness_mean" in summary:
             out["eta_sharpness_mean"] = self.eta * summary["sharpness_mean"]
         return out
+
+
+#: backend -> quadratic-regression engine class
+QR_ENGINES = {"numba": QRNumbaEngine, "numpy": QRNumpyEngine}
+
+
+def get_qr_engine(backend: str):
+    """The quadratic-regression engine for ``backend`` ("numba" or "numpy")."""
+    if backend not in QR_ENGINES:
+        raise ParameterError(f"backend must be one of {sorted(QR_ENGINES)} for quadratic-regression, got {backend!r}")
+    cls = QR_ENGINES[backend]
+    ok, reason = cls.available()
+    if not ok:
+        raise BackendUnavailableError(f"backend {backend!r} is not available: {reason}")
+    return cls()

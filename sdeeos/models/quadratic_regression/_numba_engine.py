@@ -31,8 +31,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._rng import uniform_nb
-from ._qr_state import QREngineBase, draw_layout
+from ..._rng import uniform_nb
+from ._state import OBSERVABLES, QREngineBase, draw_layout
 
 __all__ = ["QRNumbaEngine", "lanczos_top", "hessian_top_lanczos"]
 
@@ -639,8 +639,6 @@ class QRNumbaEngine(QREngineBase):
             numba.set_num_threads(previous)
 
     def _observe_quadratic(self, spec, run, n_threads):
-        from ..models._quadratic_regression import OBSERVABLES
-
         model = spec.model
         M, n, P = spec.n_traj, model.n, model.P
         out = np.full((len(OBSERVABLES), M), np.nan)

@@ -1,8 +1,8 @@
 r"""Study ``stochastic_eos``: quadratic regression, the noise kernel :math:`\mathcal K` and
-:math:`\eta\lambda_{\max}` against the batch size (Agarwala & Pennington 2024, math.md §5).
+:math:`\eta\lambda_{\max}` against the batch size (Agarwala & Pennington 2024; docs/theory.md#noise-kernel).
 
 A sweep of `sdeeos.models.QuadraticRegression` (the model, its engines and the kernel
-:math:`\mathcal K` are `sdeeos.models._quadratic_regression` and `sdeeos.theory.mean_square`) over
+:math:`\mathcal K` are `sdeeos.models.quadratic_regression` and `sdeeos.theory.mean_square`) over
 the batch size at a fixed step size.  For each batch size: the time averages after burn-in of the
 closure kernel :math:`\mathcal K`, the exact one :math:`\mathcal K_{\rm exact}=\lambda_{\max}(G)`
 (mean-square threshold exactly 1), :math:`\eta\lambda_{\max}` and the loss.  Full-batch GD sits at
@@ -19,18 +19,19 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .._study import Field, Table, register_study_runner
+from ..models import QuadraticRegression
 from ..plotting import COLORS, new_figure, save_figure
+from ..sweeps import sweep
 from ._common import OUTPUT_TABLE, figure_formats, write_outputs
+from ._schema import Field, Table
 
-__all__ = ["run_stochastic_eos", "SCHEMA"]
+__all__ = ["run", "SCHEMA"]
 
 _TYPES = {int: "int", float: "float", str: "str", "int": "int", "float": "float", "str": "str"}
 
 
 def _model_table() -> Table:
     """[model]: the keyword arguments of `QuadraticRegression` (types from its signature), less batch_size."""
-    from ..models import QuadraticRegression
 
     fields = {}
     for name, p in list(inspect.signature(QuadraticRegression.__init__).parameters.items())[1:]:
@@ -61,11 +62,8 @@ SCHEMA = {
 _OBS = ("sharpness", "noise_kernel_norm", "noise_kernel_norm_exact", "loss")
 
 
-@register_study_runner("stochastic_eos", schema=SCHEMA)
-def run_stochastic_eos(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
+def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
     """Quadratic regression: K and eta*lambda_max vs batch size (the stochastic edge of stability)."""
-    from .._sweep import sweep
-    from ..models import QuadraticRegression
 
     m, run = dict(cfg["model"]), cfg["run"]
     bs = list(cfg["grid"]["batch_size"])

@@ -21,14 +21,35 @@ import math
 from pathlib import Path
 
 import numpy as np
+import sympy as sp
 import xarray as xr
 
-from .._study import Field, Table, register_study_runner
-from ..plotting import COLORS, mark_edge, new_figure, plot_gap_points, plot_sharpness_traces, save_figure
-from ._common import (OUTPUT_TABLE, RUN_TABLE, batch_noise_table, converged, figure_formats, model_table,
-                      require_model, sweep_kwargs, sweep_store, write_outputs)
+from ..models import SelfStabilization
+from ..plotting import (
+    COLORS,
+    mark_edge,
+    new_figure,
+    plot_gap_points,
+    plot_sharpness_traces,
+    save_figure,
+)
+from ..sweeps import sweep
+from ..theory import self_stabilization as theory
+from ._common import (
+    OUTPUT_TABLE,
+    RUN_TABLE,
+    batch_noise_table,
+    converged,
+    figure_formats,
+    model_table,
+    require_model,
+    sweep_kwargs,
+    sweep_store,
+    write_outputs,
+)
+from ._schema import Field, Table
 
-__all__ = ["run_gd_recovery", "SCHEMA", "orbit_growth_per_cycle"]
+__all__ = ["run", "SCHEMA", "orbit_growth_per_cycle"]
 
 SCHEMA = {
     "model": model_table(("eta", "alpha", "beta")),
@@ -54,27 +75,21 @@ def orbit_growth_per_cycle(eta: float, alpha: float, beta: float) -> float:
     `sdeeos.theory.self_stabilization.reduced_update`; its eigenvalues have modulus
     :math:`|\lambda|` per two steps, and one cycle lasts `cycle_period` steps.
     """
-    import sympy as sp
 
-    from ..theory import self_stabilization as th
 
-    x, y, _, e, a, b, _ = th.symbols()
-    upd = sp.Matrix(th.reduced_update(noisy=False))
+    x, y, _, e, a, b, _ = theory.symbols()
+    upd = sp.Matrix(theory.reduced_update(noisy=False))
     jac = upd.jacobian([x, y])
     vals = {e: eta, a: alpha, b: beta}
-    delta = math.sqrt(float(th.x_sq_stationary(alpha, beta)))
+    delta = math.sqrt(float(theory.x_sq_stationary(alpha, beta)))
     j1 = np.array(jac.subs({**vals, x: delta, y: 0}), dtype=float)
     j2 = np.array(jac.subs({**vals, x: -delta, y: 0}), dtype=float)
     lam = max(abs(np.linalg.eigvals(j2 @ j1)))
-    return float(lam ** (float(th.cycle_period(eta, alpha)) / 2))
+    return float(lam ** (float(theory.cycle_period(eta, alpha)) / 2))
 
 
-@register_study_runner("gd_recovery", schema=SCHEMA)
-def run_gd_recovery(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
+def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
     """Reduced model: the batch-size limit B -> n against full-batch GD, and GD's average sharpness."""
-    from .._sweep import sweep
-    from ..models import SelfStabilization
-    from ..theory import self_stabilization as theory
 
     require_model(cfg, ["eta", "alpha", "beta"], ())
     m, bn = cfg["model"], cfg["batch_noise"]
@@ -142,7 +157,6 @@ def run_gd_recovery(cfg, out_dir: Path, *, progress: bool = True, scheduler=None
 
 
 def _figures(cfg, out_dir, ds, summary, gd_steps, delta, period) -> list:
-    from ..theory import self_stabilization as theory
 
     m, bn = cfg["model"], cfg["batch_noise"]
     eta, alpha, beta = m["eta"], m["alpha"], m["beta"]

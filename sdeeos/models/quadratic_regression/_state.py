@@ -1,6 +1,6 @@
 """Run state, draw layout, recording driver and result collection of the quadratic-regression model.
 
-Both QR engines (Numba: `_qr_numba`, NumPy reference: `_qr_numpy`) advance a `QRRunState` in place
+Both QR engines (Numba: `_numba_engine`, NumPy reference: `_numpy_engine`) advance a `QRRunState` in place
 with the same draws.  They differ only in the kernels; the driver here is shared:
 
 * observables are recorded at absolute steps ``t % record_every == 0`` (state *before* step t) and at
@@ -17,11 +17,29 @@ import dataclasses
 
 import numpy as np
 
-from .._errors import BackendUnavailableError, ParameterError
-from .._rng import normals, stream_keys
-from ._base import ensemble_summary
+from ..._contract import Engine, ensemble_summary
+from ..._rng import normals, stream_keys
 
-__all__ = ["QRRunState", "get_qr_engine", "collect_qr", "draw_layout", "SCHEME_CODES", "QR_ENGINES"]
+__all__ = ["QRRunState", "QREngineBase", "collect_qr", "draw_layout", "SCHEME_CODES", "OBSERVABLES", "OBSERVABLE_DOCS",
+           "LANCZOS_DRAW_OFFSET", "single_blas_thread"]
+
+#: Observables recorded on the stride (and at the final step), in this order.
+OBSERVABLES = ("loss", "sharpness", "ntk_max_eigenvalue", "ntk_trace", "noise_kernel_norm", "grad_norm",
+               "noise_kernel_norm_exact")
+OBSERVABLE_DOCS = {
+    "loss": "full-batch loss ||z||^2/(2n)",
+    "sharpness": "largest algebraic eigenvalue of the Hessian of the loss",
+    "ntk_max_eigenvalue": "largest eigenvalue of the NTK J J^T/n (Gauss-Newton sharpness)",
+    "ntk_trace": "trace of the NTK J J^T/n",
+    "noise_kernel_norm": "noise kernel norm K (closure, sdeeos.theory.mean_square) at batch_size/sampling; "
+                         "NaN where eta*lambda is outside its domain",
+    "grad_norm": "norm of the full-batch gradient",
+    "noise_kernel_norm_exact": "exact noise kernel norm K_exact = lambda_max(G) of the linearised second-moment "
+                               "operator (threshold exactly 1; sdeeos.theory.mean_square); NaN off-domain or "
+                               "when n > exact_kernel_max_n",
+}
+#: Draw counter of the fixed per-trajectory vector mixed into Lanczos warm starts.
+LANCZOS_DRAW_OFFSET = 2**62
 
 #: Sampling scheme codes passed to the kernels (0: full batch).
 SCHEME_CODES = {"gd": 0, "without_replacement": 1, "with_replacement": 2, "bernoulli": 3}
@@ -39,8 +57,6 @@ def draw_layout(spec) -> tuple[int, int, int]:
 
 def lanczos_start_vectors(model, keys, gammas) -> np.ndarray:
     """Fixed unit vectors (one per trajectory) mixed into every Lanczos warm start."""
-    from ..models._quadratic_regression import LANCZOS_DRAW_OFFSET
-
     v = np.empty((keys.size, model.P))
     for a in range(model.P):
         v[:, a] = normals(keys, gammas, LANCZOS_DRAW_OFFSET + a)
@@ -66,8 +82,6 @@ class QRRunState:
 
     @classmethod
     def initial(cls, spec) -> "QRRunState":
-        from ..models._quadratic_regression import OBSERVABLES
-
         model = spec.model
         M, P = spec.n_traj, model.P
         keys, gammas = stream_keys(spec.seed, M)
@@ -84,7 +98,7 @@ class QRRunState:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-class QREngineBase:
+class QREngineBase(Engine):
     """Shared driver: record, advance the kernel to the next record step, repeat."""
 
     name = "base"
@@ -107,8 +121,6 @@ class QREngineBase:
     def observe(self, spec, run, n_threads=None) -> np.ndarray:
         """(n_obs, M) observables of the current state (BLAS limited to one thread: the work is many
         small per-trajectory factorisations, parallelised over trajectories by Numba where it can be)."""
-        from ..models._quadratic_regression import OBSERVABLES
-
         model = spec.model
         with single_blas_thread():
             if model.is_linear:
@@ -149,8 +161,6 @@ def single_blas_thread():
 
 def observe_linear(model, run) -> np.ndarray:
     """Observables of the linear model: only loss and gradient change; the rest is a constant of J0."""
-    from ..models._quadratic_regression import OBSERVABLES
-
     M = run.theta.shape[0]
     out = np.full((len(OBSERVABLES), M), np.nan)
     alive = run.alive.astype(bool)
@@ -183,27 +193,8 @@ def linear_exact_kernel(model) -> float:
     return cache[key]
 
 
-def get_qr_engine(backend: str):
-    """The quadratic-regression engine for ``backend`` ("numba" or "numpy")."""
-    if backend not in QR_ENGINES:
-        raise ParameterError(f"backend must be one of {sorted(QR_ENGINES)} for quadratic-regression, got {backend!r}")
-    module_name, cls_name = QR_ENGINES[backend]
-    import importlib
-
-    cls = getattr(importlib.import_module(module_name, __package__), cls_name)
-    ok, reason = cls.available()
-    if not ok:
-        raise BackendUnavailableError(f"backend {backend!r} is not available: {reason}")
-    return cls()
-
-
-QR_ENGINES = {"numba": ("._qr_numba", "QRNumbaEngine"), "numpy": ("._qr_numpy", "QRNumpyEngine")}
-
-
 def collect_qr(spec, run) -> tuple[dict, dict, dict]:
     """Data variables, coordinates and scalar summaries of a finished quadratic-regression run."""
-    from ..models._quadratic_regression import OBSERVABLE_DOCS, OBSERVABLES
-
     alive = run.alive.astype(bool)
     data: dict = {}
     summary: dict[str, float] = {}

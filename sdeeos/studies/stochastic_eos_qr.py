@@ -1,6 +1,6 @@
 r"""Study ``stochastic_eos_qr``: when does K ~ 1 bind and when does eta*lambda_max ~ 2 bind?
 
-Four parts, all on `sdeeos.models.QuadraticRegression` (math.md §5) and `sdeeos.theory.mean_square`:
+Four parts, all on `sdeeos.models.QuadraticRegression` (docs/theory.md#quadratic-regression) and `sdeeos.theory.mean_square`:
 
 1. **linear theory** (q = 0, realizable P = p_over_n * n): over n and B, the step size eta_c at which
    the *exact* second-moment recursion loses stability (`critical_learning_rate`), against the root
@@ -22,7 +22,6 @@ It registers the study kind ``stochastic_eos_qr`` when ``sdeeos._studies`` impor
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -33,9 +32,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from sdeeos._study import Field, Table, register_study_runner
+from .._io import write_dataset
+from .._provenance import provenance_attrs
+from .._simulate import simulate
+from ..models import QuadraticRegression
+from ..models.quadratic_regression import jacobian_residual, single_blas_thread
+from ..plotting import save_figure
+from ..theory import mean_square as ms
+from ._schema import Field, Table
 
-__all__ = ["run_stochastic_eos_qr", "SCHEMA", "closure_critical_eta", "main"]
+__all__ = ["run", "SCHEMA", "closure_critical_eta"]
 
 SAMPLINGS = ("without_replacement", "with_replacement", "bernoulli")
 
@@ -95,7 +101,6 @@ SCHEMA = {
 # ---------------------------------------------------------------------------- theory helpers
 def closure_critical_eta(ntk_eigenvalues, batch_size, n, sampling, *, rtol=1e-10):
     """Root of the closure K(eta) = 1 (`mean_square.noise_kernel_norm`; off-domain counts as > 1)."""
-    from sdeeos.theory import mean_square as ms
 
     lam = np.asarray(ntk_eigenvalues, dtype=float)
 
@@ -113,7 +118,6 @@ def closure_critical_eta(ntk_eigenvalues, batch_size, n, sampling, *, rtol=1e-10
 
 
 def _single_blas():
-    from sdeeos.engines._qr_state import single_blas_thread
 
     return single_blas_thread()
 
@@ -125,8 +129,6 @@ def _log(progress, msg):
 
 # ---------------------------------------------------------------------------- parts
 def _linear_theory(cfg, progress):
-    from sdeeos.models import QuadraticRegression
-    from sdeeos.theory import mean_square as ms
 
     c = cfg["linear"]
     ns, bs, samplings = list(c["n"]), sorted(set(c["batch_size"])), list(c["sampling"])
@@ -170,9 +172,6 @@ def _linear_theory(cfg, progress):
 
 
 def _linear_sim(cfg, progress):
-    import sdeeos
-    from sdeeos.models import QuadraticRegression
-    from sdeeos.theory import mean_square as ms
 
     c = cfg["linear_sim"]
     n, B, s = c["n"], c["batch_size"], c["sampling"]
@@ -191,7 +190,7 @@ def _linear_sim(cfg, progress):
         eta = f * eta_c
         m = QuadraticRegression(n=n, P=P, eta=eta, batch_size=B, sampling=s, q_scale=0.0,
                                 theta0_scale=c["theta0_scale"], data_seed=c["data_seed"])
-        ds = sdeeos.simulate(m, "sgd", n_traj=c["n_traj"], n_steps=c["n_steps"], seed=cfg["run"]["seed"],
+        ds = simulate(m, "sgd", n_traj=c["n_traj"], n_steps=c["n_steps"], seed=cfg["run"]["seed"],
                              record_every=c["record_every"], progress=progress)
         loss = ds.path_loss.values
         alive = ~ds.diverged.values
@@ -225,7 +224,6 @@ def _linear_sim(cfg, progress):
 
 
 def _quadratic_model(cfg, eta, batch_size=None):
-    from sdeeos.models import QuadraticRegression
 
     q = cfg["quadratic"]
     return QuadraticRegression(n=q["n"], P=q["P"], eta=eta, batch_size=batch_size, sampling=q["sampling"],
@@ -234,14 +232,12 @@ def _quadratic_model(cfg, eta, batch_size=None):
 
 
 def _ntk_at(model, theta):
-    from sdeeos.engines._qr_numpy import jacobian_residual
 
     J, _ = jacobian_residual(model, theta[None])
     return J[0] @ J[0].T / model.n
 
 
 def _quadratic_gd(cfg, progress):
-    import sdeeos
 
     c = cfg["gd"]
     etas = list(c["eta"])
@@ -250,7 +246,7 @@ def _quadratic_gd(cfg, progress):
     final_es, final_theta, n_div = np.full(len(etas), np.nan), [], np.zeros(len(etas))
     for i, eta in enumerate(etas):
         m = _quadratic_model(cfg, eta)
-        ds = sdeeos.simulate(m, "gd", n_traj=c["n_traj"], n_steps=c["n_steps"], seed=cfg["run"]["seed"],
+        ds = simulate(m, "gd", n_traj=c["n_traj"], n_steps=c["n_steps"], seed=cfg["run"]["seed"],
                              record_every=c["record_every"], progress=progress)
         es[i] = eta * ds.path_sharpness.median("traj").values
         loss[i] = ds.path_loss.median("traj").values
@@ -271,7 +267,7 @@ def _quadratic_gd(cfg, progress):
         pes, ploss = np.full((len(pgd_etas), psteps.size), np.nan), np.full((len(pgd_etas), psteps.size), np.nan)
         for i, eta in enumerate(pgd_etas):
             m = _quadratic_model(cfg, eta)
-            ds = sdeeos.simulate(m, "pgd", n_traj=1, n_steps=c["pgd_n_steps"], seed=cfg["run"]["seed"],
+            ds = simulate(m, "pgd", n_traj=1, n_steps=c["pgd_n_steps"], seed=cfg["run"]["seed"],
                                  record_every=c["record_every"], progress=progress)
             pes[i] = eta * ds.path_sharpness.values[0]
             ploss[i] = ds.path_loss.values[0]
@@ -283,8 +279,6 @@ def _quadratic_gd(cfg, progress):
 
 
 def _quadratic_sgd(cfg, progress):
-    import sdeeos
-    from sdeeos.theory import mean_square as ms
 
     c, q = cfg["sgd"], cfg["quadratic"]
     etas = list(c["eta"])
@@ -300,7 +294,7 @@ def _quadratic_sgd(cfg, progress):
     for i, eta in enumerate(etas):
         # the GD endpoint at this eta: its exact K at each B predicts which batch sizes can end there
         gd_model = _quadratic_model(cfg, eta)
-        gd = sdeeos.simulate(gd_model, "gd", n_traj=1, n_steps=c["n_steps"], seed=cfg["run"]["seed"],
+        gd = simulate(gd_model, "gd", n_traj=1, n_steps=c["n_steps"], seed=cfg["run"]["seed"],
                              progress=progress)
         gd_ntk = None if bool(gd.diverged.values[0]) else _ntk_at(gd_model, gd.final_theta.values[0])
         if gd_ntk is not None:
@@ -308,7 +302,7 @@ def _quadratic_sgd(cfg, progress):
         for j, B in enumerate(bs):
             m = _quadratic_model(cfg, eta, B)
             method = "gd" if (B == q["n"] and q["sampling"] != "with_replacement") else "sgd"
-            ds = sdeeos.simulate(m, method, n_traj=c["n_traj"], n_steps=c["n_steps"], seed=cfg["run"]["seed"],
+            ds = simulate(m, method, n_traj=c["n_traj"], n_steps=c["n_steps"], seed=cfg["run"]["seed"],
                                  record_every=c["record_every"], progress=progress)
             alive = ~ds.diverged.values
             res["survival"][i, j] = alive.mean()
@@ -357,7 +351,6 @@ def _figures(ds, cfg, out_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sdeeos.plotting import save_figure
 
     name, formats = cfg["name"] if "name" in cfg else "stochastic_eos_qr", tuple(cfg["output"]["figure_formats"])
     paths = []
@@ -531,11 +524,8 @@ def _summary(ds) -> dict:
     return out
 
 
-@register_study_runner("stochastic_eos_qr", schema=SCHEMA)
-def run_stochastic_eos_qr(cfg, out_dir: Path, *, progress: bool = True) -> xr.Dataset:
+def run(cfg, out_dir: Path, *, progress: bool = True) -> xr.Dataset:
     """Quadratic regression: when the noise kernel K ~ 1 binds and when eta*lambda_max ~ 2 binds."""
-    from sdeeos._io import write_dataset
-    from sdeeos._provenance import provenance_attrs
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -562,22 +552,3 @@ def run_stochastic_eos_qr(cfg, out_dir: Path, *, progress: bool = True) -> xr.Da
     write_dataset(ds, out_dir / f"{name}{ext}")
     (out_dir / f"{name}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return ds
-
-
-def main(argv=None) -> int:
-    from sdeeos._study import load_study, run_study
-
-    parser = argparse.ArgumentParser(prog="python -m sdeeos._studies.stochastic_eos_qr", description=__doc__.splitlines()[0])
-    parser.add_argument("file", nargs="?", default=str(Path(__file__).with_suffix(".toml")))
-    parser.add_argument("--out", default=None, help="output directory (default: out/<name>)")
-    parser.add_argument("--quick", action="store_true", help="apply the file's [quick] overrides")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    cfg = load_study(args.file, quick=args.quick)
-    ds = run_study(cfg, args.out, progress=not args.no_progress)
-    print(json.dumps(json.loads(ds.attrs["study_summary"]), indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,14 +15,37 @@ import math
 from pathlib import Path
 
 import numpy as np
+import sympy as sp
 import xarray as xr
 
-from .._study import Field, Table, register_study_runner
-from ..plotting import COLORS, loglog_fit, mark_edge, new_figure, plot_gap_points, plot_sharpness_traces, save_figure
-from ._common import (OUTPUT_TABLE, RUN_TABLE, batch_noise_table, converged, figure_formats, model_table,
-                      require_model, sweep_kwargs, sweep_store, write_outputs)
+from ..models import SelfStabilization
+from ..plotting import (
+    COLORS,
+    loglog_fit,
+    mark_edge,
+    new_figure,
+    plot_gap_points,
+    plot_sharpness_traces,
+    save_figure,
+)
+from ..sweeps import sweep
+from ..theory import batch_noise
+from ..theory import self_stabilization as theory
+from ._common import (
+    OUTPUT_TABLE,
+    RUN_TABLE,
+    batch_noise_table,
+    converged,
+    figure_formats,
+    model_table,
+    require_model,
+    sweep_kwargs,
+    sweep_store,
+    write_outputs,
+)
+from ._schema import Field, Table
 
-__all__ = ["run_sharpness_gap", "SCHEMA", "validity_batch_size"]
+__all__ = ["run", "SCHEMA", "validity_batch_size"]
 
 SCHEMA = {
     "model": model_table(("eta", "alpha", "beta")),
@@ -44,9 +67,7 @@ SCHEMA = {
 
 def validity_batch_size(alpha, beta, n_data, sigma_1, sampling) -> float:
     r"""The (real) batch size at which :math:`\sigma_u^2(B) = 4\alpha^2/\beta`, from the SymPy noise factor."""
-    import sympy as sp
 
-    from ..theory import batch_noise
 
     a = batch_noise.derive_noise_covariance_coefficients(sampling)["centred"]
     expr = sp.lambdify(batch_noise.batch_size, a.subs(batch_noise.n_data, n_data) * sigma_1**2 - 4 * alpha**2 / beta)
@@ -66,18 +87,13 @@ def validity_batch_size(alpha, beta, n_data, sigma_1, sampling) -> float:
 
 
 def _sigma_sq(batch_sizes, n_data, sigma_1, sampling):
-    from ..theory import batch_noise
 
     return np.array([sigma_1**2 * float(batch_noise.centred_coefficient(int(b), n_data, sampling))
                      for b in batch_sizes])
 
 
-@register_study_runner("sharpness_gap", schema=SCHEMA)
-def run_sharpness_gap(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
+def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Dataset:
     """Reduced model: gap vs sigma_u^2 (via batch size) and vs eta, with closure predictions and fitted slopes."""
-    from .._sweep import sweep
-    from ..models import SelfStabilization
-    from ..theory import self_stabilization as theory
 
     grid = {k: list(v) for k, v in cfg["grid"].items()}
     if "eta" in grid and "eta" in cfg["model"]:

@@ -1,0 +1,247 @@
+"""The run contract: what a model, a run and an engine are, in one bottom module.
+
+`SymbolicStep` is a method's update written in SymPy; `Model` is anything `simulate` can run (it makes a
+run state, names an engine and collects results); `RunSpec` is everything that determines a run's
+result; `RunState` holds the host arrays of a run in progress; an `Engine` advances a run state in place.
+
+Engines import only this module (and the RNG); models import it and may import engines; `simulate` and
+`sweep` sit above both.  An engine advances every trajectory from step ``t0`` to ``t1``.  Because draws
+are keyed by (seed, trajectory, step) and partial sums are folded at absolute step multiples of
+``FOLD``, a run split into any number of segments, on any number of threads, gives bit-identical
+results: this is what makes progress bars, checkpoints and resume exact.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import ClassVar, Mapping
+
+import numpy as np
+import sympy as sp
+
+from ._errors import ParameterError
+from ._rng import as_seed, stream_keys
+from ._validation import check_choice, check_int
+
+__all__ = ["SymbolicStep", "Model", "FOLD", "RunSpec", "RunState", "Engine", "ensemble_summary"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SymbolicStep:
+    r"""One step of a method, symbolically.
+
+    ``update[i]`` is the new value of ``state[i]`` as an expression in ``state``, ``params`` and
+    ``noise`` (independent standard normals, fresh at every step).  ``observables`` are expressions
+    in ``state`` and ``params`` whose time averages and mean squares are streamed per trajectory.
+    """
+
+    state: tuple[sp.Symbol, ...]
+    params: tuple[sp.Symbol, ...]
+    noise: tuple[sp.Symbol, ...]
+    update: tuple[sp.Expr, ...]
+    observables: Mapping[str, sp.Expr]
+
+    def __post_init__(self):
+        if len(self.update) != len(self.state):
+            raise ValueError("one update expression per state variable")
+        allowed = set(self.state) | set(self.params) | set(self.noise)
+        for expr in tuple(self.update) + tuple(self.observables.values()):
+            extra = sp.sympify(expr).free_symbols - allowed
+            if extra:
+                raise ValueError(f"expression {expr} uses undeclared symbols {extra}")
+        for name, expr in self.observables.items():
+            if sp.sympify(expr).free_symbols & set(self.noise):
+                raise ValueError(f"observable {name} must not depend on the noise")
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.state)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.params)
+
+    @property
+    def n_noise(self) -> int:
+        return len(self.noise)
+
+    def signature(self) -> str:
+        """A string that determines the generated kernel (used as a compilation cache key)."""
+        return repr((self.state, self.params, self.noise, self.update, tuple(self.observables.items())))
+
+
+class Model(abc.ABC):
+    """Anything `simulate` can run: it makes a run state, names an engine, and collects results.
+
+    Symbolic models derive from `EnsembleModel`, which implements the three hooks once for all of
+    them.  Models whose step is linear algebra (e.g. quadratic regression) implement them with their
+    own run state and engines, and still get segmentation, progress, checkpoints and provenance
+    from `simulate`.
+    """
+
+    #: CLI / dataset name, e.g. ``"self-stabilization"``.
+    name: ClassVar[str]
+    #: methods this model supports, e.g. ``("gd", "sgd", "pgd")``.
+    methods: ClassVar[tuple[str, ...]]
+    #: state magnitude above which a trajectory counts as diverged.
+    divergence_bound: ClassVar[float] = 1e100
+
+    # ------------------------------------------------------------------ to implement
+    @abc.abstractmethod
+    def parameters(self) -> dict[str, float]:
+        """Parameter values by name (all numeric attributes that identify the model)."""
+
+    @abc.abstractmethod
+    def initial_state(self) -> dict[str, float]:
+        """Initial conditions that identify the run (recorded in the dataset's attrs)."""
+
+    @abc.abstractmethod
+    def new_run(self, spec):
+        """A fresh run state for ``spec`` (an object with ``t`` and ``arrays()``, see `RunState`)."""
+
+    @abc.abstractmethod
+    def engine(self, backend: str):
+        """The engine (with ``advance(spec, run, t1, n_threads)``) that runs this model on ``backend``."""
+
+    @abc.abstractmethod
+    def collect(self, spec, run) -> tuple[dict, dict, dict]:
+        """``(data_vars, coords, summary)`` of a finished run; ``summary`` holds the scalars."""
+
+    # ------------------------------------------------------------------ optional hooks
+    def default_method(self) -> str:
+        return self.methods[0]
+
+    def check_method(self, method: str | None) -> str:
+        method = self.default_method() if method is None else method
+        return check_choice("method", method, self.methods)
+
+    def validate_run(self, method: str) -> None:
+        """Raise ``ParameterError`` when this model cannot run ``method`` with its parameters."""
+
+    def run_notes(self, method: str) -> dict[str, object]:
+        """Attributes describing the regime of this run (e.g. whether a stationary state exists)."""
+        return {}
+
+    def predictions(self, method: str) -> dict[str, float]:
+        """Theory predictions (from the SymPy-derived formulas) for the ensemble summaries."""
+        return {}
+
+    def summarize(self, method: str, summary: dict[str, float]) -> dict[str, float]:
+        """Model-specific ensemble summaries computed from the generic ones (``summary``)."""
+        return {}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in {**self.parameters(), **self.initial_state()}.items())
+        return f"{type(self).__name__}({params})"
+
+
+#: Partial sums are folded into the totals every FOLD absolute steps (and at the last step); a
+#: trajectory found non-finite or beyond the divergence bound at a fold is marked diverged and
+#: its unfinished partial sums are dropped.
+FOLD = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's result (besides the model's parameter values)."""
+
+    model: Model
+    method: str
+    n_traj: int
+    n_steps: int
+    burn_in: int
+    seed: int
+    record_every: int  # 0: no recording
+
+    @classmethod
+    def checked(cls, model: Model, method, *, n_traj, n_steps, burn_in=None, seed=0, record_every=None) -> "RunSpec":
+        """A spec from user input, every setting validated (one place for every entry point).
+
+        ``burn_in`` defaults to ``n_steps // 2``; ``record_every=None`` means no recording.
+        """
+        if not isinstance(model, Model):
+            raise ParameterError(f"model must be an sdeeos Model, got {type(model).__name__}")
+        method = model.check_method(method)
+        n_traj = check_int("n_traj", n_traj, low=1)
+        n_steps = check_int("n_steps", n_steps, low=1)
+        burn_in = n_steps // 2 if burn_in is None else check_int("burn_in", burn_in, low=0, high=n_steps - 1)
+        seed = int(as_seed(seed))
+        record_every = 0 if record_every is None else check_int("record_every", record_every, low=1)
+        model.validate_run(method)
+        return cls(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in,
+                   seed=seed, record_every=record_every)
+
+    @property
+    def step(self) -> SymbolicStep:
+        return self.model.step(self.method)
+
+    @property
+    def n_records(self) -> int:
+        return 0 if self.record_every == 0 else -(-self.n_steps // self.record_every)
+
+
+@dataclasses.dataclass
+class RunState:
+    """Host-side arrays of a run in progress (all per trajectory; shapes in comments)."""
+
+    t: int                       # next step to take
+    state: np.ndarray            # (n_state, n_traj) float64
+    params: np.ndarray           # (n_params,)
+    keys: np.ndarray             # (n_traj,) uint64
+    gammas: np.ndarray           # (n_traj,) uint64
+    acc_sum: np.ndarray          # (n_obs, n_traj) folded sums of each observable
+    acc_sq: np.ndarray           # (n_obs, n_traj) folded sums of squares
+    part_sum: np.ndarray         # (n_obs, n_traj) partial sums since the last fold
+    part_sq: np.ndarray          # (n_obs, n_traj)
+    alive: np.ndarray            # (n_traj,) uint8
+    diverged_step: np.ndarray    # (n_traj,) int64, -1 while alive
+    burn_state: np.ndarray       # (n_state, n_traj) state at t == burn_in
+    rec: np.ndarray              # (n_records, n_state + n_obs, n_traj), or (0, ., n_traj)
+
+    @classmethod
+    def initial(cls, spec: RunSpec) -> "RunState":
+        step = spec.step
+        n, ns, no = spec.n_traj, len(step.state), len(step.observables)
+        keys, gammas = stream_keys(spec.seed, n)
+        state = np.repeat(spec.model.initial_vector(spec.method)[:, None], n, axis=1)
+        zeros = lambda: np.zeros((no, n))  # noqa: E731
+        return cls(
+            t=0, state=np.ascontiguousarray(state), params=spec.model.param_vector(spec.method),
+            keys=keys, gammas=gammas, acc_sum=zeros(), acc_sq=zeros(), part_sum=zeros(),
+            part_sq=zeros(), alive=np.ones(n, np.uint8), diverged_step=np.full(n, -1, np.int64),
+            burn_state=np.full((ns, n), np.nan),
+            rec=np.full((spec.n_records, ns + no, n), np.nan),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+class Engine(abc.ABC):
+    """A backend that advances a `RunState` in place."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """``(True, "")`` or ``(False, reason)``."""
+        return True, ""
+
+    @abc.abstractmethod
+    def advance(self, spec: RunSpec, run: RunState, t1: int, n_threads: int | None = None) -> None:
+        """Advance ``run`` from ``run.t`` to ``t1`` (exclusive) and set ``run.t = t1``."""
+
+
+def ensemble_summary(per_traj_mean: np.ndarray, alive: np.ndarray) -> tuple[float, float]:
+    """Mean over surviving trajectories and its standard error, std(ddof=1)/sqrt(n_alive).
+
+    Trajectories are independent, so per-trajectory time averages give an honest error bar
+    whatever the autocorrelation within a trajectory.
+    """
+    vals = per_traj_mean[alive]
+    if vals.size == 0:
+        return float("nan"), float("nan")
+    mean = float(np.mean(vals))
+    se = float(np.std(vals, ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else float("nan")
+    return mean, se

@@ -1,0 +1,143 @@
+"""`TrainConfig`: every setting of a real-network training run, declared once.
+
+The dataclass is the single source of truth for the training settings: `sdeeos.torch.train` takes it,
+``sdeeos train`` derives its command-line options from its fields (name, type, help), and the
+real-network study kinds derive their schema's training keys from it.  This module does not import
+torch, so the CLI's help and the study files' validation work without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+import numpy as np
+
+from ._errors import ParameterError
+from ._validation import check_choice, check_int, check_real
+
+__all__ = ["TrainConfig", "OPTIMIZERS", "DATASETS", "MODELS", "LOSSES", "DTYPES", "setting_type"]
+
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "eos-sgd")
+DATASETS = ("mnist1d", "digits")
+MODELS = ("mlp-tanh", "mlp-relu", "cnn-tanh", "cnn-relu")
+LOSSES = ("mse", "ce")
+DTYPES = ("float32", "float64")
+
+
+def _setting(default, help: str, *, choices=None, low=None, high=None, low_open=False, high_open=False):
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open})
+
+
+def _unit(**kw):  # an interval [0, 1)
+    return dict(low=0.0, high=1.0, high_open=True, **kw)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a training run (all of them go into the dataset's attributes)."""
+
+    dataset: str = _setting("mnist1d", "data set", choices=DATASETS)
+    n_train: int | None = _setting(None, "keep the first N training examples (>= 2)", low=2)
+    n_test: int | None = _setting(None, "keep the first N test examples (>= 2)", low=2)
+    loss: str = _setting("mse", "mse (1/2 ||f - onehot||^2 summed over outputs, mean over examples) | ce",
+                         choices=LOSSES)
+    model: str = _setting("mlp-tanh", "network", choices=MODELS)
+    width: int = _setting(100, "MLP hidden width", low=1)
+    depth: int = _setting(2, "MLP hidden layers", low=1)
+    channels: int = _setting(16, "CNN channels", low=1)
+    optimizer: str = _setting("gd", "optimizer", choices=OPTIMIZERS)
+    lr: float = _setting(0.1, "step size (EoS-SGD: unused, see eos_eta_max)", low=0.0, low_open=True)
+    batch_size: int | None = _setting(None, "mini-batch size (default: full batch; EoS-SGD: >= 2)", low=1)
+    momentum: float = _setting(0.9, "heavy-ball momentum of the momentum optimizer", **_unit())
+    adam_beta1: float = _setting(0.9, "Adam beta1", **_unit())
+    adam_beta2: float = _setting(0.999, "Adam beta2", **_unit())
+    eos_c: float = _setting(1.0, "EoS-SGD noise coefficient c >= 0", low=0.0)
+    eos_eta_max: float = _setting(1.0, "EoS-SGD step-size cap eta_max > 0", low=0.0, low_open=True)
+    eos_k: int = _setting(50, "EoS-SGD curvature refresh period k >= 1", low=1)
+    eos_momentum: float = _setting(0.0, "EoS-SGD heavy-ball momentum", **_unit())
+    eos_lanczos_steps: int = _setting(5, "EoS-SGD Lanczos steps per refresh", low=1)
+    eos_noise_ema: float = _setting(0.9, "EoS-SGD EMA factor of the projected noise variance", **_unit())
+    eos_curvature_batch_size: int = _setting(256, "EoS-SGD examples in the curvature batch", low=1)
+    n_steps: int = _setting(1000, "number of optimizer steps", low=0)
+    eval_every: int = _setting(50, "loss/accuracy stride (steps)", low=1)
+    sharpness_every: int = _setting(200, "sharpness stride (steps; 0 = off)", low=0)
+    sharpness_tol: float = _setting(1e-3, "Lanczos relative residual tolerance", low=0.0, low_open=True)
+    sharpness_max_iter: int = _setting(100, "Lanczos iteration cap", low=1)
+    sharpness_dtype: str = _setting("same", "dtype of the sharpness computation", choices=("same",) + DTYPES)
+    sharpness_n_train: int | None = _setting(None, "compute sharpness on the first N training examples", low=2)
+    measure_theory: bool = _setting(False, "also measure alpha, beta, sigma_u^2, batch sharpness and the "
+                                           "predicted gap")
+    theory_start: int = _setting(0, "measure the theory's quantities from this step on", low=0)
+    batch_sharpness_batches: int = _setting(8, "batches per batch-sharpness estimate", low=2)
+    dtype: str = _setting("float32", "training dtype", choices=DTYPES)
+    # derived generators use seed + offsets < 2**62: every accepted seed keeps them below 2**64
+    seed: int = _setting(0, "seed of initialisation and batch sampling", low=0, high=2**63 - 1)
+    target_test_accuracy: float | None = _setting(None, "stop when the test accuracy reaches this", low=0.0,
+                                                  high=1.0)
+    threads: int | None = _setting(None, "torch threads", low=1)
+
+    def validated(self) -> "TrainConfig":
+        """A checked copy: every setting in its declared range (`ParameterError` naming it otherwise).
+
+        >>> TrainConfig(lr=0.2, batch_size=50).validated().lr
+        0.2
+        >>> TrainConfig(momentum=1.0).validated()
+        Traceback (most recent call last):
+        sdeeos._errors.ParameterError: momentum must be in [0.0, 1.0), got 1.0
+        """
+        c = dataclasses.replace(self)
+        for f in dataclasses.fields(c):
+            value = getattr(c, f.name)
+            if value is None and _optional(f):
+                continue
+            setattr(c, f.name, _check(f, value))
+        if c.optimizer == "eos-sgd" and c.batch_size is not None:
+            c.batch_size = check_int("batch_size", c.batch_size, low=2)
+        # the optimiser multiplies parameters of the training dtype by lr: it must be representable
+        c.lr = check_real("lr", c.lr, low=0.0, low_open=True, high=float(np.finfo(c.dtype).max))
+        return c
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ParameterError(f"unknown training setting(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
+
+
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def setting_type(name: str) -> type:
+    """The value type of a setting (``int``, ``float``, ``str`` or ``bool``), ``None`` stripped.
+
+    >>> setting_type("batch_size"), setting_type("lr"), setting_type("measure_theory")
+    (<class 'int'>, <class 'float'>, <class 'bool'>)
+    """
+    hint = _TYPES[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _optional(f: dataclasses.Field) -> bool:
+    return type(None) in typing.get_args(_TYPES[f.name])
+
+
+def _check(f: dataclasses.Field, value):
+    m, kind = f.metadata, setting_type(f.name)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ParameterError(f"{f.name} must be true or false, got {value!r}")
+        return value
+    if kind is str:
+        return check_choice(f.name, value, m["choices"])
+    if kind is int:
+        return check_int(f.name, value, low=m["low"], high=m["high"])
+    return check_real(f.name, value, low=m["low"], high=m["high"], low_open=m["low_open"],
+                      high_open=m["high_open"])

@@ -1,0 +1,135 @@
+r"""Shared pieces of the real-network study kinds (``real_eos``, ``real_gap``, ``eos_sgd_vs_baselines``).
+
+Their configurations are validated by the study schema: the study's own keys plus every training
+setting of `sdeeos.TrainConfig` (`train_fields`), so the keys of a study file, the fields of the
+dataclass and the options of ``sdeeos train`` are one list.  Importing this module imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import numpy as np
+import xarray as xr
+
+from .._errors import ParameterError
+from .._provenance import provenance_attrs
+from .._train_config import TrainConfig, setting_type
+from ..plotting import save_figure
+from ..torch import train
+from ._schema import Field, StudyConfig
+
+__all__ = ["train_fields", "batch_sizes_field", "split_config", "batch_axis", "study_attrs",
+           "run_over_batch_sizes", "combine_runs", "save_study", "study_settings", "TRAIN_KEYS"]
+
+TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+_FIELD_TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
+
+
+def train_fields(**overrides) -> dict[str, Field]:
+    """One schema field per `TrainConfig` setting (its type, choices, range and help); ``overrides``
+    replace some (e.g. a study's own default)."""
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        m = f.metadata
+        out[f.name] = Field(_FIELD_TYPES[setting_type(f.name)], doc=m["help"], choices=m["choices"],
+                            low=m["low"], high=m["high"], low_open=m["low_open"],
+                            high_open=m["high_open"])
+    out.update(overrides)
+    return out
+
+
+def _check_batch_sizes(values: list) -> list:
+    for v in values:
+        if not (v == "full" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)):
+            raise ParameterError(f"each batch size must be \"full\" or a positive integer, got {v!r}")
+    return values
+
+
+def batch_sizes_field(default: list) -> Field:
+    return Field("list[any]", default=default, min_len=1, check=_check_batch_sizes,
+                 doc='batch sizes: "full" (GD, B = n) or positive integers')
+
+
+def study_settings(cfg: StudyConfig) -> dict:
+    """The validated study as the plain dict the runners take (less ``kind`` and ``name``)."""
+    return {k: v for k, v in cfg.items() if k not in ("kind", "name")}
+
+
+def save_study(ds: xr.Dataset, fig, out_dir: pathlib.Path, name: str) -> None:
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(out_dir / f"{name}.nc", engine="h5netcdf")
+    save_figure(fig, out_dir, name, dpi=130)
+
+
+def split_config(config: dict, study_keys: dict, name: str) -> tuple[dict, dict]:
+    """Separate study-level keys (with defaults) from training settings; reject unknown keys."""
+    config = dict(config)
+    for key in ("study", "kind", "quick"):
+        config.pop(key, None)
+    study = {k: config.pop(k, v) for k, v in study_keys.items()}
+    for key in ("title", "description"):  # free text allowed by every study file
+        if key in config:
+            study[key] = config.pop(key)
+    unknown = sorted(set(config) - TRAIN_KEYS)
+    if unknown:
+        raise ParameterError(f"{name}: unknown config key(s) {unknown}; allowed: study keys "
+                             f"{sorted(study_keys)} and training settings {sorted(TRAIN_KEYS)}")
+    return study, config
+
+
+def batch_axis(ax, values) -> None:
+    """Log-scaled batch-size axis with the batch sizes themselves as tick labels."""
+    ax.set_xscale("log")
+    vals = sorted({int(v) for v in np.asarray(values).ravel()})
+    ax.set_xticks(vals, [str(v) for v in vals])
+    ax.minorticks_off()
+
+
+def study_attrs(name, study, base, seconds) -> dict:
+    attrs = {"study": name, "study_wall_time_s": float(seconds)}
+    for k, v in {**study, **base}.items():
+        if isinstance(v, (list, tuple, dict)):
+            v = repr(v)
+        attrs[k] = v
+    return provenance_attrs(**attrs)
+
+
+def run_over_batch_sizes(base: dict, batch_sizes, progress: bool, label: str, extra=None):
+    runs = []
+    n_train = None
+    for b in batch_sizes:
+        cfg = dict(base)
+        if b in (None, "full", 0):
+            cfg["optimizer"] = "gd"
+            cfg["batch_size"] = None
+        else:
+            cfg["optimizer"] = "sgd"
+            cfg["batch_size"] = int(b)
+        if extra is not None:
+            cfg.update(extra(b))
+        t0 = time.perf_counter()
+        ds = train(cfg, progress=progress, on_nonfinite="stop")
+        n_train = ds.attrs["n_train_effective"]
+        if progress:
+            print(f"[{label}] B={ds.attrs['batch_size_effective']}: {time.perf_counter() - t0:.1f}s, "
+                  f"stopped: {ds.attrs['stopped_reason']}", flush=True)
+        runs.append(ds)
+    return runs, n_train
+
+
+def combine_runs(runs, dim="batch_size"):
+    keys = [int(r.attrs["batch_size_effective"]) for r in runs]
+    stripped = []
+    for r in runs:
+        r = r.copy()
+        r.attrs = {}
+        stripped.append(r)
+    ds = xr.concat(stripped, dim=dim, join="outer", coords="different", compat="equals",
+                   data_vars="all")
+    return ds.assign_coords({dim: keys})
+
+
