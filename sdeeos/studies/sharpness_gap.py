@@ -129,8 +129,10 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
     for j, eta in enumerate(ds["eta"].values):
         sub = ds.isel(eta=j)
         b = sub["batch_size"].values
+        # every point of a grid without a GD point has the same method: then it is an attribute
+        method = sub["method"].values if "method" in sub else np.full(b.shape, ds.attrs.get("method"))
         sel = ((b >= bmin) & (b <= bmax) & sub["converged"].values & (sub["sharpness_gap"].values > 0)
-               & (sub["method"].values == "sgd") if "method" in sub else (b >= bmin) & (b <= bmax))
+               & (method == "sgd"))
         g, s2 = sub["sharpness_gap"].values[sel], sub["sigma_sq"].values[sel]
         ex, le = sub["sharpness_gap_predicted_exact"].values[sel], sub["sharpness_gap_predicted_leading"].values[sel]
         for key, x, store in (("gap_batch_slope", b[sel], fits_b), ("gap_sigma_sq_slope", s2, fits_s)):
@@ -280,7 +282,8 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
             c = COLORS[k % len(COLORS)]
             paths = p["path_sharpness"].values if "path_sharpness" in p else None
             gap_th = float(p["sharpness_gap_predicted_exact"])
-            lab = f"$B={int(bval)}$" + (" (GD)" if str(p["method"].values) == "gd" else
+            method = str(p["method"].values) if "method" in p else ds.attrs.get("method")
+            lab = f"$B={int(bval)}$" + (" (GD)" if method == "gd" else
                                         rf", $\sigma_u^2={float(p['sigma_sq']):.3g}$")
             plot_sharpness_traces(ax, steps, paths, p["path_sharpness_ensemble_mean"].values, color=c, label=lab)
             if math.isfinite(gap_th):
