@@ -31,20 +31,53 @@ _NOTICE = b"\nsdeeos: Ctrl-C: stopping at the next consistent point (press Ctrl-
 _ABORT = b"\nsdeeos: second Ctrl-C: stopped at once; the last saved checkpoint/store is kept\n"
 
 _active: "SigintDeferred | None" = None
+_pipe: tuple[int, int] | None = None  # (read, write): the C-level wakeup fd, read by one watcher thread
+_pipe_lock = threading.Lock()
+
+
+def _watch(r: int) -> None:
+    """Count SIGINTs as they arrive (C level), even while the main thread runs a GIL-free kernel."""
+    while True:
+        try:
+            data = os.read(r, 64)
+        except OSError:  # pragma: no cover
+            return
+        guard = _active
+        if guard is None:
+            continue  # a late byte from a section that has ended
+        for byte in data:
+            if byte != signal.SIGINT:
+                continue
+            guard._count += 1
+            guard._pending = True
+            if guard._count == 1:
+                _write_stderr(_NOTICE)
+            else:
+                _write_stderr(_ABORT)
+                os._exit(EXIT_STATUS_INTERRUPTED)
+
+
+def _wakeup_pipe() -> tuple[int, int]:
+    global _pipe
+    with _pipe_lock:
+        if _pipe is None:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            threading.Thread(target=_watch, args=(r,), name="sdeeos-sigint", daemon=True).start()
+            _pipe = (r, w)
+    return _pipe
 
 
 class SigintDeferred:
     """``with SigintDeferred() as guard: ... guard.commit_point() ...``: see the module docstring."""
 
-    __slots__ = ("_owner", "_pending", "_old_handler", "_old_wakeup", "_pipe", "_watcher", "_count")
+    __slots__ = ("_owner", "_pending", "_old_handler", "_old_wakeup", "_count")
 
     def __init__(self) -> None:
         self._owner = False
         self._pending = False
         self._old_handler = None
         self._old_wakeup = -1
-        self._pipe: tuple[int, int] | None = None
-        self._watcher: threading.Thread | None = None
         self._count = 0
 
     @property
@@ -60,47 +93,21 @@ class SigintDeferred:
             return self
         if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
             return self
-        r, w = os.pipe()
-        os.set_blocking(w, False)
+        _, w = _wakeup_pipe()
         try:
             self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         except (ValueError, OSError):  # pragma: no cover - not the main interpreter
-            os.close(r)
-            os.close(w)
             return self
-        self._pipe = (r, w)
-        self._old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         # The Python-level handler runs only between bytecodes, i.e. after a compiled kernel
         # returns; the watcher reads the C-level wakeup byte at once, so a second Ctrl-C works
         # even inside a long (GIL-free) kernel.
-        self._watcher = threading.Thread(target=self._watch, name="sdeeos-sigint", daemon=True)
-        self._watcher.start()
-        self._owner = True
         _active = self
+        self._owner = True
+        self._old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
     def _on_sigint(self, signum, frame) -> None:
         self._pending = True
-
-    def _watch(self) -> None:
-        r = self._pipe[0]
-        while True:
-            try:
-                data = os.read(r, 64)
-            except OSError:  # pragma: no cover
-                return
-            if not data or b"\0" in data:
-                return  # the section ended
-            for byte in data:
-                if byte != signal.SIGINT:
-                    continue
-                self._count += 1
-                self._pending = True
-                if self._count == 1:
-                    _write_stderr(_NOTICE)
-                else:
-                    _write_stderr(_ABORT)
-                    os._exit(EXIT_STATUS_INTERRUPTED)
 
     def commit_point(self) -> None:
         """Raise the deferred ``KeyboardInterrupt`` here, where the caller's state is consistent."""
@@ -111,19 +118,10 @@ class SigintDeferred:
         global _active
         if not self._owner:
             return
-        _active = None
         self._owner = False
         signal.signal(signal.SIGINT, self._old_handler)
         signal.set_wakeup_fd(self._old_wakeup)
-        r, w = self._pipe
-        try:
-            os.write(w, b"\0")
-        except OSError:  # pragma: no cover - full pipe: the watcher is reading anyway
-            pass
-        self._watcher.join()
-        os.close(r)
-        os.close(w)
-        self._pipe = None
+        _active = None
         if self._pending and exc_type is None:
             raise KeyboardInterrupt
 

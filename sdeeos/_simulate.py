@@ -76,7 +76,10 @@ def _load_checkpoint(path: Path, spec: RunSpec, run) -> None:
     if digest != _spec_digest(spec):
         raise ParameterError(
             f"checkpoint {str(path)!r} belongs to a different run; delete it or choose another path")
-    if stored_sum is None or stored_sum != arrays_digest(arrays) or set(arrays) != set(run.arrays()):
+    if stored_sum is None:
+        raise DamagedDataError(f"checkpoint {str(path)!r} has no checksum (an older sdeeos wrote it) and cannot "
+                               "be verified; delete it to start the run again")
+    if stored_sum != arrays_digest(arrays) or set(arrays) != set(run.arrays()):
         raise DamagedDataError(f"checkpoint {str(path)!r} is damaged (checksum mismatch); "
                                "delete it to start the run again")
     for name, value in arrays.items():

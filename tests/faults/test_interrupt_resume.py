@@ -173,3 +173,22 @@ def test_sigint_at_random_instants_then_resume_is_bit_identical(seed, tmp_path):
         np.testing.assert_array_equal(reference[name].values, resumed[name].values, err_msg=name)
     if "sharpness_gap" in reference:
         np.testing.assert_array_equal(reference["sharpness_gap"].values, resumed["sharpness_gap"].values)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "rewrite"])
+def test_damaged_checkpoint_is_reported_in_one_line(damage, tmp_path, monkeypatch):
+    model = lambda: SelfStabilization(eta=0.01, alpha=1.0, beta=100.0, sigma=10.0)  # noqa: E731
+    kw = dict(n_traj=N_TRAJ, n_steps=N_STEPS, seed=2)
+    monkeypatch.setattr(_simulate, "_SEGMENT_WORK", SEG * N_TRAJ)
+    ckpt = tmp_path / "c.npz"
+    sdeeos.simulate(model(), checkpoint=ckpt, keep_checkpoint=True, **kw)
+    if damage == "truncate":
+        ckpt.write_bytes(ckpt.read_bytes()[:-300])
+    else:  # a valid file whose state was changed after the checksum was taken
+        with np.load(ckpt) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays["state"] = arrays["state"] + 1e-12
+        np.savez(ckpt, **arrays)
+    with pytest.raises(sdeeos.SdeeosError) as info:
+        sdeeos.simulate(model(), checkpoint=ckpt, **kw)
+    assert "damaged" in str(info.value) and "\n" not in str(info.value)
