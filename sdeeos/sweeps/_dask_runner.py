@@ -82,6 +82,9 @@ class Runner:
                     f"({type(exc).__name__}: {exc})") from None
             self.own = True
             self.description = f"dask cluster at {scheduler}"
+            # a lost scheduler is reported by `run` in one line; the client's reconnect attempts
+            # would log tracebacks meanwhile
+            self._quieted = _ClientLogQuiet()
         else:
             raise ParameterError(f"scheduler must be None, 'local', 'serial', an address or a "
                                  f"distributed.Client, got {scheduler!r}")
@@ -120,6 +123,11 @@ class Runner:
                         result = fut.result()
                     except SdeeosError as exc:
                         raise type(exc)(f"grid point ({spec.label}): {exc}") from exc
+                    except (asyncio.CancelledError, concurrent.futures.CancelledError) as exc:
+                        # the scheduler went away (its futures are cancelled), or someone cancelled ours
+                        raise SchedulerUnreachableError(
+                            f"lost the Dask scheduler ({self.description}) while grid point ({spec.label}) was "
+                            f"running ({type(exc).__name__}); finished points are stored, re-run to resume") from None
                     yield spec, result
                     fut.release()
                 if self.cluster is None and time.monotonic() - last_check > _POLL_S:
@@ -157,11 +165,29 @@ class Runner:
         return idle_since
 
     def close(self):
-        if self.own and self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-        self.client = self.cluster = None
+        try:
+            if self.own and self.client is not None:
+                self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            self.client = self.cluster = None
+            quieted = getattr(self, "_quieted", None)
+            if quieted is not None:
+                quieted.restore()
+                self._quieted = None
+
+
+class _ClientLogQuiet:
+    """Raise the ``distributed.client`` logger to CRITICAL until `restore`."""
+
+    def __init__(self):
+        self.logger = logging.getLogger("distributed.client")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.CRITICAL)
+
+    def restore(self):
+        self.logger.setLevel(self.level)
 
 
 def _probe_scheduler(address: str, timeout: float) -> None:

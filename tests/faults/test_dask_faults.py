@@ -110,3 +110,21 @@ def test_a_worker_killed_mid_task_does_not_change_the_result(tmp_path):
     for name in reference.data_vars:
         if name != "wall_time_s":
             np.testing.assert_array_equal(reference[name].values, ds[name].values, err_msg=name)
+
+
+def test_the_scheduler_dying_mid_run_is_one_line():
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       env={"NUMBA_NUM_THREADS": "1"})
+    address = cluster.scheduler_address
+    grid = {"eta": [0.01, 0.02, 0.03], "sigma": [1.0, 3.0, 5.0]}
+    settings = dict(SETTINGS, n_traj=64, n_steps=2_000_000)  # ~1 s per point: still running at the kill
+    killer = threading.Timer(3.0, cluster.close)
+    killer.start()
+    try:
+        with pytest.raises(SchedulerUnreachableError) as info:
+            sweep(SelfStabilization, grid, scheduler=address, **settings)
+    finally:
+        killer.join()
+        cluster.close()
+    text = str(info.value)
+    assert "\n" not in text and "lost the" in text and "re-run to resume" in text
