@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 
 from ._errors import SdeeosError
 
@@ -12,28 +13,39 @@ __all__ = ["SchedulerUnreachableError", "probe_scheduler"]
 
 
 class SchedulerUnreachableError(SdeeosError, ConnectionError):
-    """A Dask scheduler could not be reached within the connect timeout."""
+    """A Dask scheduler could not be reached within the connect timeout, or was lost mid-run."""
 
 
 def probe_scheduler(address: str, timeout: float) -> None:
     """Open (and close) one comm to ``address`` within ``timeout`` s, or raise `SchedulerUnreachableError`.
 
     Done before creating a ``Client``, whose failed construction leaves a half-made object that
-    complains when garbage-collected; the probe runs its own event loop in a helper thread, so it
-    also works where a loop is already running (Jupyter).
+    complains when garbage-collected.  The probe runs its own event loop in a daemon thread that
+    is never joined, and the whole exchange is bounded: a peer that accepts and then says nothing
+    (an HTTP server, a dashboard port) or answers with junk bytes can delay neither the error nor
+    the exit, and it works where a loop is already running (Jupyter).
     """
     from distributed.comm import connect
 
     async def probe():
-        comm = await connect(address, timeout=timeout)
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
         await comm.close()
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(asyncio.run, probe())
+    result: concurrent.futures.Future = concurrent.futures.Future()
+
+    def target():
         try:
-            fut.result(timeout=timeout + 5)
-        except Exception as exc:  # noqa: BLE001 - refused, unresolvable, timed out, not a scheduler...
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise SchedulerUnreachableError(
-                f"could not reach the Dask scheduler at {address!r} within {timeout:g} s ({reason}); is it "
-                "running? (omit the scheduler to use a local cluster)") from None
+            asyncio.run(probe())
+            result.set_result(None)
+        except BaseException as exc:  # noqa: BLE001 - MemoryError from junk bytes included
+            result.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+
+    threading.Thread(target=target, name="sdeeos-probe", daemon=True).start()
+    try:
+        result.result(timeout=timeout + 1)
+    except Exception as exc:  # noqa: BLE001 - refused, unresolvable, timed out, not a scheduler...
+        text = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+        raise SchedulerUnreachableError(
+            f"could not reach the Dask scheduler at {address!r} within {timeout:g} s ({reason}); is it "
+            "running, and is it a Dask scheduler? (omit the scheduler to use a local cluster)") from None

@@ -29,3 +29,15 @@ class DistExtraMissingError(SdeeosError, ImportError):
 
 class Float32ResolutionWarning(UserWarning):
     """A float32 run resolves the quantity it measures (e.g. the sharpness gap) only coarsely."""
+
+
+class DamagedDataError(SdeeosError, OSError):
+    """A file or store written by sdeeos fails its checksum or cannot be read (truncated, corrupted)."""
+
+
+class StoreLockedError(SdeeosError, RuntimeError):
+    """Another process is writing the same store or output folder (one writer per store)."""
+
+
+class ResourceError(SdeeosError, MemoryError):
+    """A run would need more memory than is available; the message gives the estimate."""

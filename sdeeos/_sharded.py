@@ -15,14 +15,14 @@ code), so they are exact too.
   ``dask worker ADDRESS --resources GPU=1``); the embedded cluster then has one GPU worker.
 * ``checkpoint=path``: each finished shard is saved (on the client) as
   ``<path>.shards/shard-<a>-<b>.npz`` the moment it arrives; a later call with the same run resumes
-  without recomputing them, and the directory is deleted once the merged run is returned.
+  without recomputing them (each shard file carries its run digest and checksum, `sdeeos._checkpoint`),
+  and the directory is deleted once the merged run is returned.
 * A shard that raises fails the whole run with `ShardFailedError`, naming the shard; nothing is
   merged from a run with a failed shard.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checkpoint import load_run_arrays, save_run_arrays
 from ._contract import RunSpec
 from ._dask_connect import SchedulerUnreachableError, probe_scheduler
 from ._errors import BackendUnavailableError, DistExtraMissingError, ParameterError, SdeeosError
@@ -153,28 +154,21 @@ def _shard_path(directory: Path, a: int, b: int) -> Path:
 
 
 def _load_shard(path: Path, digest: str) -> dict | None:
-    if not path.exists():
-        return None
-    with np.load(path) as data:
-        if str(data["spec_digest"]) != digest:
-            raise ParameterError(f"shard checkpoint {str(path)!r} belongs to a different run; delete "
-                                 f"{str(path.parent)!r} or choose another checkpoint path")
-        return {name: (int(data[name]) if name == "t" else data[name]) for name in data.files if name != "spec_digest"}
+    return load_run_arrays(path, digest, what="shard checkpoint")
 
 
 def _save_shard(path: Path, digest: str, arrays: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, spec_digest=np.array(digest), **arrays)
-    os.replace(tmp, path)  # atomic: a kill never leaves a half-written shard
+    save_run_arrays(path, digest, arrays)
 
 
 def run_sharded(spec: RunSpec, backend: str, *, n_shards: int | None, scheduler=None, checkpoint=None,
-                digest: str = "", n_threads: int | None = None,
+                digest: str = "", n_threads: int | None = None, keep_shards: bool = False,
                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> tuple[object, dict]:
     """Run ``spec`` as shards on a Dask cluster; ``(merged run state, provenance attrs)``.
 
     ``n_shards`` defaults to the number of workers of the cluster; ``digest`` identifies the run
-    in shard checkpoints (`simulate` passes its checkpoint digest).
+    in shard checkpoints (`simulate` passes its checkpoint digest); ``keep_shards`` leaves the
+    finished shards on disk for a caller that removes them once its output is written.
     """
     if n_shards is not None:
         n_shards = check_int("n_shards", n_shards, low=1, high=spec.n_traj)
@@ -211,7 +205,7 @@ def run_sharded(spec: RunSpec, backend: str, *, n_shards: int | None, scheduler=
     finally:
         if cluster is not None:
             cluster.close()
-    if directory is not None:
+    if directory is not None and not keep_shards:
         shutil.rmtree(directory, ignore_errors=True)
     attrs = {"n_shards": len(bounds), "shards_resumed": resumed,
              "shard_scheduler": cluster.description if cluster is not None else "this process",

@@ -8,14 +8,17 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
 from . import _rng
+from ._checkpoint import load_run_arrays, save_run_arrays
 from ._contract import FOLD, Model, RunSpec, ensemble_summary
-from ._errors import ParameterError
+from ._errors import DamagedDataError, ParameterError
+from ._interrupts import SigintDeferred
+from ._io import check_checkpoint_path
 from ._provenance import provenance_attrs
+from ._resources import check_run_memory, max_threads
 from ._sharded import run_sharded
 from ._validation import check_int
 
@@ -44,24 +47,19 @@ def _spec_digest(spec: RunSpec) -> str:
 
 
 def _save_checkpoint(path: Path, spec: RunSpec, run) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, spec_digest=np.array(_spec_digest(spec)), **run.arrays())
-    os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+    """Write ``run`` (a committed state: arrays and step counter of the same step) atomically."""
+    save_run_arrays(path, _spec_digest(spec), run.arrays())
 
 
 def _load_checkpoint(path: Path, spec: RunSpec, run) -> None:
     """Overwrite the fresh ``run`` with the checkpoint at ``path``, if there is one."""
-    if not path.exists():
+    arrays = load_run_arrays(path, _spec_digest(spec))
+    if arrays is None:
         return
-    with np.load(path) as data:
-        if str(data["spec_digest"]) != _spec_digest(spec):
-            raise ParameterError(
-                f"checkpoint {str(path)!r} belongs to a different run; delete it or choose another path")
-        for name in data.files:
-            if name == "spec_digest":
-                continue
-            value = data[name]
-            setattr(run, name, int(value) if name == "t" else value)
+    if set(arrays) != set(run.arrays()):
+        raise DamagedDataError(f"checkpoint {str(path)!r} is damaged (wrong arrays); delete it to start the run again")
+    for name, value in arrays.items():
+        setattr(run, name, value)
 
 
 def simulate(
@@ -80,6 +78,7 @@ def simulate(
     dtype: str = "float64",
     scheduler=None,
     n_shards: int | None = None,
+    keep_checkpoint: bool = False,
 ) -> xr.Dataset:
     r"""Run ``n_traj`` independent trajectories of ``model`` for ``n_steps`` steps.
 
@@ -112,8 +111,10 @@ def simulate(
         Show a progress bar (default: only once a run has taken more than 2 s).
     checkpoint : path, optional
         Save the run state there every 30 s and on Ctrl-C; a later call with the same arguments
-        resumes from it and deletes it when done.  A sharded run keeps each finished shard in
-        ``<checkpoint>.shards/`` instead.
+        resumes from it and deletes it when done.  Ctrl-C stops at the end of the current
+        segment (a second Ctrl-C at once), so a checkpoint always holds a consistent state and
+        the resumed run is bit-identical to an uninterrupted one.  A sharded run keeps each
+        finished shard in ``<checkpoint>.shards/`` instead.
     dtype : {"float64", "float32"}
         Precision of the state and update (``"float32"``: symbolic models on ``"numba"`` and
         ``"cupy"``, with the float32 variant of the RNG scheme; streamed sums stay float64).  Refused
@@ -125,6 +126,10 @@ def simulate(
     n_shards : int >= 1, optional
         Split the trajectories into this many contiguous ranges (default with a scheduler: one per
         worker).  Per-trajectory results are bit-identical to an unsharded run (`sdeeos._sharded`).
+    keep_checkpoint : bool
+        Leave the checkpoint (holding the finished run; for a sharded run, its shards) in place:
+        for callers that remove it only once the result is safely written (the CLI does this
+        with ``--out``).
 
     Returns
     -------
@@ -136,15 +141,17 @@ def simulate(
     spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed,
                            record_every=record_every, dtype=dtype)
     if n_threads is not None:
-        n_threads = check_int("n_threads", n_threads, low=1)
+        n_threads = check_int("n_threads", n_threads, low=1, high=max_threads())
     engine = model.engine(backend)
     if spec.dtype not in engine.dtypes:
         raise ParameterError(f"dtype {spec.dtype!r} is not supported by backend {backend!r} (supported: {list(engine.dtypes)})")
     method, n_traj, n_steps = spec.method, spec.n_traj, spec.n_steps
-    ckpt = Path(checkpoint) if checkpoint is not None else None
+    ckpt = check_checkpoint_path(checkpoint) if checkpoint is not None else None
+    check_run_memory(spec)
     if scheduler is not None or n_shards is not None:
         run, shard_attrs = run_sharded(spec, backend, n_shards=n_shards, scheduler=scheduler, checkpoint=ckpt,
-                                       digest=_spec_digest(spec), n_threads=n_threads)
+                                       digest=_spec_digest(spec), n_threads=n_threads,
+                                       keep_shards=keep_checkpoint)
         return _to_dataset(spec, run, backend, shard_attrs["sharded_wall_time_s"], 0, shard_attrs)
     run = model.new_run(spec)
     if ckpt:
@@ -156,28 +163,39 @@ def simulate(
     bar = None
     start = time.perf_counter()
     last_save = start
+    # ``committed``: the run's arrays and its step counter describe the same step.  A checkpoint
+    # is only ever written then; Ctrl-C is deferred to the commit point after each segment.
+    committed = True
     try:
         bar = tqdm(total=n_steps * n_traj, initial=run.t * n_traj, unit="traj-step", unit_scale=True,
                    desc=f"{model.name} {method}", disable=(progress is False),
                    delay=0 if progress else 2.0, leave=False)
-        while run.t < n_steps:
-            t1 = min(n_steps, run.t + seg)
-            t0 = run.t
-            engine.advance(spec, run, t1, n_threads=n_threads)
-            bar.update((t1 - t0) * n_traj)
-            if ckpt and time.perf_counter() - last_save > _CHECKPOINT_EVERY_S:
-                _save_checkpoint(ckpt, spec, run)
-                last_save = time.perf_counter()
+        with SigintDeferred() as guard:
+            while run.t < n_steps:
+                t1 = min(n_steps, run.t + seg)
+                t0 = run.t
+                committed = False
+                engine.advance(spec, run, t1, n_threads=n_threads)
+                if run.t != t1:  # pragma: no cover - an engine that breaks the contract
+                    raise RuntimeError(f"engine {engine.name!r} did not advance the run to step {t1}")
+                committed = True
+                bar.update((t1 - t0) * n_traj)
+                if ckpt and time.perf_counter() - last_save > _CHECKPOINT_EVERY_S:
+                    _save_checkpoint(ckpt, spec, run)
+                    last_save = time.perf_counter()
+                guard.commit_point()
+            if ckpt and keep_checkpoint and run.t > resumed_from:
+                _save_checkpoint(ckpt, spec, run)  # the finished state: a re-run only rebuilds the output
     except KeyboardInterrupt:
-        if ckpt:
+        if ckpt and committed:
             _save_checkpoint(ckpt, spec, run)
         raise
     finally:
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - start
-    if ckpt and ckpt.exists():
-        ckpt.unlink()
+    if ckpt and not keep_checkpoint:
+        ckpt.unlink(missing_ok=True)
     return _to_dataset(spec, run, backend, wall, resumed_from)
 
 

@@ -13,6 +13,8 @@ import types
 import typing
 from typing import Any
 
+import numpy as np
+
 from ._errors import ParameterError
 from ._validation import check_choice, check_int, check_real
 
@@ -72,7 +74,8 @@ class TrainConfig:
     theory_start: int = _setting(0, "measure the theory's quantities from this step on", low=0)
     batch_sharpness_batches: int = _setting(8, "batches per batch-sharpness estimate", low=2)
     dtype: str = _setting("float32", "training dtype", choices=DTYPES)
-    seed: int = _setting(0, "seed of initialisation and batch sampling", low=0)
+    # derived generators use seed + offsets < 2**62: every accepted seed keeps them below 2**64
+    seed: int = _setting(0, "seed of initialisation and batch sampling", low=0, high=2**63 - 1)
     target_test_accuracy: float | None = _setting(None, "stop when the test accuracy reaches this", low=0.0,
                                                   high=1.0)
     threads: int | None = _setting(None, "torch threads", low=1)
@@ -94,6 +97,8 @@ class TrainConfig:
             setattr(c, f.name, _check(f, value))
         if c.optimizer == "eos-sgd" and c.batch_size is not None:
             c.batch_size = check_int("batch_size", c.batch_size, low=2)
+        # the optimiser multiplies parameters of the training dtype by lr: it must be representable
+        c.lr = check_real("lr", c.lr, low=0.0, low_open=True, high=float(np.finfo(c.dtype).max))
         return c
 
     @classmethod

@@ -23,8 +23,9 @@ def check_real(name: str, value, *, low=None, high=None, low_open=False, high_op
     value = float(value)
     if not math.isfinite(value):
         raise ParameterError(f"{name} must be finite, got {value!r}")
-    lo_br = "(" if low_open else "["
-    hi_br = ")" if high_open else "]"
+    # infinities are never accepted: an open end is printed as open
+    lo_br = "(" if low_open or low is None else "["
+    hi_br = ")" if high_open or high is None else "]"
     rng = f"{lo_br}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi_br}"
     if low is not None and (value < low or (low_open and value == low)):
         raise ParameterError(f"{name} must be in {rng}, got {value!r}")
@@ -48,7 +49,7 @@ def check_int(name: str, value, *, low=None, high=None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ParameterError(f"{name} must be an integer, got {value!r}")
     value = int(value)
-    rng = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+    rng = f"{'(-inf' if low is None else f'[{low}'}, {'inf)' if high is None else f'{high}]'}"
     if (low is not None and value < low) or (high is not None and value > high):
         raise ParameterError(f"{name} must be an integer in {rng}, got {value!r}")
     return value

@@ -35,7 +35,7 @@ def test_json_summary_and_netcdf(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--eta", "-1", "--alpha", "1", "--beta", "1"], "eta must be in (0.0, inf]"),
+        (["--eta", "-1", "--alpha", "1", "--beta", "1"], "eta must be in (0.0, inf)"),
         (["--eta", "0.1", "--alpha", "1", "--beta", "1", "--sigma", "nan"], "sigma must be finite"),
         (["--eta", "0.1", "--alpha", "1", "--beta", "1", "--n-traj", "0"], "n_traj must be"),
         (["--eta", "0.1", "--alpha", "1", "--beta", "1", "--steps", "10", "--burn-in", "10"], "burn_in must be"),

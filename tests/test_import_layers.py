@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1] / "sdeeos"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("sdeeos._errors", "sdeeos._validation", "sdeeos._version", "sdeeos._rng", "sdeeos._io",
               "sdeeos._provenance", "sdeeos._toml", "sdeeos._statistics", "sdeeos._deprecation",
-              "sdeeos._moved", "sdeeos._dask_connect")),
+              "sdeeos._moved", "sdeeos._dask_connect", "sdeeos._checksum", "sdeeos._storelock",
+              "sdeeos._interrupts", "sdeeos._resources")),
     ("theory", ("sdeeos.theory",)),
     ("contract", ("sdeeos._contract",)),
     ("engines", ("sdeeos.engines",)),

@@ -6,7 +6,6 @@ import json
 import textwrap
 
 import numpy as np
-import pytest
 
 from sdeeos.studies import run_study
 

@@ -20,6 +20,7 @@ import xarray as xr
 
 from sdeeos import ParameterError, SelfStabilization, simulate
 from sdeeos._errors import BackendUnavailableError
+from sdeeos._io import open_dataset
 from sdeeos._rng import RNG_SCHEME
 from sdeeos.sweeps import PointSpec, SchedulerUnreachableError, sweep
 from sdeeos.sweeps import _dask_runner as sw_runner
@@ -189,7 +190,7 @@ def test_sigkill_mid_sweep_then_resume_is_bit_identical(tmp_path):
                                   before["wall_time_s"].values[done_at_kill])
     uninterrupted = sweep(SelfStabilization, KILL_GRID, **KILL_SETTINGS)
     _same(uninterrupted, resumed)
-    reopened = xr.open_zarr(store, consolidated=False).load()
+    reopened = open_dataset(store)  # verifies every point's checksum
     _same(uninterrupted, reopened)
     assert not list(store.rglob("*.partial"))
 

@@ -19,8 +19,15 @@ from .._version import __version__
 SUBCOMMAND_MODULES = ("simulate", "derive", "study", "train")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the option and what is wrong), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="sdeeos",
         description="Edge of stability of GD and SGD: simulate, derive, study, train.",
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .._errors import ParameterError
 from ..theory import derivations as reg
 
 
@@ -34,6 +35,8 @@ def _run(args) -> int:
 
 
 def _run_inner(args) -> int:
+    if args.run_all and args.name not in (None, "all"):
+        raise ParameterError(f"give a derivation NAME or --all, not both (got NAME {args.name!r} and --all)")
     name = "all" if args.run_all else args.name
     if name is None:
         print("Derivations (run one with `sdeeos derive NAME [--latex]`, all with `sdeeos derive --all`):")

@@ -12,9 +12,11 @@ import argparse
 import inspect
 import json
 import math
+import shutil
 import sys
+from pathlib import Path
 
-from .._io import write_dataset
+from .._io import check_checkpoint_path, check_output_path, write_dataset
 from .._simulate import simulate
 from ..models import MODEL_REGISTRY
 from ._plain import first_sentence, numpydoc_parameters, plain_text
@@ -98,14 +100,23 @@ def summary_dict(ds) -> dict:
 
 
 def _run(args) -> int:
+    # Outputs are checked before any work: a bad path fails in a second, not after the run.
+    if args.out:
+        check_output_path(args.out, "--out")
+    if args.checkpoint:
+        check_checkpoint_path(args.checkpoint, "--checkpoint")
     kwargs = {n: getattr(args, f"model_{n}") for n in args.model_param_names}
     model = args.model_cls(**kwargs)
     ds = simulate(model, args.method, n_traj=args.n_traj, n_steps=args.steps, burn_in=args.burn_in,
                   seed=args.seed, backend=args.backend, record_every=args.record_every,
                   n_threads=args.threads, progress=False if args.no_progress else None,
-                  checkpoint=args.checkpoint, dtype=args.dtype, scheduler=args.scheduler, n_shards=args.n_shards)
+                  checkpoint=args.checkpoint, dtype=args.dtype, scheduler=args.scheduler, n_shards=args.n_shards,
+                  keep_checkpoint=bool(args.out))
     if args.out:
         write_dataset(ds, args.out)
+        if args.checkpoint:  # only now: the output is safely in place
+            Path(args.checkpoint).unlink(missing_ok=True)
+            shutil.rmtree(f"{args.checkpoint}.shards", ignore_errors=True)
     summary = summary_dict(ds)
     if args.json:
         print(json.dumps(summary))

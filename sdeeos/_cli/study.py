@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     parser.add_argument("--scheduler", default=None, metavar="ADDR",
                         help="Dask scheduler address (tcp://host:8786) of an existing cluster; 'local' "
                              "(default) starts an embedded local cluster; 'serial' runs in this process")
+    parser.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                        help="if another run is writing the same --out folder, wait up to SECONDS for it "
+                             "(default 0: fail at once, naming it)")
     parser.add_argument("--quick", action="store_true", help="apply the file's [quick] overrides (a smoke test)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--list", action="store_true", help="list the study kinds and exit")
@@ -50,7 +53,7 @@ def _run(args) -> int:
         raise ParameterError("a study FILE is required (or --list, --replot DATASET)")
     cfg = load_study(args.file, quick=args.quick)
     scheduler = None if args.scheduler in (None, "local") else args.scheduler
-    ds = run_study(cfg, args.out, progress=not args.no_progress, scheduler=scheduler)
+    ds = run_study(cfg, args.out, progress=not args.no_progress, scheduler=scheduler, wait_for_lock=args.wait_lock)
     summary = json.loads(ds.attrs.get("study_summary", "{}")) if hasattr(ds, "attrs") else {}
     if not summary:
         default = f"out/{cfg.name}" + ("-quick" if cfg.quick else "")
@@ -75,11 +78,13 @@ def _print_summary(cfg, summary: dict) -> None:
                 if isinstance(v, dict) and "slope" in v and v["slope"] is None:
                     print(f"    {k}: no slope (n={v.get('n')}: a fit needs two points)")
                 elif isinstance(v, dict) and "slope" in v:
-                    ci = ("" if v.get("ci_low") is None else
+                    ci = ("" if v.get("ci_low") is None or v.get("ci_high") is None else
                           f" ± {(v['ci_high'] - v['ci_low']) / 2:.3f} ({100 * v.get('confidence', 0.95):g}% CI)")
                     th = "".join(f", {t.split('_')[1]} {v[t]:.3f}" for t in ("theory_exact_slope", "theory_leading_slope")
                                  if isinstance(v.get(t), (int, float)))
-                    print(f"    {k}: slope {v['slope']:.3f}{ci}; theory{th}; n={v.get('n')}")
+                    slope = v["slope"]
+                    slope = f"{slope:.3f}" if isinstance(slope, (int, float)) else "n/a (too few points)"
+                    print(f"    {k}: slope {slope}{ci}; theory{th}; n={v.get('n')}")
                 else:
                     print(f"    {k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
         else:

@@ -13,7 +13,9 @@ from types import ModuleType
 from typing import Any
 
 from .._errors import BackendUnavailableError, ParameterError
+from .._storelock import StoreLock
 from .._toml import read_toml
+from .._validation import check_nonnegative
 from ._kinds import KINDS, StudyKind
 from ._schema import (
     COMMON_FIELDS,
@@ -129,14 +131,16 @@ def _notice(message: str) -> None:
 
 
 def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool = True, scheduler=None,
-              quick: bool = False):
+              quick: bool = False, wait_for_lock: float = 0.0):
     """Run a study file (path or `StudyConfig`); write its dataset and figures under ``out_dir``.
 
     ``out_dir`` defaults to ``out/<name>`` (``out/<name>-quick`` with the ``[quick]`` overrides).
     Without dask.distributed (the ``dist`` extra) the points run in this process, and without zarr a
     ``format = "zarr"`` output is written as NetCDF; each says so in one line on stderr.
-    Returns the runner's dataset.
+    Returns the runner's dataset.  One process writes ``out_dir`` at a time: a second one fails at
+    once naming the first, or waits up to ``wait_for_lock`` seconds for it.
     """
+    wait_for_lock = check_nonnegative("wait_for_lock", wait_for_lock)
     cfg = study if isinstance(study, StudyConfig) else load_study(study, quick=quick)
     module = study_module(cfg.kind, cfg.where("kind"))
     out = Path(out_dir) if out_dir is not None else Path("out") / (cfg.name + ("-quick" if cfg.quick else ""))
@@ -156,5 +160,17 @@ def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool
         _notice("zarr is not installed (the 'dist' extra): writing NetCDF instead of Zarr")
         cfg = StudyConfig({**cfg, "output": {**output, "format": "netcdf"}}, cfg.path, cfg.lines,
                           kind=cfg.kind, name=cfg.name, quick=cfg.quick)
+    _check_writable_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    return module.run(cfg, out, **kwargs)
+    with StoreLock(out, wait=wait_for_lock, what="study output folder", lock_file=out / ".sdeeos-study.lock"):
+        return module.run(cfg, out, **kwargs)
+
+
+def _check_writable_folder(out: Path) -> None:
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ParameterError(f"--out must be a directory, but {str(probe)!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ParameterError(f"--out {str(out)!r} cannot be written: {str(probe)!r} is not a writable folder")

@@ -129,8 +129,10 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
     for j, eta in enumerate(ds["eta"].values):
         sub = ds.isel(eta=j)
         b = sub["batch_size"].values
+        # every point of a grid without a GD point has the same method: then it is an attribute
+        method = sub["method"].values if "method" in sub else np.full(b.shape, ds.attrs.get("method"))
         sel = ((b >= bmin) & (b <= bmax) & sub["converged"].values & (sub["sharpness_gap"].values > 0)
-               & (sub["method"].values == "sgd") if "method" in sub else (b >= bmin) & (b <= bmax))
+               & (method == "sgd"))
         g, s2 = sub["sharpness_gap"].values[sel], sub["sigma_sq"].values[sel]
         ex, le = sub["sharpness_gap_predicted_exact"].values[sel], sub["sharpness_gap_predicted_leading"].values[sel]
         for key, x, store in (("gap_batch_slope", b[sel], fits_b), ("gap_sigma_sq_slope", s2, fits_s)):

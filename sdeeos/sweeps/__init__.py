@@ -8,7 +8,7 @@ remote Dask execution).
 
 from .._errors import DistExtraMissingError
 from ._api import DEFAULT_CONNECT_TIMEOUT_S, sweep
-from ._dask_runner import SchedulerUnreachableError
+from ._dask_runner import DEFAULT_NO_WORKERS_TIMEOUT_S, NoWorkersError, SchedulerUnreachableError
 from ._parameter_maps import PARAMETER_MAPS, ParameterMap
 from ._points import GPU_BACKENDS, RUN_SETTINGS, PointSpec, sweep_parameter_names
 from ._stores import Store
@@ -20,6 +20,8 @@ __all__ = [
     "GPU_BACKENDS",
     "DEFAULT_CONNECT_TIMEOUT_S",
     "SchedulerUnreachableError",
+    "NoWorkersError",
+    "DEFAULT_NO_WORKERS_TIMEOUT_S",
     "DistExtraMissingError",
     "sweep_parameter_names",
     "ParameterMap",

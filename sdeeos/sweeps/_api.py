@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -42,9 +43,13 @@ from tqdm.auto import tqdm
 
 from .. import _rng
 from .._errors import BackendUnavailableError, ParameterError
+from .._interrupts import SigintDeferred
+from .._io import NETCDF_SUFFIXES as NC_SUFFIXES
 from .._provenance import provenance_attrs
-from .._validation import check_int, check_positive
-from ._dask_runner import Runner
+from .._resources import max_threads
+from .._storelock import StoreLock
+from .._validation import check_int, check_nonnegative, check_positive
+from ._dask_runner import DEFAULT_NO_WORKERS_TIMEOUT_S, Runner
 from ._points import GPU_BACKENDS, jsonable, make_points, normalize_grid, resolve_model, sweep_parameter_names
 from ._stores import LONG_NAMES, Layout, open_store
 
@@ -74,6 +79,8 @@ def sweep(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     n_threads: int | None = None,
     progress: bool | None = None,
+    wait_for_lock: float = 0.0,
+    no_workers_timeout: float = DEFAULT_NO_WORKERS_TIMEOUT_S,
 ) -> xr.Dataset:
     r"""Run `simulate` at every point of a product grid; one dimension per swept parameter.
 
@@ -121,6 +128,26 @@ def sweep(
         Numba threads per point (local-cluster workers default to 1).
     progress : bool, optional
         Progress bar over points (default: shown once the sweep has taken 2 s).
+    wait_for_lock : float >= 0
+        One process writes a store at a time (an exclusive lock beside it, ``<store>.lock``).  If
+        another process holds it, wait up to this many seconds (default 0: fail at once with a
+        message naming the holder).
+    no_workers_timeout : float > 0
+        On a cluster given by address or client: stop with an error once it has had no worker
+        for this many seconds (no workers yet, or all of them died).
+
+    Reliability: a store's points each carry a checksum; on resume every finished point is
+    verified and any damaged one is recomputed (reported on stderr), so a store never gives
+    wrong numbers for a point marked done.
+
+    Returns
+    -------
+    xarray.Dataset
+        Every scalar of `simulate` (measurements, standard errors, ``n_diverged`` and the theory's
+        predictions such as ``sharpness_gap_predicted_exact``) with the grid's dims; per-point
+        ``wall_time_s``; ``point_done``; model parameters set by a map (e.g. ``sigma``) as
+        variables; provenance in ``attrs`` (version, git revision, RNG scheme, command line, grid,
+        settings, ``sweep_digest``, scheduler).
 
     Returns
     -------
@@ -149,7 +176,11 @@ def sweep(
                     record_every=record_every, n_paths=n_paths, path_variables=path_variables,
                     stationarity_check=bool(stationarity_check), n_threads=n_threads)
     if n_threads is not None:
-        check_int("n_threads", n_threads, low=1)
+        check_int("n_threads", n_threads, low=1, high=max_threads())
+    wait_for_lock = check_nonnegative("wait_for_lock", wait_for_lock)
+    no_workers_timeout = check_positive("no_workers_timeout", no_workers_timeout)
+    if n_workers is not None:
+        n_workers = check_int("n_workers", n_workers, low=1)
     points = make_points(cls, base, grid, settings)
     for b in {p.backend for p in points}:
         _check_backend(cls, b, points)
@@ -171,38 +202,53 @@ def sweep(
         seed_note="every point uses the same seed (common random numbers) unless seed is swept",
     )
 
-    st = open_store(store, layout, digest, static, attrs)
-    done = st.done_mask()
-    todo = [p for p in points if not done[p.index]]
-    n_resumed = len(points) - len(todo)
-    start = time.perf_counter()
-    workers_used: set[str] = set()
-    description = "none (every point was already done)"
-    if todo:
-        runner = Runner(scheduler, n_workers, connect_timeout, any(p.resources for p in todo), len(todo))
-        description = runner.description
-        bar = tqdm(total=len(points), initial=n_resumed, unit="point", desc=f"sweep {cls.name}",
-                   disable=(progress is False), delay=0 if progress else 2.0, leave=bool(progress))
-        try:
-            reserved = set(layout.dims) | set(static) | {"point_done", "step", "path_traj"}
-            for spec, result in runner.run(todo):
-                # a measured scalar named like a swept parameter (e.g. closure_validity_ratio) is that
-                # parameter: the coordinate already holds it
-                result["scalars"] = {k: v for k, v in result["scalars"].items() if k not in reserved}
-                st.write(result)
-                workers_used.add(result["worker"])
-                bar.set_postfix_str(spec.label, refresh=False)
-                bar.update(1)
-        finally:
-            bar.close()
-            runner.close()
-    final = {"sweep_wall_time_s": time.perf_counter() - start, "scheduler": description,
-             "n_points_resumed": n_resumed, "n_points_computed": len(todo),
-             "n_workers_used": len(workers_used)}
-    attrs.update(final)
-    ds = st.assemble(static, attrs, final if todo else None)
-    ds.attrs.update(final)
-    return _decorate(ds)
+    path = Path(store) if store is not None else None
+    if path is not None and path.suffix not in (".zarr", *NC_SUFFIXES):
+        raise ParameterError(f"store must end in .zarr or .nc, got {str(path)!r}")
+    if path is not None and path.suffix != ".zarr" and path.is_dir():
+        raise ParameterError(f"store {str(path)!r} is a directory; give a file name ending in .nc")
+    lock = None
+    if path is not None:  # one writer per store: a second one fails at once, naming this one
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = StoreLock(path, wait=wait_for_lock, what="sweep store").acquire()
+    try:
+        st = open_store(store, layout, digest, static, attrs, {p.index: p.label for p in points})
+        done = st.done_mask()
+        todo = [p for p in points if not done[p.index]]
+        n_resumed = len(points) - len(todo)
+        start = time.perf_counter()
+        workers_used: set[str] = set()
+        description = "none (every point was already done)"
+        if todo:
+            runner = Runner(scheduler, n_workers, connect_timeout, any(p.resources for p in todo), len(todo),
+                            no_workers_timeout)
+            description = runner.description
+            bar = tqdm(total=len(points), initial=n_resumed, unit="point", desc=f"sweep {cls.name}",
+                       disable=(progress is False), delay=0 if progress else 2.0, leave=bool(progress))
+            try:
+                reserved = set(layout.dims) | set(static) | {"point_done", "point_checksum", "step", "path_traj"}
+                for spec, result in runner.run(todo):
+                    # a measured scalar named like a swept parameter (e.g. closure_validity_ratio) is that
+                    # parameter: the coordinate already holds it
+                    result["scalars"] = {k: v for k, v in result["scalars"].items() if k not in reserved}
+                    with SigintDeferred():  # a point's data, checksum and done flag go together
+                        st.write(result)
+                    workers_used.add(result["worker"])
+                    bar.set_postfix_str(spec.label, refresh=False)
+                    bar.update(1)
+            finally:
+                bar.close()
+                runner.close()
+        final = {"sweep_wall_time_s": time.perf_counter() - start, "scheduler": description,
+                 "n_points_resumed": n_resumed, "n_points_computed": len(todo),
+                 "n_workers_used": len(workers_used)}
+        attrs.update(final)
+        ds = st.assemble(static, attrs, final if todo else None)
+        ds.attrs.update(final)
+        return _decorate(ds)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _check_backend(cls, backend, points) -> None:

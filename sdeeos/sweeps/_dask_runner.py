@@ -7,16 +7,26 @@ workers (``dask worker ADDR --resources GPU=1``).  dask/distributed is optional 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import inspect
 import logging
 import os
+import time
 
 from .._dask_connect import SchedulerUnreachableError, probe_scheduler
 from .._errors import BackendUnavailableError, DistExtraMissingError, ParameterError, SdeeosError
 from .._validation import check_int
 from ._points import PointSpec, run_point
 
-__all__ = ["Runner", "SchedulerUnreachableError"]
+__all__ = ["Runner", "SchedulerUnreachableError", "NoWorkersError", "DEFAULT_NO_WORKERS_TIMEOUT_S"]
+
+DEFAULT_NO_WORKERS_TIMEOUT_S = 60.0
+_POLL_S = 1.0
+
+
+class NoWorkersError(SdeeosError, RuntimeError):
+    """The Dask cluster had no workers for longer than ``no_workers_timeout``."""
 
 
 def _import_distributed():
@@ -32,7 +42,9 @@ def _import_distributed():
 class Runner:
     """Runs point specs serially or on a dask cluster; yields results as they finish."""
 
-    def __init__(self, scheduler, n_workers, connect_timeout, need_gpu, n_todo):
+    def __init__(self, scheduler, n_workers, connect_timeout, need_gpu, n_todo,
+                 no_workers_timeout=DEFAULT_NO_WORKERS_TIMEOUT_S):
+        self.no_workers_timeout = no_workers_timeout
         self.client = None
         self.cluster = None
         self.own = False
@@ -66,6 +78,9 @@ class Runner:
                     f"({type(exc).__name__}: {exc})") from None
             self.own = True
             self.description = f"dask cluster at {scheduler}"
+            # a lost scheduler is reported by `run` in one line; the client's reconnect attempts
+            # would log tracebacks meanwhile
+            self._quieted = _ClientLogQuiet()
         else:
             raise ParameterError(f"scheduler must be None, 'local', 'serial', an address or a "
                                  f"distributed.Client, got {scheduler!r}")
@@ -86,30 +101,89 @@ class Runner:
             return
         distributed = _import_distributed()
         futures = {}
-        for spec in specs:
-            fut = self.client.submit(run_point, spec, pure=False, resources=spec.resources,
-                                     key=f"sdeeos-point-{'-'.join(map(str, spec.index))}-{os.urandom(4).hex()}")
-            futures[fut] = spec
         try:
-            for fut in distributed.as_completed(list(futures), loop=self.client.loop):
-                spec = futures[fut]
-                try:
-                    result = fut.result()
-                except SdeeosError as exc:
-                    raise type(exc)(f"grid point ({spec.label}): {exc}") from exc
-                yield spec, result
-                fut.release()
+            for spec in specs:
+                fut = self.client.submit(run_point, spec, pure=False, resources=spec.resources,
+                                         key=f"sdeeos-point-{'-'.join(map(str, spec.index))}-{os.urandom(4).hex()}")
+                futures[fut] = spec
+            finished = distributed.as_completed(list(futures), loop=self.client.loop)
+            idle_since, last_check = None, time.monotonic()
+            while not finished.is_empty():
+                # never block for good: between polls, notice a cluster without workers or a lost scheduler
+                done = finished.next_batch(block=False)
+                if not done:
+                    time.sleep(0.05)
+                for fut in done:
+                    spec = futures[fut]
+                    try:
+                        result = fut.result()
+                    except SdeeosError as exc:
+                        raise type(exc)(f"grid point ({spec.label}): {exc}") from exc
+                    except (asyncio.CancelledError, concurrent.futures.CancelledError) as exc:
+                        # the scheduler went away (its futures are cancelled), or someone cancelled ours
+                        raise SchedulerUnreachableError(
+                            f"lost the Dask scheduler ({self.description}) while grid point ({spec.label}) was "
+                            f"running ({type(exc).__name__}); finished points are stored, re-run to resume") from None
+                    yield spec, result
+                    fut.release()
+                if self.cluster is None and time.monotonic() - last_check > _POLL_S:
+                    idle_since, last_check = self._check_workers(idle_since), time.monotonic()
+        except SdeeosError:
+            raise
+        except OSError as exc:  # CommClosedError included
+            raise SchedulerUnreachableError(
+                f"lost the connection to the Dask scheduler ({self.description}): {type(exc).__name__}: "
+                f"{str(exc).strip()[:160]}; finished points are stored, re-run to resume") from None
         finally:
             for fut in futures:
                 if not fut.done():
-                    fut.cancel()
+                    try:
+                        fut.cancel()
+                    except Exception:  # noqa: BLE001 - the scheduler may be gone
+                        pass
+
+    def _check_workers(self, idle_since):
+        try:
+            n = len(self.client.nthreads())
+        except Exception as exc:  # noqa: BLE001 - the scheduler died
+            raise SchedulerUnreachableError(
+                f"lost the connection to the Dask scheduler ({self.description}): {type(exc).__name__}; "
+                "finished points are stored, re-run to resume") from None
+        if n:
+            return None
+        now = time.monotonic()
+        if idle_since is None:
+            return now
+        if now - idle_since > self.no_workers_timeout:
+            raise NoWorkersError(
+                f"the Dask cluster ({self.description}) has had no workers for {self.no_workers_timeout:g} s; "
+                "start workers (dask worker ADDRESS) or raise no_workers_timeout; finished points are stored")
+        return idle_since
 
     def close(self):
-        if self.own and self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-        self.client = self.cluster = None
+        try:
+            if self.own and self.client is not None:
+                self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            self.client = self.cluster = None
+            quieted = getattr(self, "_quieted", None)
+            if quieted is not None:
+                quieted.restore()
+                self._quieted = None
+
+
+class _ClientLogQuiet:
+    """Raise the ``distributed.client`` logger to CRITICAL until `restore`."""
+
+    def __init__(self):
+        self.logger = logging.getLogger("distributed.client")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.CRITICAL)
+
+    def restore(self):
+        self.logger.setLevel(self.level)
 
 
 def _accepts_n_workers(client) -> bool:

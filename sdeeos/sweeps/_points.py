@@ -34,6 +34,12 @@ def _model_params(cls) -> list[str]:
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def _required_params(cls) -> list[str]:
+    sig = inspect.signature(cls.__init__)
+    return [n for n, p in list(sig.parameters.items())[1:]
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is inspect.Parameter.empty]
+
+
 def sweep_parameter_names(model) -> list[str]:
     """Every name a grid (or ``params``) may use for ``model`` (a class, instance or registry name)."""
     cls = resolve_model(model, None)[0]
@@ -143,6 +149,10 @@ def make_points(cls, base, grid, settings) -> list[PointSpec]:
                 if used:
                     raise ParameterError(f"{', '.join(used)} only apply together with batch_size")
                 raise ParameterError(f"unknown parameter(s) {', '.join(stray)} for {cls.__name__}")
+            missing = [k for k in _required_params(cls) if k not in values]
+            if missing:
+                raise ParameterError(f"missing model parameter(s) {', '.join(missing)} for {cls.__name__}: "
+                                     "give them in params or grid")
             model = cls(**values)
             method = model.check_method(run.get("method", settings["method"]))
             model.validate_run(method)

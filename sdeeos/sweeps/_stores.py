@@ -9,22 +9,31 @@
   `_FinishedNetCDFStore` is such a file whose sweep is complete (nothing left to compute).
 
 A store made by a *different* sweep (other grid, settings or model) is never overwritten: that is an error.
+
+Damage is detected: every finished point carries a checksum (in its part file, or in the Zarr
+store's ``point_checksum``); on resume each finished point is verified, and one that fails -- a
+truncated or deleted chunk, a corrupt part -- is recomputed and reported in one line on stderr.
+The caller holds the store's lock (`sdeeos._storelock`) for as long as a store object is open.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from .._checksum import STATIC_ATTR, arrays_digest, point_checksum
 from .._errors import DistExtraMissingError, ParameterError
 from .._io import netcdf_safe, open_dataset, write_dataset
+from .._storelock import remove_stale_temps, unique_temp_path
 
 __all__ = ["Store", "Layout", "LONG_NAMES", "open_store"]
 
@@ -49,6 +58,7 @@ LONG_NAMES = {
                         "1/step size"),
     "sharpness_drift_stderr": ("standard error of sharpness_drift", "1/step size"),
     "point_done": ("1 once this point's results are stored", None),
+    "point_checksum": ("checksum of this point's stored results (0: none)", None),
     "stationary_state_exists": ("1 if the closure has a stationary solution, else 0", None),
 }
 
@@ -162,43 +172,66 @@ class _MemoryStore(Store):
 class _NetCDFStore(_MemoryStore):
     """``X.nc``: finished points in ``X.nc.parts/`` (atomic files); the .nc written at the end."""
 
-    def __init__(self, layout: Layout, path: Path, digest: str):
+    def __init__(self, layout: Layout, path: Path, digest: str, labels: dict | None = None):
+        # The caller holds the store's lock: every temporary here is a killed writer's leftover.
         super().__init__(layout)
         self.path = path
+        self.digest = digest
         self.parts = path.with_name(path.name + ".parts")
         self.parts.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.parts)
+        remove_stale_temps(path.parent, path)
+        for f in self.parts.glob("*.tmp*"):  # names used before temporaries were per process
+            f.unlink(missing_ok=True)
         ident = self.parts / "sweep.json"
+        found = None
         if ident.exists():
-            if json.loads(ident.read_text()).get("sweep_digest") != digest:
+            try:
+                found = json.loads(ident.read_text()).get("sweep_digest")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                _report(f"{str(ident)!r} is damaged; rewriting it (each finished point is checked on its own)")
+                found = digest
+            if found != digest:
                 raise ParameterError(f"{str(self.parts)!r} holds points of a different sweep; "
                                      "delete it or choose another store path")
-        else:
-            tmp = ident.with_suffix(".tmp")
+        if found is None or not _json_ok(ident):
+            tmp = unique_temp_path(ident)
             tmp.write_text(json.dumps({"sweep_digest": digest}))
             os.replace(tmp, ident)
+        labels = labels or {}
         for f in sorted(self.parts.glob("point-*.npz")):
             try:
                 with np.load(f) as data:
-                    result = _unpack_npz(data)
-            except Exception:  # noqa: BLE001 - a damaged part is recomputed
+                    result = _unpack_npz(data, digest)
+            except Exception as exc:  # noqa: BLE001 - a damaged part is recomputed
+                flat = f.stem.split("-")[-1]
+                try:
+                    label = labels.get(tuple(int(i) for i in np.unravel_index(int(flat), layout.shape)), flat)
+                except ValueError:
+                    label = flat
+                _report(f"sweep store {str(path)!r}: finished point ({label}) is damaged "
+                        f"({_reason(exc)}); recomputing it")
                 f.unlink(missing_ok=True)
                 continue
             super().write(result)
-        for f in self.parts.glob("*.tmp*"):
-            f.unlink(missing_ok=True)
 
     def write(self, result: dict) -> None:
         flat = int(np.ravel_multi_index(result["index"], self.layout.shape))
         target = self.parts / f"point-{flat:08d}.npz"
-        tmp = self.parts / f"point-{flat:08d}.tmp.npz"
-        np.savez(tmp, __index__=np.asarray(result["index"], dtype=np.int64),
-                 **{f"s:{k}": np.float64(v) for k, v in result["scalars"].items()},
-                 **{f"p:{k}": np.asarray(v) for k, v in result["paths"].items()})
-        os.replace(tmp, target)
+        tmp = unique_temp_path(target, ".npz")
+        entries = {"__index__": np.asarray(result["index"], dtype=np.int64),
+                   "__sweep__": np.asarray(self.digest),
+                   **{f"s:{k}": np.float64(v) for k, v in result["scalars"].items()},
+                   **{f"p:{k}": np.asarray(v) for k, v in result["paths"].items()}}
+        try:
+            np.savez(tmp, __sha256__=np.asarray(arrays_digest(entries)), **entries)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
         super().write(result)
 
     def finish(self, ds: xr.Dataset) -> None:
-        write_dataset(ds, self.path)
+        write_dataset(ds, self.path)  # renamed into place (with its checksum) before the parts go
         shutil.rmtree(self.parts, ignore_errors=True)
 
     def assemble(self, static: dict, attrs: dict, session: dict | None) -> xr.Dataset:
@@ -207,7 +240,34 @@ class _NetCDFStore(_MemoryStore):
         return ds
 
 
-def _unpack_npz(data) -> dict:
+def _report(message: str) -> None:
+    """One line on stderr about damage found and repaired (the run goes on)."""
+    print(f"sdeeos: {message}", file=sys.stderr, flush=True)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
+
+
+def _json_ok(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+
+
+class _PartDamaged(Exception):
+    pass
+
+
+def _unpack_npz(data, digest: str | None = None) -> dict:
+    entries = {k: data[k] for k in data.files if k != "__sha256__"}
+    if "__sha256__" not in data.files or str(data["__sha256__"]) != arrays_digest(entries):
+        raise _PartDamaged("checksum mismatch")
+    if digest is not None and str(data["__sweep__"]) != digest:
+        raise _PartDamaged("belongs to another sweep")
     return {"index": tuple(int(i) for i in data["__index__"]),
             "scalars": {k[2:]: float(data[k]) for k in data.files if k.startswith("s:")},
             "paths": {k[2:]: data[k] for k in data.files if k.startswith("p:")}}
@@ -216,9 +276,14 @@ def _unpack_npz(data) -> dict:
 class _ZarrStore(Store):
     """``X.zarr``: created up front, written point by point by this (single) process."""
 
-    def __init__(self, layout: Layout, path: Path, digest: str, static: dict, attrs: dict):
+    def __init__(self, layout: Layout, path: Path, digest: str, static: dict, attrs: dict,
+                 labels: dict | None = None):
+        # The caller holds the store's lock: every temporary here is a killed writer's leftover.
         zarr = _import_zarr()
         self.layout, self.path = layout, path
+        self.static = set(static)
+        self.labels = labels or {}
+        remove_stale_temps(path.parent, path)
         if path.exists():
             try:
                 group = zarr.open_group(str(path), mode="r+", zarr_format=2)
@@ -231,21 +296,78 @@ class _ZarrStore(Store):
                                      "delete it or choose another store path")
             for f in path.rglob("*.partial"):  # temp files of a killed write
                 f.unlink(missing_ok=True)
+            self.group = group
+            self._repair()
         else:
             coords = {d: (d, np.asarray(v)) for d, v in layout.coords.items()}
             coords.update(layout.extra_coords())
-            template = xr.Dataset({**static, "point_done": (tuple(layout.dims), np.zeros(layout.shape, np.int8))},
+            template = xr.Dataset({**static, "point_done": (tuple(layout.dims), np.zeros(layout.shape, np.int8)),
+                                   "point_checksum": (tuple(layout.dims), np.zeros(layout.shape, np.uint64))},
                                   coords=coords, attrs=attrs)
             template["point_done"].attrs["long_name"] = LONG_NAMES["point_done"][0]
-            enc = {"point_done": {"chunks": layout.scalar_chunks()}}
+            template["point_checksum"].attrs.update(long_name=LONG_NAMES["point_checksum"][0],
+                                                    **{STATIC_ATTR: " ".join(sorted(static))})
+            enc = {"point_done": {"chunks": layout.scalar_chunks()},
+                   "point_checksum": {"chunks": layout.scalar_chunks()}}
             for k in static:
                 enc[k] = {"chunks": layout.scalar_chunks()}
-            tmp = path.with_name(path.name + ".creating")
-            shutil.rmtree(tmp, ignore_errors=True)
-            netcdf_safe(template).to_zarr(tmp, mode="w-", consolidated=False, zarr_format=2, encoding=enc)
-            os.replace(tmp, path)  # a store either exists completely or not at all
+            tmp = unique_temp_path(path, ".zarr")
+            try:
+                netcdf_safe(template).to_zarr(tmp, mode="w-", consolidated=False, zarr_format=2, encoding=enc)
+                os.replace(tmp, path)  # a store either exists completely or not at all
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             group = zarr.open_group(str(path), mode="r+", zarr_format=2)
         self.group = group
+
+    # -- damage: unreadable chunks are removed (their points read as missing), then every point
+    # marked done is checked against its checksum; failures are recomputed, each one reported.
+    def _point_arrays(self) -> list[str]:
+        n = len(self.layout.dims)
+        return [k for k, a in self.group.arrays()
+                if len(a.shape) >= n and tuple(a.attrs.get("_ARRAY_DIMENSIONS", ())[:n]) == tuple(self.layout.dims)
+                and k not in self.static and k not in self.layout.dims]
+
+    def _read_or_drop(self, name: str) -> np.ndarray:
+        arr = self.group[name]
+        try:
+            return np.asarray(arr[...])
+        except Exception:  # noqa: BLE001 - find the unreadable chunks
+            pass
+        out = np.full(arr.shape, arr.fill_value if arr.fill_value is not None else 0, dtype=arr.dtype)
+        grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
+        for coords in itertools.product(*grid):
+            sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(coords, arr.chunks, arr.shape))
+            try:
+                out[sl] = arr[sl]
+            except Exception as exc:  # noqa: BLE001
+                _report(f"sweep store {str(self.path)!r}: chunk {'.'.join(map(str, coords))} of {name!r} is "
+                        f"damaged ({_reason(exc)}); its points will be recomputed")
+                (self.path / name / ".".join(map(str, coords))).unlink(missing_ok=True)
+        return out
+
+    def _repair(self) -> None:
+        dims = tuple(self.layout.dims)
+        if "point_checksum" not in self.group:
+            self.group.create_array("point_checksum", shape=self.layout.shape, dtype="uint64",
+                                    chunks=self.layout.scalar_chunks(), fill_value=0,
+                                    attributes={"_ARRAY_DIMENSIONS": list(dims),
+                                                "long_name": LONG_NAMES["point_checksum"][0],
+                                                STATIC_ATTR: " ".join(sorted(self.static))})
+        names = [n for n in self._point_arrays() if n not in ("point_done", "point_checksum")]
+        done = self._read_or_drop("point_done").astype(bool)
+        sums = self._read_or_drop("point_checksum").astype(np.uint64)
+        values = {n: self._read_or_drop(n).astype(np.float64) for n in names}
+        bad = []
+        for idx in zip(*np.nonzero(done)):
+            idx = tuple(int(i) for i in idx)
+            if int(sums[idx]) != point_checksum({n: v[idx] for n, v in values.items()}):
+                bad.append(idx)
+        for idx in bad:
+            _report(f"sweep store {str(self.path)!r}: finished point ({self.labels.get(idx, idx)}) fails its "
+                    "checksum; recomputing it")
+            self.group["point_done"][idx] = 0
+        self.n_damaged = len(bad)
 
     def done_mask(self) -> np.ndarray:
         return np.asarray(self.group["point_done"][...]).astype(bool)
@@ -265,17 +387,18 @@ class _ZarrStore(Store):
 
     def write(self, result: dict) -> None:
         idx = tuple(result["index"])
-        for name, value in result["scalars"].items():
+        values = {k: np.float64(v) for k, v in result["scalars"].items()}
+        values.update({k: _pad_path(np.asarray(v, float), self.layout.n_records) for k, v in result["paths"].items()})
+        for name, value in values.items():
             self._array(name)[idx] = value
-        for name, value in result["paths"].items():
-            self._array(name)[idx] = _pad_path(np.asarray(value, float), self.layout.n_records)
+        self.group["point_checksum"][idx] = point_checksum(values)
         self.group["point_done"][idx] = 1  # last: the point counts as done only after its data
 
     def finish(self, attrs_update: dict | None) -> xr.Dataset:
         if attrs_update:
             self.group.attrs.update(attrs_update)
         with xr.open_zarr(self.path, consolidated=False) as ds:
-            return ds.load()
+            return ds.load().drop_vars("point_checksum", errors="ignore")
 
     def assemble(self, static: dict, attrs: dict, session: dict | None) -> xr.Dataset:
         return self.finish(session)
@@ -301,18 +424,19 @@ class _FinishedNetCDFStore(Store):
         return self.ds
 
 
-def open_store(store: str | os.PathLike | None, layout: Layout, digest: str, static: dict, attrs: dict) -> Store:
+def open_store(store: str | os.PathLike | None, layout: Layout, digest: str, static: dict, attrs: dict,
+               labels: dict | None = None) -> Store:
     """The store for ``sweep(store=...)``: None (memory), ``.zarr`` or ``.nc``; resumes what a store holds."""
     path = Path(store) if store is not None else None
     if path is None:
         st = _MemoryStore(layout)
     elif path.suffix == ".zarr":
-        st = _ZarrStore(layout, path, digest, static, attrs)
+        st = _ZarrStore(layout, path, digest, static, attrs, labels)
     elif path.suffix in (".nc", ".nc4", ".h5", ".netcdf"):
         if path.exists():
             return _FinishedNetCDFStore(layout, path, digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        st = _NetCDFStore(layout, path, digest)
+        st = _NetCDFStore(layout, path, digest, labels)
     else:
         raise ParameterError(f"store must end in .zarr or .nc, got {str(path)!r}")
     return st

@@ -23,7 +23,7 @@ import pytest
 import sdeeos
 from sdeeos import _rng
 from sdeeos._errors import Float32ResolutionWarning, ParameterError
-from sdeeos.engines import RunSpec, RunState, get_engine
+from sdeeos.engines import RunSpec, get_engine
 from sdeeos.engines._cuda_host import HostDevice, find_cxx
 from sdeeos.engines._cupy import CupyEngine
 from sdeeos.models import CubicTaylor, Minimalist, QuadraticRegression, SelfStabilization

@@ -171,7 +171,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     rc = main(["train", "--optimizer", "eos-sgd", "--eos-c", "-1", "--out", str(tmp_path / "x.nc")])
     assert rc == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "eos_c" in err and "[0.0, inf]" in err
+    assert err.count("\n") == 1 and "eos_c" in err and "[0.0, inf)" in err
 
 
 def test_cli_non_finite_writes_partial_and_exits_1(tmp_path, capsys):
