@@ -80,7 +80,9 @@ import numpy as np
 import sympy as sp
 
 from .._errors import OutsideDomainError, ParameterError
+from . import self_stabilization as _one
 from ._expectation import expectation, moment_symbol
+from .sde import derive_lyapunov_equation
 
 __all__ = [
     "symbols",
@@ -115,9 +117,7 @@ def symbols(k: int) -> dict:
     """
     k = _check_k(k)
     if k == 1:
-        from . import self_stabilization as ss
-
-        x, y, z, eta_, alpha, beta, sigma = ss.symbols()
+        x, y, z, eta_, alpha, beta, sigma = _one.symbols()
         assert eta_ == eta
         return {"x": (x,), "y": (y,), "z": (z,), "alpha": (alpha,), "sigma": (sigma,),
                 "G": sp.Matrix([[beta]]), "eta": eta}
@@ -295,8 +295,6 @@ def derive_slow_mode_covariance() -> dict:
     :math:`d\tilde y=-\tfrac{\eta g}2\tilde r\,dt`.  Returns ``var_r`` (:math:`2r_0^2`), ``var_y``
     (:math:`gr_0/2`), ``cov`` (0) and the symbols ``(g, r0, sigma)``.
     """
-    from .sde import derive_lyapunov_equation
-
     g, r0, s_ = sp.symbols("g r0 sigma", positive=True)
     y0 = -eta * s_**2 / (2 * r0)
     A = sp.Matrix([[-2 * eta * y0, -2 * eta * r0], [eta * g / 2, 0]])  # drift = -A (r~, y~)
