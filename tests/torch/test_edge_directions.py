@@ -75,10 +75,8 @@ def test_bad_k_and_non_convergence_say_so(tiny):
 
 
 def _third_derivative(fn, theta):
-    def hess(th):
-        return torch.autograd.functional.hessian(fn, th, create_graph=True)
-
-    return torch.autograd.functional.jacobian(hess, theta.detach())  # T[a, b, c]
+    """The exact tensor T[a, b, c] = d^3 L / (d theta_a d theta_b d theta_c) (forward over the exact Hessian)."""
+    return torch.func.jacfwd(torch.func.hessian(fn))(theta.detach())
 
 
 def test_eigenvalue_gradients_and_coupling_match_the_exact_tensor(tiny, hessian_of):
