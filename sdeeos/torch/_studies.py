@@ -27,6 +27,7 @@ import xarray as xr
 
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
+from . import _regime
 from ._train import TrainConfig, train
 
 __all__ = ["STUDY_RUNNERS", "STUDY_PLOTTERS", "real_eos", "real_gap", "eos_sgd_vs_baselines",
@@ -151,6 +152,11 @@ def _combine(runs, dim="batch_size"):
     ds = xr.concat(stripped, dim=dim, join="outer", coords="different", compat="equals",
                    data_vars="all")
     return ds.assign_coords({dim: keys})
+
+
+def _regime_runner(config: dict, out_dir: pathlib.Path, *, progress: bool = True) -> xr.Dataset:
+    """The ``regime`` study (logic in :mod:`sdeeos.torch._regime`)."""
+    return _regime.run(config, out_dir, progress=progress)
 
 
 # ----------------------------------------------------------------------------- real_eos
@@ -595,8 +601,9 @@ def plot_eos_sgd_vs_baselines(ds: xr.Dataset):
     return fig
 
 
-STUDY_RUNNERS = {"real_eos": real_eos, "real_gap": real_gap, "eos_sgd_vs_baselines": eos_sgd_vs_baselines}
-STUDY_PLOTTERS = {"real_eos": plot_real_eos, "real_gap": plot_real_gap,
+STUDY_RUNNERS = {"real_eos": real_eos, "real_gap": real_gap, "eos_sgd_vs_baselines": eos_sgd_vs_baselines,
+                 "regime": _regime_runner}
+STUDY_PLOTTERS = {"real_eos": plot_real_eos, "real_gap": plot_real_gap, "regime": _regime.plot,
                   "eos_sgd_vs_baselines": plot_eos_sgd_vs_baselines}
 
 
