@@ -24,7 +24,7 @@ def _real_network_runner(kind: str):
     return runner
 
 
-for _kind in ("real_eos", "real_gap", "eos_sgd_vs_baselines", "regime"):
+for _kind in ("real_eos", "real_gap", "eos_sgd_vs_baselines", "regime", "batch_sharpness_anchor"):
     register_study_runner(_kind, _real_network_runner(_kind))
 
 __all__: list[str] = []

@@ -27,7 +27,7 @@ import xarray as xr
 
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
-from . import _regime
+from . import _batch_sharpness_anchor, _regime
 from ._train import TrainConfig, train
 
 __all__ = ["STUDY_RUNNERS", "STUDY_PLOTTERS", "real_eos", "real_gap", "eos_sgd_vs_baselines",
@@ -157,6 +157,11 @@ def _combine(runs, dim="batch_size"):
 def _regime_runner(config: dict, out_dir: pathlib.Path, *, progress: bool = True) -> xr.Dataset:
     """The ``regime`` study (logic in :mod:`sdeeos.torch._regime`)."""
     return _regime.run(config, out_dir, progress=progress)
+
+
+def _anchor_runner(config: dict, out_dir: pathlib.Path, *, progress: bool = True) -> xr.Dataset:
+    """The ``batch_sharpness_anchor`` study (logic in :mod:`sdeeos.torch._batch_sharpness_anchor`)."""
+    return _batch_sharpness_anchor.run(config, out_dir, progress=progress)
 
 
 # ----------------------------------------------------------------------------- real_eos
@@ -602,8 +607,8 @@ def plot_eos_sgd_vs_baselines(ds: xr.Dataset):
 
 
 STUDY_RUNNERS = {"real_eos": real_eos, "real_gap": real_gap, "eos_sgd_vs_baselines": eos_sgd_vs_baselines,
-                 "regime": _regime_runner}
-STUDY_PLOTTERS = {"real_eos": plot_real_eos, "real_gap": plot_real_gap, "regime": _regime.plot,
+                 "regime": _regime_runner, "batch_sharpness_anchor": _anchor_runner}
+STUDY_PLOTTERS = {"real_eos": plot_real_eos, "real_gap": plot_real_gap, "regime": _regime.plot, "batch_sharpness_anchor": _batch_sharpness_anchor.plot,
                   "eos_sgd_vs_baselines": plot_eos_sgd_vs_baselines}
 
 

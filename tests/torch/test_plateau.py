@@ -115,3 +115,30 @@ def test_regime_runner_tiny(tmp_path):
     assert name == "regime" and loaded["n_steps"] <= 400
     with pytest.raises(Exception, match="unknown regime study keys"):
         STUDY_RUNNERS["regime"](dict(cfg, bogus=1), tmp_path, progress=False)
+
+
+def test_batch_sharpness_anchor_runner_tiny(tmp_path, tiny):
+    """Runs end to end; the batch-sharpness estimator is the mean of g_B^T H_B g_B/|g_B|^2 (checked against
+    the exact batch Hessians of a tiny net)."""
+    from sdeeos.torch import STUDY_RUNNERS
+    from sdeeos.torch._batch_sharpness_anchor import batch_sharpness_ci
+
+    cfg = dict(n_train=40, width=6, lrs=[0.4], batch_sizes=[8], seeds=[0, 1], n_steps=40, every=20, bs_batches=3)
+    ds = STUDY_RUNNERS["batch_sharpness_anchor"](cfg, tmp_path, progress=False)
+    assert ds.batch_sharpness.shape == (1, 1, 2, 3)
+    np.testing.assert_allclose(ds.bs_over_2_over_eta.values, ds.plateau_batch_sharpness.values * 0.2, rtol=1e-14)
+    assert (tmp_path / "batch_sharpness_anchor.png").exists()
+
+    flat, x, t, _, theta = tiny("mlp-tanh", "mse", n=10)
+    mean, half, ratios = batch_sharpness_ci(flat, x, t, "mse", theta, 4, 3, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    ref = []
+    for _ in range(3):
+        idx = torch.randperm(x.shape[0], generator=g)[:4]
+        fn = loss_function(flat, x[idx], t[idx], "mse")
+        gb = torch.func.grad(fn)(theta)
+        H = torch.autograd.functional.hessian(fn, theta)
+        ref.append(float(gb @ H @ gb / (gb @ gb)))
+    np.testing.assert_allclose(ratios, ref, rtol=1e-10)
+    assert mean == pytest.approx(np.mean(ref), rel=1e-10) and half > 0
+

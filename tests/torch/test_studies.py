@@ -29,7 +29,7 @@ def test_block_mean_stderr_of_constant_series():
     assert m == 2.5 and se == 0.0
 
 
-@pytest.mark.parametrize("name", ["real_eos", "real_gap", "eos_sgd_vs_baselines", "regime"])
+@pytest.mark.parametrize("name", ["real_eos", "real_gap", "eos_sgd_vs_baselines", "regime", "batch_sharpness_anchor"])
 def test_study_toml_files_load(name):
     study, cfg = load_study_config(STUDIES / f"{name}.toml", quick=True)
     assert study == name and study in STUDY_RUNNERS
