@@ -29,10 +29,12 @@ def test_block_mean_stderr_of_constant_series():
     assert m == 2.5 and se == 0.0
 
 
-@pytest.mark.parametrize("name", ["real_eos", "real_gap", "eos_sgd_vs_baselines", "regime", "batch_sharpness_anchor"])
-def test_study_toml_files_load(name):
+@pytest.mark.parametrize("name, kind", [("real_eos", "real_eos"), ("real_gap", "regime"),
+                                        ("eos_sgd_vs_baselines", "eos_sgd_vs_baselines"), ("regime", "regime"),
+                                        ("batch_sharpness_anchor", "batch_sharpness_anchor")])
+def test_study_toml_files_load(name, kind):
     study, cfg = load_study_config(STUDIES / f"{name}.toml", quick=True)
-    assert study == name and study in STUDY_RUNNERS
+    assert study == kind and study in STUDY_RUNNERS
 
 
 def test_real_eos_runner(tmp_path):
