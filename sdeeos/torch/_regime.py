@@ -21,7 +21,7 @@ and η), and the predictions, each naming its α:
 
 Across seeds: means with 95 % Student-t confidence intervals.  The regime label per (setting, η, B):
 ``"nonlinear"`` where :math:`\eta\Delta S>0.5` (outside the small-gap expansion), ``"stochastic-edge"``
-where K ≥ 0.5, else ``"1-D"``/``"k-direction"``/``"neither"`` by which prediction's 95 % interval of the
+where the trace form of K (``K_trace``; the full K diverges at the deterministic edge) is ≥ 0.5, else ``"1-D"``/``"k-direction"``/``"neither"`` by which prediction's 95 % interval of the
 ratio measured/predicted contains 1 (within a factor 1.5 when the interval is wider).
 """
 
@@ -82,6 +82,12 @@ def _check(config: dict) -> dict:
     cfg = {**DEFAULTS, **config}
     if int(cfg["k"]) < 1:
         raise ParameterError(f"k must be >= 1, got {cfg['k']}")
+    for b in cfg["batch_sizes"]:
+        if b != "full" and not 1 <= int(b) < int(cfg["n_train"]):
+            raise ParameterError(f"batch_sizes must be 'full' or integers in [1, n_train) = [1, {cfg['n_train']}), "
+                                 f"got {b!r} (B = n_train is GD)")
+    if "full" not in cfg["batch_sizes"]:
+        raise ParameterError("batch_sizes must include 'full' (the GD reference S_GD)")
     return cfg
 
 
@@ -272,7 +278,7 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
     ds = xr.Dataset({f: (dims, v) for f, v in arr.items()}, coords=coords)
     # across seeds: mean and 95 % CI half-width
     for f in ("gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "eta_gap", "lam12", "K_lower",
-              "K_upper", "batch_sharpness", "S", "alpha_kproj", "alpha_gf", "alpha_1proj", "G12_over_G11",
+              "K_upper", "K_trace", "batch_sharpness", "S", "alpha_kproj", "alpha_gf", "alpha_1proj", "G12_over_G11",
               "S_drift", "noise_corr12"):
         mean = np.full(shape[:3], np.nan)
         half = np.full(shape[:3], np.nan)
@@ -310,7 +316,8 @@ def _labels(ds) -> np.ndarray:
     lab = np.empty(ds.gap_2eta_mean.shape, dtype=object)
     for at in np.ndindex(lab.shape):
         eg = float(ds.eta_gap_mean.values[at])
-        K = float(ds.K_upper_mean.values[at])
+        # the trace form: K_lower/K_upper also contain the top modes, which diverge at the deterministic edge
+        K = float(ds.K_trace_mean.values[at])
         if ds.batch_size.values[at[2]] == "full":
             lab[at] = "GD"
             continue

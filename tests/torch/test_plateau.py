@@ -113,8 +113,14 @@ def test_regime_runner_tiny(tmp_path):
     root = pathlib.Path(__file__).resolve().parents[2] / "studies"
     name, loaded = load_study_config(root / "regime.toml", quick=True)
     assert name == "regime" and loaded["n_steps"] <= 400
-    with pytest.raises(Exception, match="unknown regime study keys"):
+    from sdeeos import ParameterError
+
+    with pytest.raises(ParameterError, match="unknown regime study keys"):
         STUDY_RUNNERS["regime"](dict(cfg, bogus=1), tmp_path, progress=False)
+    with pytest.raises(ParameterError, match=r"^batch_sizes must be 'full' or integers in \[1, n_train\)"):
+        STUDY_RUNNERS["regime"](dict(cfg, batch_sizes=["full", 48]), tmp_path, progress=False)
+    with pytest.raises(ParameterError, match="must include 'full'"):
+        STUDY_RUNNERS["regime"](dict(cfg, batch_sizes=[16]), tmp_path, progress=False)
 
 
 def test_batch_sharpness_anchor_runner_tiny(tmp_path, tiny):
