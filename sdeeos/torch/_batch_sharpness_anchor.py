@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 import xarray as xr
+from scipy import stats
 from torch.func import grad
 
 from .._errors import ParameterError
@@ -44,8 +45,6 @@ DEFAULTS = {
 
 def batch_sharpness_ci(flat, x, t, loss, theta, batch_size, n_batches, generator) -> tuple[float, float, np.ndarray]:
     """Mean of :math:`g_B^\\top H_Bg_B/\\lVert g_B\\rVert^2` over batches, its 95 % t half-width, the ratios."""
-    from scipy import stats
-
     n = int(x.shape[0])
     ratios = []
     for _ in range(n_batches):
@@ -60,8 +59,6 @@ def batch_sharpness_ci(flat, x, t, loss, theta, batch_size, n_batches, generator
 
 
 def _block_ci(values, n_blocks=4):
-    from scipy import stats
-
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if v.size < n_blocks:

@@ -35,6 +35,7 @@ import time
 import numpy as np
 import torch
 import xarray as xr
+from scipy import stats
 from torch.func import grad
 
 from .._errors import ParameterError
@@ -178,7 +179,9 @@ def _snapshot(fn, pfn, flat, x, t, theta, lr, b, n, k, cfg, loss, gen):
     sig = ec.sigma_sq(b) if b < n else np.zeros(k)
     row = {"alpha_k": ec.alpha, "G": ec.coupling, "sigma_sq": sig, "lam_k": ec.values, "x_sq": ec.x**2,
            "edge_hvp": ec.n_hvp, "edge_seconds": ec.seconds, "alpha_1proj": ec.alpha_one_direction,
-           "noise_corr12": ec.noise_correlation[0, 1] if k > 1 else np.nan}
+           "noise_corr12": ec.noise_correlation[0, 1] if k > 1 else np.nan,
+           # the model's exact identity G E[x^2] = 2 alpha, direction 1, at this snapshot (x_j = u_j.(theta - dagger))
+           "id_lhs": float(ec.coupling[0] @ ec.x**2), "id_rhs": float(2 * ec.alpha[0])}
     eig = TopKResult(values=ec.values, vectors=ec.vectors, residuals=ec.residuals, n_hvp=0, n_blocks=0, converged=True)
     gf = gradient_flow_rate(fn, theta, eig, lr, step=float(cfg["gf_step_fraction"]) * lr, n_steps=int(cfg["gf_steps"]),
                             n_points=5, tol=1e-6, generator=gen)
@@ -203,8 +206,6 @@ def _ci(values):
         return np.nan, np.nan
     if v.size == 1:
         return float(v[0]), np.nan
-    from scipy import stats
-
     half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
     return float(v.mean()), float(half)
 
@@ -223,7 +224,8 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
     fields = ["S", "lam2", "gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "n_active", "alpha_kproj",
               "alpha_gf", "alpha_gf_se", "alpha_1proj", "G11", "G12_over_G11", "sigma1_sq", "eta_gap", "lam12",
               "K_lower", "K_upper", "K_trace", "batch_sharpness", "noise_corr12", "edge_hvp", "edge_seconds",
-              "gf_hvp", "gf_seconds", "run_seconds", "final_loss", "diverged", "S_drift"]
+              "gf_hvp", "gf_seconds", "run_seconds", "final_loss", "diverged", "S_drift", "identity_Gx2_1",
+              "identity_2alpha_1"]
     arr = {f: np.full(shape, np.nan) for f in fields}
     for (i, s), (j, lr), (m, seed) in itertools.product(enumerate(settings), enumerate(lrs), enumerate(seeds)):
         data = load_data(s["dataset"], loss=s["loss"], n_train=int(cfg["n_train"]), dtype=torch.float64)
@@ -263,6 +265,8 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
             arr["G11"][at] = float(G[0, 0])
             arr["G12_over_G11"][at] = float(G[0, 1] / G[0, 0]) if G.shape[0] > 1 else np.nan
             arr["sigma1_sq"][at] = float(sig[0])
+            arr["identity_Gx2_1"][at] = float(r["id_lhs"])
+            arr["identity_2alpha_1"][at] = float(r["id_rhs"])
             for key in ("K_lower", "K_upper", "K_trace", "batch_sharpness", "noise_corr12", "edge_hvp",
                         "edge_seconds", "gf_hvp", "gf_seconds"):
                 arr[key][at] = float(r[key])
@@ -278,7 +282,8 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
     ds = xr.Dataset({f: (dims, v) for f, v in arr.items()}, coords=coords)
     # across seeds: mean and 95 % CI half-width
     for f in ("gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "eta_gap", "lam12", "K_lower",
-              "K_upper", "K_trace", "batch_sharpness", "S", "alpha_kproj", "alpha_gf", "alpha_1proj", "G12_over_G11",
+              "K_upper", "K_trace", "batch_sharpness", "S", "alpha_kproj", "identity_Gx2_1", "identity_2alpha_1",
+              "alpha_gf", "alpha_1proj", "G12_over_G11",
               "S_drift", "noise_corr12"):
         mean = np.full(shape[:3], np.nan)
         half = np.full(shape[:3], np.nan)
