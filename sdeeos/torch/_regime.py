@@ -5,7 +5,9 @@ one run of plain GD/SGD (batches uniformly without replacement, as in :mod:`sdee
 float64 throughout.  On the plateau (the last ``1 - plateau_start_fraction`` of the run):
 
 * :math:`\lambda_1,\lambda_2` every ``sharpness_every`` steps (warm-started block Lanczos, k = 2);
-* at ``n_snapshots`` snapshots: the k-direction constants (:func:`sdeeos.torch.edge_constants`:
+* at ``n_snapshots`` snapshots: the number of the top-k eigenvalues above :math:`2/\eta`, α₁ with
+  only ``k_scan`` directions projected out (how α depends on k), the k-direction constants
+  (:func:`sdeeos.torch.edge_constants`:
   :math:`\lambda_j`, G, :math:`\alpha_j` at :math:`\theta^\dagger` with the top-k eigenspace projected out,
   :math:`\Sigma_1`), the gradient-flow sharpening rate (:func:`sdeeos.torch.gradient_flow_rate`),
   batch sharpness, and the noise kernel K (MSE only).
@@ -63,7 +65,8 @@ DEFAULTS = {
     "plateau_start_fraction": 0.5,
     "sharpness_every": 25,
     "n_snapshots": 3,
-    "k": 4,
+    "k": 16,
+    "k_scan": [1, 4],
     "gf_steps": 60,
     "gf_step_fraction": 0.2,
     "bs_batches": 8,
@@ -83,6 +86,8 @@ def _check(config: dict) -> dict:
     cfg = {**DEFAULTS, **config}
     if int(cfg["k"]) < 1:
         raise ParameterError(f"k must be >= 1, got {cfg['k']}")
+    if any(int(q) < 1 for q in cfg["k_scan"]):
+        raise ParameterError(f"k_scan must hold integers >= 1, got {cfg['k_scan']}")
     for b in cfg["batch_sizes"]:
         if b != "full" and not 1 <= int(b) < int(cfg["n_train"]):
             raise ParameterError(f"batch_sizes must be 'full' or integers in [1, n_train) = [1, {cfg['n_train']}), "
@@ -182,6 +187,10 @@ def _snapshot(fn, pfn, flat, x, t, theta, lr, b, n, k, cfg, loss, gen):
            "noise_corr12": ec.noise_correlation[0, 1] if k > 1 else np.nan,
            # the model's exact identity G E[x^2] = 2 alpha, direction 1, at this snapshot (x_j = u_j.(theta - dagger))
            "id_lhs": float(ec.coupling[0] @ ec.x**2), "id_rhs": float(2 * ec.alpha[0])}
+    for q in cfg["k_scan"]:
+        row[f"alpha_k{int(q)}"] = float(edge_constants(fn, pfn, theta, int(q), tol=float(cfg["eig_tol"]), max_hvp=600,
+                                                      generator=gen).alpha[0])
+    row["n_above_2_over_eta"] = float(np.sum(ec.values > 2 / lr))
     eig = TopKResult(values=ec.values, vectors=ec.vectors, residuals=ec.residuals, n_hvp=0, n_blocks=0, converged=True)
     gf = gradient_flow_rate(fn, theta, eig, lr, step=float(cfg["gf_step_fraction"]) * lr, n_steps=int(cfg["gf_steps"]),
                             n_points=5, tol=1e-6, generator=gen)
@@ -225,7 +234,7 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
               "alpha_gf", "alpha_gf_se", "alpha_1proj", "G11", "G12_over_G11", "sigma1_sq", "eta_gap", "lam12",
               "K_lower", "K_upper", "K_trace", "batch_sharpness", "noise_corr12", "edge_hvp", "edge_seconds",
               "gf_hvp", "gf_seconds", "run_seconds", "final_loss", "diverged", "S_drift", "identity_Gx2_1",
-              "identity_2alpha_1"]
+              "identity_2alpha_1", "n_above_2_over_eta"] + [f"alpha_k{int(q)}" for q in cfg["k_scan"]]
     arr = {f: np.full(shape, np.nan) for f in fields}
     for (i, s), (j, lr), (m, seed) in itertools.product(enumerate(settings), enumerate(lrs), enumerate(seeds)):
         data = load_data(s["dataset"], loss=s["loss"], n_train=int(cfg["n_train"]), dtype=torch.float64)
@@ -267,6 +276,9 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
             arr["sigma1_sq"][at] = float(sig[0])
             arr["identity_Gx2_1"][at] = float(r["id_lhs"])
             arr["identity_2alpha_1"][at] = float(r["id_rhs"])
+            arr["n_above_2_over_eta"][at] = float(r["n_above_2_over_eta"])
+            for q in cfg["k_scan"]:
+                arr[f"alpha_k{int(q)}"][at] = float(r[f"alpha_k{int(q)}"])
             for key in ("K_lower", "K_upper", "K_trace", "batch_sharpness", "noise_corr12", "edge_hvp",
                         "edge_seconds", "gf_hvp", "gf_seconds"):
                 arr[key][at] = float(r[key])
@@ -283,8 +295,8 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
     # across seeds: mean and 95 % CI half-width
     for f in ("gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "eta_gap", "lam12", "K_lower",
               "K_upper", "K_trace", "batch_sharpness", "S", "alpha_kproj", "identity_Gx2_1", "identity_2alpha_1",
-              "alpha_gf", "alpha_1proj", "G12_over_G11",
-              "S_drift", "noise_corr12"):
+              "alpha_gf", "alpha_1proj", "G12_over_G11", "n_above_2_over_eta",
+              "S_drift", "noise_corr12") + tuple(f"alpha_k{int(q)}" for q in cfg["k_scan"]):
         mean = np.full(shape[:3], np.nan)
         half = np.full(shape[:3], np.nan)
         for at in np.ndindex(shape[:3]):

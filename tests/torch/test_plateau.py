@@ -96,7 +96,7 @@ def test_regime_runner_tiny(tmp_path):
     import pathlib
 
     cfg = dict(settings=[{"dataset": "digits", "model": "mlp-tanh", "loss": "mse"}], batch_sizes=["full", 16],
-               lrs=[0.4], seeds=[0, 1], n_train=48, width=8, n_steps=60, sharpness_every=20, n_snapshots=1, k=2,
+               lrs=[0.4], seeds=[0, 1], n_train=48, width=8, n_steps=60, sharpness_every=20, n_snapshots=1, k=2, k_scan=[1],
                gf_steps=6, kernel_top=2, bs_batches=2)
     ds = STUDY_RUNNERS["regime"](cfg, tmp_path, progress=False)
     assert ds.gap_2eta.dims == ("setting", "eta", "batch_size", "seed") and ds.gap_2eta.shape == (1, 1, 2, 2)
@@ -109,6 +109,7 @@ def test_regime_runner_tiny(tmp_path):
     if ok.any():
         assert sgd.ratio_gap_2eta_to_pred_1d_kproj_mean.values.item() == pytest.approx(float(r[ok].mean()), rel=1e-12)
     assert str(ds.regime.sel(batch_size="full").values.item()) == "GD"
+    np.testing.assert_array_equal(ds.alpha_k1.isel(seed=0).values.shape, (1, 1, 2))
     assert "alpha_used" in ds.attrs and (tmp_path / "regime.png").stat().st_size > 0
     root = pathlib.Path(__file__).resolve().parents[2] / "studies"
     name, loaded = load_study_config(root / "regime.toml", quick=True)
