@@ -19,7 +19,8 @@ and η), and the predictions, each naming its α:
 * ``pred_1d_gf``: the same with α = the gradient-flow rate;
 * ``pred_k``: the k-direction closure's top-eigenvalue gap :math:`\min_j\Delta S_j` (closure gap per
   direction, :mod:`sdeeos.theory.multi_direction`), on the active set of directions with
-  :math:`(G^{-1}\alpha)_j>0` (directions that cannot sit at the edge are dropped one at a time).
+  :math:`(G^{-1}\alpha)_j>0` (directions that cannot sit at the edge are dropped one at a time);
+  ``pred_k_dir1``: that model's gap of direction 1, :math:`\approx\eta\beta_{{\rm eff},1}\sigma_1^2/(4\alpha_1)`.
 
 Across seeds: means with 95 % Student-t confidence intervals.  The regime label per (setting, η, B):
 ``"nonlinear"`` where :math:`\eta\Delta S>0.5` (outside the small-gap expansion), ``"stochastic-edge"``
@@ -97,8 +98,9 @@ def _check(config: dict) -> dict:
     return cfg
 
 
-def k_direction_gap(eta, alpha, sigma_sq, G) -> tuple[float, int]:
-    """Closure gap of the top eigenvalue, ``min_j DeltaS_j``, on the active set (``(G^-1 alpha)_j > 0``).
+def k_direction_gap(eta, alpha, sigma_sq, G, *, which: str = "top") -> tuple[float, int]:
+    """Closure gap on the active set (``(G^-1 alpha)_j > 0``): ``which="top"`` the top eigenvalue's,
+    ``min_j DeltaS_j``; ``which="first"`` direction 1's (NaN if direction 1 left the active set).
 
     Returns ``(gap, n_active)``; NaN when no direction has a stationary state.
     """
@@ -114,6 +116,8 @@ def k_direction_gap(eta, alpha, sigma_sq, G) -> tuple[float, int]:
             return float("nan"), 0
         if np.all(m > 0):
             gaps = md.gap_exact(eta, alpha[active], sig[active], G[sub], outside="nan")
+            if which == "first":
+                return (float(gaps[0]) if active[0] == 0 else float("nan")), len(active)
             return float(np.nanmin(gaps)) if np.any(np.isfinite(gaps)) else float("nan"), len(active)
         active.pop(int(np.argmin(m)))
     return float("nan"), 0
@@ -230,7 +234,7 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
     seeds = [int(s) for s in cfg["seeds"]]
     names = [f"{s['dataset']}/{s['model']}/{s['loss']}" for s in settings]
     shape = (len(settings), len(lrs), len(bsz), len(seeds))
-    fields = ["S", "lam2", "gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "n_active", "alpha_kproj",
+    fields = ["S", "lam2", "gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "pred_k_dir1", "n_active", "alpha_kproj",
               "alpha_gf", "alpha_gf_se", "alpha_1proj", "G11", "G12_over_G11", "sigma1_sq", "eta_gap", "lam12",
               "K_lower", "K_upper", "K_trace", "batch_sharpness", "noise_corr12", "edge_hvp", "edge_seconds",
               "gf_hvp", "gf_seconds", "run_seconds", "final_loss", "diverged", "S_drift", "identity_Gx2_1",
@@ -289,11 +293,12 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
                 gk, na = k_direction_gap(lr, r["alpha_k"], sig, G)
                 arr["pred_k"][at] = gk
                 arr["n_active"][at] = na
+                arr["pred_k_dir1"][at] = k_direction_gap(lr, r["alpha_k"], sig, G, which="first")[0]
     dims = ("setting", "eta", "batch_size", "seed")
     coords = {"setting": names, "eta": lrs, "batch_size": bsz, "seed": seeds}
     ds = xr.Dataset({f: (dims, v) for f, v in arr.items()}, coords=coords)
     # across seeds: mean and 95 % CI half-width
-    for f in ("gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "eta_gap", "lam12", "K_lower",
+    for f in ("gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "pred_k_dir1", "eta_gap", "lam12", "K_lower",
               "K_upper", "K_trace", "batch_sharpness", "S", "alpha_kproj", "identity_Gx2_1", "identity_2alpha_1",
               "alpha_gf", "alpha_1proj", "G12_over_G11", "n_above_2_over_eta",
               "S_drift", "noise_corr12") + tuple(f"alpha_k{int(q)}" for q in cfg["k_scan"]):
@@ -303,7 +308,7 @@ def run(config: dict, out_dir, *, progress: bool = True, quick: bool = False) ->
             mean[at], half[at] = _ci(arr[f][at])
         ds[f + "_mean"] = (dims[:3], mean)
         ds[f + "_ci95"] = (dims[:3], half)
-    for p in ("pred_1d_kproj", "pred_1d_gf", "pred_k"):
+    for p in ("pred_1d_kproj", "pred_1d_gf", "pred_k", "pred_k_dir1"):
         for ref in ("gap_2eta", "gap_gd"):
             ratio = arr[ref] / arr[p]
             mean = np.full(shape[:3], np.nan)

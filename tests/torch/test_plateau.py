@@ -85,6 +85,9 @@ def test_k_direction_gap_drops_directions_that_cannot_sit_at_the_edge():
     gap, na = k_direction_gap(0.01, alpha, [4.0, 4.0], G)
     assert na == 1
     assert gap == pytest.approx(float(md.gap_exact(0.01, alpha[:1], [2.0], G[:1, :1])[0]), rel=1e-14)
+    assert np.isnan(k_direction_gap(0.01, alpha[::-1], [4.0, 4.0], G, which="first")[0])  # direction 1 dropped
+    first, _ = k_direction_gap(0.01, alpha, [4.0, 4.0], G, which="first")
+    assert first == pytest.approx(gap, rel=1e-14)
     gap2, na2 = k_direction_gap(0.01, [1.0, 1.0], [4.0, 4.0], np.diag([100.0, 50.0]))
     assert na2 == 2 and gap2 == pytest.approx(float(np.min(md.gap_exact(0.01, [1, 1], [2, 2], np.diag([100.0, 50.0])))))
 
