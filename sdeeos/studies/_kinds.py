@@ -44,7 +44,13 @@ KINDS: dict[str, StudyKind] = {
         "sdeeos.studies.real_eos", "full-batch GD on MNIST-1D at the edge of stability; SGD plateaus below",
         extra="torch"),
     "real_gap": StudyKind(
-        "sdeeos.studies.real_gap", "measured sharpness gap of a real network against the closure",
+        "sdeeos.studies.real_gap", "measured sharpness gap of one network against 1-D (plateau alpha) and k-direction predictions",
+        extra="torch"),
+    "regime": StudyKind(
+        "sdeeos.studies.regime", "which model explains the real-network sharpness gap, per batch size and step size",
+        extra="torch"),
+    "batch_sharpness_anchor": StudyKind(
+        "sdeeos.studies.batch_sharpness_anchor", "does batch sharpness settle at 2/eta (Andreyev & Beneventano's regime)?",
         extra="torch"),
     "eos_sgd_vs_baselines": StudyKind(
         "sdeeos.studies.eos_sgd_vs_baselines", "time to a target accuracy: EoS-SGD vs tuned SGD, momentum, Adam",

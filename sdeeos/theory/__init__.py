@@ -8,6 +8,7 @@ generated from those expressions with ``sympy.lambdify`` and never retyped by ha
 * `gd_stability`: GD, heavy-ball and Nesterov thresholds on a quadratic
 * `batch_noise`: mini-batch noise under three sampling models
 * `mean_square`: 1-D mean-square threshold, linear-regression second-moment operator, noise kernel K
+* `multi_direction`: the reduced model with k coupled edge directions (identities, closure, beta_eff)
 * `sde`: Ornstein-Uhlenbeck moments (continuous, Euler-Maruyama), Fokker-Planck, Lyapunov equation
 * `corrected_boundary`: what the models predict for the proposal's 2 + c sqrt(eta sigma^2)
 * `derivations`: the registry of runnable derivations (``sdeeos derive``)
@@ -19,6 +20,7 @@ from . import (
     derivations,
     gd_stability,
     mean_square,
+    multi_direction,
     reduced_model,
     sde,
     self_stabilization,
@@ -30,6 +32,7 @@ __all__ = [
     "gd_stability",
     "batch_noise",
     "mean_square",
+    "multi_direction",
     "sde",
     "corrected_boundary",
     "derivations",

@@ -10,6 +10,10 @@ Public API
 * theory quantities: :func:`loss_function`, :func:`per_example_loss_function`,
   :func:`sharpness_gradient`, :func:`self_stabilization_constants`, :func:`projected_noise_variance`,
   :func:`batch_sharpness`, :func:`project_to_stable_set`, :func:`predicted_gap`
+* top-k edge directions: :func:`top_k_eigenpairs` (block Lanczos), :func:`edge_constants`
+  (λ_j, G, α_j, x_j, Σ_1 of the k-direction model), :class:`EigenSolveError`
+* plateau constants: :func:`gradient_flow_rate` (sharpening rate under a small-step continuation),
+  :func:`noise_kernel` (K from the Gauss–Newton/NTK top eigenvalues and trace)
 * data and networks: :func:`load_data`, :func:`build_model`, :func:`per_example_loss`
 * optimizer: :class:`EoSSGD`
 * training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`
@@ -42,9 +46,19 @@ from ._curvature import (
     lanczos_top,
     power_iteration_top,
 )
+from ._edge_directions import (
+    EdgeConstants,
+    EigenSolveError,
+    TopKResult,
+    edge_constants,
+    project_to_stable_set_k,
+    projected_noise_covariance,
+    top_k_eigenpairs,
+)
 from ._data import DATASETS, ClassificationData, load_data
 from ._eos_sgd import EoSSGD
 from ._nets import LOSSES, MODELS, accuracy, build_model, mean_loss, per_example_loss
+from ._plateau import gauss_newton_top, gradient_flow_rate, noise_kernel, ntk_trace
 from ._quantities import (
     SelfStabilizationConstants,
     batch_sharpness,
@@ -63,9 +77,12 @@ from ._train import OPTIMIZERS, NonFiniteLossError, TrainConfig, train
 __all__ = [
     "EigenResult", "FlatParams", "HessianOperator", "SharpnessTracker", "disable_tf32", "hvp",
     "lanczos_top", "power_iteration_top",
+    "EdgeConstants", "EigenSolveError", "TopKResult", "edge_constants", "project_to_stable_set_k",
+    "projected_noise_covariance", "top_k_eigenpairs",
     "DATASETS", "ClassificationData", "load_data",
     "EoSSGD",
     "LOSSES", "MODELS", "accuracy", "build_model", "mean_loss", "per_example_loss",
+    "gauss_newton_top", "gradient_flow_rate", "noise_kernel", "ntk_trace",
     "SelfStabilizationConstants", "batch_sharpness", "loss_function", "per_example_loss_function",
     "predicted_gap", "project_to_stable_set", "projected_gradient_components",
     "projected_noise_variance", "self_stabilization_constants", "sharpness_gradient",

@@ -48,23 +48,37 @@ def test_real_eos(tmp_path):
     assert (tmp_path / "re" / "real_eos.png").stat().st_size > 1000
 
 
-def test_real_gap(tmp_path):
-    p = _study(tmp_path, "real_gap", """\
-        batch_sizes = ["full", 10, 40]
-        lr = 0.05
-        n_steps = 40
-        sharpness_every = 10
-        eval_every = 10
-        theory_start = 20
-        batch_sharpness_batches = 2
-        """)
+def test_real_gap_runs_one_setting_of_the_regime_study(tmp_path):
+    """real_gap is the regime study for one setting: the GD reference, gaps from 2/eta and S_GD, each
+    prediction naming its alpha."""
+    p = tmp_path / "real_gap.toml"
+    p.write_text(textwrap.dedent("""\
+        kind = "real_gap"
+        settings = [{dataset = "digits", model = "mlp-tanh", loss = "mse"}]
+        batch_sizes = ["full", 16]
+        lrs = [0.4]
+        seeds = [0, 1]
+        n_train = 48
+        width = 8
+        n_steps = 60
+        sharpness_every = 20
+        n_snapshots = 1
+        k = 2
+        k_scan = [1]
+        gf_steps = 6
+        kernel_top = 2
+        bs_batches = 2
+        """))
     ds = run_study(p, tmp_path / "out", progress=False)
-    assert "gap_measured" in ds and "gap_predicted_sharpening_alpha_leading" in ds
-    # the finite-population factor 1/B - 1/n is exactly a power law only as n -> oo; its fitted slope
-    # over B = 10, 40 of n = 80 is the closed-form log-ratio
-    expected = np.log((1 / 40 - 1 / 80) / (1 / 10 - 1 / 80)) / np.log(4)
-    assert ds.attrs["slope_finite_population_factor"] == pytest.approx(expected, rel=1e-12)
-    assert (tmp_path / "out" / "real_gap.png").exists()
+    np.testing.assert_array_equal(ds.gap_gd.sel(batch_size="full").values, 0.0)
+    sgd = ds.sel(batch_size="16")
+    np.testing.assert_allclose(sgd.gap_2eta.values, 2 / 0.4 - sgd.S.values, rtol=1e-14)
+    assert "alpha_used" in ds.attrs
+    assert (tmp_path / "out" / "real_gap.png").exists() and (tmp_path / "out" / "real_gap.nc").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kind = "real_gap"\nsettings = [{dataset = "cifar", model = "mlp-tanh", loss = "mse"}]\n')
+    with pytest.raises(ParameterError, match=rf"{bad}:2: settings: setting dataset must be one of"):
+        load_study(bad)
 
 
 def test_eos_sgd_vs_baselines(tmp_path):
@@ -117,10 +131,10 @@ def test_old_torch_runner_forwards_to_sdeeos_study(tmp_path, capsys):
     sys.modules.pop("sdeeos.torch.studies", None)
     with pytest.warns(DeprecationWarning, match="sdeeos.torch.studies is deprecated"):
         from sdeeos.torch import studies as old
-    bad = _study(tmp_path, "real_gap", "sharpening_window = [0.9, 0.3]\n")
+    bad = _study(tmp_path, "real_eos", "momentum = 1.0\n")
     with pytest.warns(DeprecationWarning, match="python -m sdeeos.torch.studies is deprecated"):
         assert old.main([str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err.startswith(f"sdeeos: error: {bad}:7: sharpening_window: must be [low, high]")
+    assert capsys.readouterr().err.startswith(f"sdeeos: error: {bad}:7: momentum must be in")
     with pytest.warns(DeprecationWarning):
         kind, config = old.load_study_config(_study(tmp_path, "real_eos", "lr = 0.3\n"))
     assert kind == "real_eos" and config["lr"] == 0.3 and config["batch_sizes"] == ["full", 25, 50, 100, 250]

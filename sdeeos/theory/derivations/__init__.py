@@ -30,6 +30,7 @@ REGISTRY: dict[str, str] = {
     "reduced_model_from_cubic": "The reduced self-stabilization map from a cubic Taylor model of the loss",
     "stochastic_gap": "Stochastic self-stabilization: <x^2> = 2 alpha/beta, exact gap identity, closure gap",
     "gap_beyond_closure": "Beyond the closure: slow-variable fluctuations and the corrected gap",
+    "multi_direction": "k coupled edge directions: G E[x^2] = 2 alpha, weighted gap identity, closure, beta_eff",
     "batch_noise_scaling": "Mini-batch noise vs batch size: with/without replacement, Bernoulli",
     "mean_square_1d": "1-D SGD mean-square stability with multiplicative batch noise",
     "noise_kernel": "Linear regression under mini-batch SGD: exact second moments and the noise kernel K",

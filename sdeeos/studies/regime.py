@@ -1,0 +1,484 @@
+r"""Study ``regime``: the measured SGD sharpness gap on real networks against the 1-D and k-direction models.
+
+For every setting (data set × network × loss), step size η, seed and batch size B (``"full"`` = GD),
+one run of plain GD/SGD (batches uniformly without replacement, as in :mod:`sdeeos.torch._train`),
+float64 throughout.  On the plateau (the last ``1 - plateau_start_fraction`` of the run):
+
+* :math:`\lambda_1,\lambda_2` every ``sharpness_every`` steps (warm-started block Lanczos, k = 2);
+* at ``n_snapshots`` snapshots: the number of the top-k eigenvalues above :math:`2/\eta`, α₁ with
+  only ``k_scan`` directions projected out (how α depends on k), the k-direction constants
+  (:func:`sdeeos.torch.edge_constants`:
+  :math:`\lambda_j`, G, :math:`\alpha_j` at :math:`\theta^\dagger` with the top-k eigenspace projected out,
+  :math:`\Sigma_1`), the gradient-flow sharpening rate (:func:`sdeeos.torch.gradient_flow_rate`),
+  batch sharpness, and the noise kernel K (MSE only).
+
+Per run: the measured gaps :math:`2/\eta-\bar\lambda_1` and :math:`\bar S_{\rm GD}-\bar\lambda_1` (same seed
+and η), and the predictions, each naming its α:
+
+* ``pred_1d_kproj``: :math:`\eta G_{11}\sigma_1^2/(4\alpha_1)` with :math:`\alpha_1` from the top-k projection;
+* ``pred_1d_gf``: the same with α = the gradient-flow rate;
+* ``pred_k``: the k-direction closure's top-eigenvalue gap :math:`\min_j\Delta S_j` (closure gap per
+  direction, :mod:`sdeeos.theory.multi_direction`), on the active set of directions with
+  :math:`(G^{-1}\alpha)_j>0` (directions that cannot sit at the edge are dropped one at a time);
+  ``pred_k_dir1``: that model's gap of direction 1, :math:`\approx\eta\beta_{{\rm eff},1}\sigma_1^2/(4\alpha_1)`.
+
+Across seeds: means with 95 % Student-t confidence intervals.  The regime label per (setting, η, B):
+``"nonlinear"`` where :math:`\eta\Delta S>0.5` (outside the small-gap expansion), ``"stochastic-edge"``
+where the trace form of K (``K_trace``; the full K diverges at the deterministic edge) is ≥ 0.5, else ``"1-D"``/``"k-direction"``/``"neither"`` by which prediction's 95 % interval of the
+ratio measured/predicted contains 1 (within a factor 1.5 when the interval is wider).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pathlib
+import time
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy import stats
+from torch.func import grad
+
+from .._errors import ParameterError
+from .._provenance import provenance_attrs
+from .._train_config import DATASETS, LOSSES, MODELS
+from ..theory import multi_direction as md
+from ._real import batch_sizes_field
+from ._schema import Field
+from ..torch import (
+    EigenSolveError,
+    FlatParams,
+    HessianOperator,
+    TopKResult,
+    batch_sharpness,
+    build_model,
+    edge_constants,
+    gradient_flow_rate,
+    load_data,
+    loss_function,
+    noise_kernel,
+    per_example_loss_function,
+    top_k_eigenpairs,
+)
+
+__all__ = ["SCHEMA", "run", "plot", "DEFAULTS", "k_direction_gap"]
+
+DEFAULTS = {
+    "settings": [{"dataset": "mnist1d", "model": "mlp-tanh", "loss": "mse"}],
+    "batch_sizes": ["full", 16, 64, 256],
+    "lrs": [0.1, 0.2],
+    "seeds": [0, 1, 2],
+    "n_train": 500,
+    "width": 64,
+    "depth": 2,
+    "channels": 8,
+    "n_steps": 3000,
+    "plateau_start_fraction": 0.5,
+    "sharpness_every": 25,
+    "n_snapshots": 3,
+    "k": 16,
+    "k_scan": [1, 4],
+    "gf_steps": 60,
+    "gf_step_fraction": 0.2,
+    "bs_batches": 8,
+    "kernel_top": 8,
+    "init_scale": 1.0,
+    "eig_tol": 1e-4,
+    "threads": 1,
+    "title": "",
+    "description": "",
+}
+
+
+def _check(config: dict) -> dict:
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ParameterError(f"unknown regime study keys {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **config}
+    if int(cfg["k"]) < 1:
+        raise ParameterError(f"k must be >= 1, got {cfg['k']}")
+    if any(int(q) < 1 for q in cfg["k_scan"]):
+        raise ParameterError(f"k_scan must hold integers >= 1, got {cfg['k_scan']}")
+    for b in cfg["batch_sizes"]:
+        if b != "full" and not 1 <= int(b) < int(cfg["n_train"]):
+            raise ParameterError(f"batch_sizes must be 'full' or integers in [1, n_train) = [1, {cfg['n_train']}), "
+                                 f"got {b!r} (B = n_train is GD)")
+    if "full" not in cfg["batch_sizes"]:
+        raise ParameterError("batch_sizes must include 'full' (the GD reference S_GD)")
+    return cfg
+
+
+def _check_settings(settings: list) -> list:
+    for s in settings:
+        if not isinstance(s, dict) or set(s) != {"dataset", "model", "loss"}:
+            raise ParameterError(f"each setting must be a table with keys dataset, model, loss; got {s!r}")
+        for key, allowed in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES)):
+            if s[key] not in allowed:
+                raise ParameterError(f"setting {key} must be one of {', '.join(allowed)}; got {s[key]!r}")
+    return settings
+
+
+SCHEMA = {
+    "settings": Field("list[any]", default=DEFAULTS["settings"], min_len=1, check=_check_settings,
+                      doc="tables {dataset, model, loss}"),
+    "batch_sizes": batch_sizes_field(DEFAULTS["batch_sizes"]),
+    "lrs": Field("list[float]", default=DEFAULTS["lrs"], min_len=1, low=0.0, low_open=True, doc="step sizes eta"),
+    "seeds": Field("list[int]", default=DEFAULTS["seeds"], min_len=1, low=0, doc="seeds (>= 2 for intervals)"),
+    "n_train": Field("int", default=DEFAULTS["n_train"], low=2, doc="training examples"),
+    "width": Field("int", default=DEFAULTS["width"], low=1, doc="hidden width"),
+    "depth": Field("int", default=DEFAULTS["depth"], low=1, doc="hidden layers"),
+    "channels": Field("int", default=DEFAULTS["channels"], low=1, doc="CNN channels"),
+    "n_steps": Field("int", default=DEFAULTS["n_steps"], low=2, doc="training steps per run"),
+    "plateau_start_fraction": Field("float", default=DEFAULTS["plateau_start_fraction"], low=0.0, high=1.0,
+                                    low_open=True, high_open=True, doc="plateau = steps >= this fraction of n_steps"),
+    "sharpness_every": Field("int", default=DEFAULTS["sharpness_every"], low=1, doc="steps between lambda_1 measurements"),
+    "n_snapshots": Field("int", default=DEFAULTS["n_snapshots"], low=1, doc="plateau snapshots for the constants"),
+    "k": Field("int", default=DEFAULTS["k"], low=1, doc="edge directions projected out for alpha"),
+    "k_scan": Field("list[int]", default=DEFAULTS["k_scan"], low=1, doc="alpha_1 also with these k"),
+    "gf_steps": Field("int", default=DEFAULTS["gf_steps"], low=1, doc="steps of the gradient-flow continuation"),
+    "gf_step_fraction": Field("float", default=DEFAULTS["gf_step_fraction"], low=0.0, high=1.0, low_open=True,
+                              doc="its step as a fraction of eta"),
+    "bs_batches": Field("int", default=DEFAULTS["bs_batches"], low=2, doc="batches per batch-sharpness estimate"),
+    "kernel_top": Field("int", default=DEFAULTS["kernel_top"], low=1, doc="top Gauss-Newton eigenvalues for K"),
+    "init_scale": Field("float", default=DEFAULTS["init_scale"], low=0.0, low_open=True, doc="initial parameters scale"),
+    "eig_tol": Field("float", default=DEFAULTS["eig_tol"], low=0.0, low_open=True, doc="eigensolver tolerance"),
+    "threads": Field("int", default=DEFAULTS["threads"], low=1, doc="torch threads"),
+}
+
+
+def k_direction_gap(eta, alpha, sigma_sq, G, *, which: str = "top") -> tuple[float, int]:
+    """Closure gap on the active set (``(G^-1 alpha)_j > 0``): ``which="top"`` the top eigenvalue's,
+    ``min_j DeltaS_j``; ``which="first"`` direction 1's (NaN if direction 1 left the active set).
+
+    Returns ``(gap, n_active)``; NaN when no direction has a stationary state.
+    """
+    alpha = np.asarray(alpha, float)
+    sig = np.sqrt(np.clip(np.asarray(sigma_sq, float), 0, None))
+    G = np.asarray(G, float)
+    active = list(range(len(alpha)))
+    while active:
+        sub = np.ix_(active, active)
+        try:
+            m = md.x_sq_stationary(alpha[active], G[sub])
+        except ParameterError:
+            return float("nan"), 0
+        if np.all(m > 0):
+            gaps = md.gap_exact(eta, alpha[active], sig[active], G[sub], outside="nan")
+            if which == "first":
+                return (float(gaps[0]) if active[0] == 0 else float("nan")), len(active)
+            return float(np.nanmin(gaps)) if np.any(np.isfinite(gaps)) else float("nan"), len(active)
+        active.pop(int(np.argmin(m)))
+    return float("nan"), 0
+
+
+def _one_run(setting, lr, seed, b, cfg, data, progress):
+    dtype = torch.float64
+    n = data.n_train
+    net = build_model(setting["model"], data.input_shape, data.n_classes, width=int(cfg["width"]),
+                      depth=int(cfg["depth"]), channels=int(cfg["channels"]), seed=int(seed), dtype=dtype)
+    flat = FlatParams(net)
+    theta = flat.flat() * float(cfg["init_scale"])
+    x, t = data.x_train, data.targets_train
+    loss = setting["loss"]
+    fn = loss_function(flat, x, t, loss)
+    pfn = per_example_loss_function(flat, x, t, loss)
+    g_full = grad(fn)
+    gen = torch.Generator().manual_seed(1000 + int(seed))
+    eig_gen = torch.Generator().manual_seed(7)
+    n_steps = int(cfg["n_steps"])
+    start = int(cfg["plateau_start_fraction"] * n_steps)
+    every = int(cfg["sharpness_every"])
+    snaps = set(np.linspace(start, n_steps, int(cfg["n_snapshots"]) + 1)[1:].round().astype(int).tolist())
+    batch = None if b == "full" else int(b)
+    lam1, lam2, loss_tr = [], [], []
+    snap_rows = []
+    v0 = None
+    k = int(cfg["k"])
+    t0 = time.perf_counter()
+    for step in range(n_steps + 1):
+        if step >= start and (step % every == 0 or step in snaps):
+            op = HessianOperator(fn, theta)
+            try:
+                e = top_k_eigenpairs(op, op.dim, 2, v0=v0, tol=float(cfg["eig_tol"]), max_hvp=300, dtype=dtype,
+                                     generator=eig_gen)
+            except EigenSolveError as exc:  # recorded, not averaged: this point's sharpness is missing
+                if progress:
+                    print(f"  step {step}: {exc}")
+                e = None
+            if e is not None:
+                v0 = e.vectors
+                lam1.append(e.values[0])
+                lam2.append(e.values[1])
+                loss_tr.append(float(fn(theta)))
+            if step in snaps:
+                snap_rows.append(_snapshot(fn, pfn, flat, x, t, theta, lr, batch or n, n, k, cfg, loss, eig_gen))
+        if step == n_steps:
+            break
+        if batch is None:
+            gstep = g_full(theta)
+        else:
+            idx = torch.randperm(n, generator=gen)[:batch]
+            gstep = grad(loss_function(flat, x[idx], t[idx], loss))(theta)
+        theta = (theta - lr * gstep).detach()
+        if not bool(torch.isfinite(theta).all()):
+            return {"diverged": True}
+    out = {"diverged": False, "lam1": np.asarray(lam1), "lam2": np.asarray(lam2), "seconds": time.perf_counter() - t0,
+           "final_loss": float(fn(theta))}
+    keys = snap_rows[0].keys() if snap_rows else []
+    for key in keys:
+        vals = [r[key] for r in snap_rows]
+        out[key] = np.mean(np.stack([np.asarray(v, float) for v in vals]), axis=0)
+    return out
+
+
+def _snapshot(fn, pfn, flat, x, t, theta, lr, b, n, k, cfg, loss, gen):
+    ec = edge_constants(fn, pfn, theta, k, tol=float(cfg["eig_tol"]), max_hvp=600, generator=gen)
+    sig = ec.sigma_sq(b) if b < n else np.zeros(k)
+    row = {"alpha_k": ec.alpha, "G": ec.coupling, "sigma_sq": sig, "lam_k": ec.values, "x_sq": ec.x**2,
+           "edge_hvp": ec.n_hvp, "edge_seconds": ec.seconds, "alpha_1proj": ec.alpha_one_direction,
+           "noise_corr12": ec.noise_correlation[0, 1] if k > 1 else np.nan,
+           # the model's exact identity G E[x^2] = 2 alpha, direction 1, at this snapshot (x_j = u_j.(theta - dagger))
+           "id_lhs": float(ec.coupling[0] @ ec.x**2), "id_rhs": float(2 * ec.alpha[0])}
+    for q in cfg["k_scan"]:
+        row[f"alpha_k{int(q)}"] = float(edge_constants(fn, pfn, theta, int(q), tol=float(cfg["eig_tol"]), max_hvp=600,
+                                                      generator=gen).alpha[0])
+    row["n_above_2_over_eta"] = float(np.sum(ec.values > 2 / lr))
+    eig = TopKResult(values=ec.values, vectors=ec.vectors, residuals=ec.residuals, n_hvp=0, n_blocks=0, converged=True)
+    gf = gradient_flow_rate(fn, theta, eig, lr, step=float(cfg["gf_step_fraction"]) * lr, n_steps=int(cfg["gf_steps"]),
+                            n_points=5, tol=1e-6, generator=gen)
+    row.update(alpha_gf=gf["rate"], alpha_gf_se=gf["rate_stderr"], gf_hvp=gf["n_hvp"], gf_seconds=gf["seconds"])
+    if b < n:
+        bs, bs_se = batch_sharpness(flat, x, t, loss, theta, b, n_batches=int(cfg["bs_batches"]), generator=gen)
+    else:
+        bs, bs_se = np.nan, np.nan
+    row.update(batch_sharpness=bs)
+    if loss == "mse" and b < n:
+        K = noise_kernel(flat, x, theta, lr, b, n_top=int(cfg["kernel_top"]), generator=gen)
+        row.update(K_lower=K["K_lower"], K_upper=K["K_upper"], K_trace=K["K_trace"])
+    else:
+        row.update(K_lower=np.nan, K_upper=np.nan, K_trace=np.nan)
+    return row
+
+
+def _ci(values):
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return np.nan, np.nan
+    if v.size == 1:
+        return float(v[0]), np.nan
+    half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+    return float(v.mean()), float(half)
+
+
+def run(cfg, out_dir, *, progress: bool = True) -> xr.Dataset:
+    """Run a validated study file (`SCHEMA`; the ``[quick]`` overrides are applied by the loader)."""
+    return run_config({k: v for k, v in cfg.items() if k in DEFAULTS}, out_dir, progress=progress,
+                      name=getattr(cfg, "name", "regime"), quick=bool(getattr(cfg, "quick", False)))
+
+
+def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "regime",
+               quick: bool = False) -> xr.Dataset:
+    """Run the study from a plain dict of `DEFAULTS` keys; outputs ``<out_dir>/<name>.{nc,png,pdf}``."""
+    t_start = time.perf_counter()
+    cfg = _check(config)
+    torch.set_num_threads(int(cfg["threads"]))
+    settings = cfg["settings"]
+    bsz = [str(b) for b in cfg["batch_sizes"]]
+    lrs = [float(v) for v in cfg["lrs"]]
+    seeds = [int(s) for s in cfg["seeds"]]
+    names = [f"{s['dataset']}/{s['model']}/{s['loss']}" for s in settings]
+    shape = (len(settings), len(lrs), len(bsz), len(seeds))
+    fields = ["S", "lam2", "gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "pred_k_dir1", "n_active", "alpha_kproj",
+              "alpha_gf", "alpha_gf_se", "alpha_1proj", "G11", "G12_over_G11", "sigma1_sq", "eta_gap", "lam12",
+              "K_lower", "K_upper", "K_trace", "batch_sharpness", "noise_corr12", "edge_hvp", "edge_seconds",
+              "gf_hvp", "gf_seconds", "run_seconds", "final_loss", "diverged", "S_drift", "identity_Gx2_1",
+              "identity_2alpha_1", "n_above_2_over_eta"] + [f"alpha_k{int(q)}" for q in cfg["k_scan"]]
+    arr = {f: np.full(shape, np.nan) for f in fields}
+    for (i, s), (j, lr), (m, seed) in itertools.product(enumerate(settings), enumerate(lrs), enumerate(seeds)):
+        data = load_data(s["dataset"], loss=s["loss"], n_train=int(cfg["n_train"]), dtype=torch.float64)
+        runs = {}
+        for b in bsz:
+            r = _one_run(s, lr, seed, b, cfg, data, progress)
+            runs[b] = r
+            if progress:
+                print(f"[regime] {names[i]} eta={lr} seed={seed} B={b}: "
+                      + ("diverged" if r["diverged"] else f"S={np.mean(r['lam1']):.3f} ({r['seconds']:.0f}s)"),
+                      flush=True)
+        s_gd = np.mean(runs["full"]["lam1"]) if "full" in runs and not runs["full"]["diverged"] else np.nan
+        for q, b in enumerate(bsz):
+            r = runs[b]
+            at = (i, j, q, m)
+            arr["diverged"][at] = float(r["diverged"])
+            if r["diverged"]:
+                continue
+            S = float(np.mean(r["lam1"]))
+            half = len(r["lam1"]) // 2
+            arr["S_drift"][at] = float(np.mean(r["lam1"][half:]) - np.mean(r["lam1"][:half])) if half else np.nan
+            arr["S"][at] = S
+            arr["lam2"][at] = float(np.mean(r["lam2"]))
+            arr["lam12"][at] = float(np.mean(r["lam1"] - r["lam2"]))
+            arr["gap_2eta"][at] = 2 / lr - S
+            arr["gap_gd"][at] = s_gd - S
+            arr["eta_gap"][at] = lr * (2 / lr - S)
+            arr["run_seconds"][at] = r["seconds"]
+            arr["final_loss"][at] = r["final_loss"]
+            if "alpha_k" not in r:
+                continue
+            a1, G, sig = float(r["alpha_k"][0]), r["G"], r["sigma_sq"]
+            arr["alpha_kproj"][at] = a1
+            arr["alpha_1proj"][at] = float(r["alpha_1proj"])
+            arr["alpha_gf"][at] = float(r["alpha_gf"])
+            arr["alpha_gf_se"][at] = float(r["alpha_gf_se"])
+            arr["G11"][at] = float(G[0, 0])
+            arr["G12_over_G11"][at] = float(G[0, 1] / G[0, 0]) if G.shape[0] > 1 else np.nan
+            arr["sigma1_sq"][at] = float(sig[0])
+            arr["identity_Gx2_1"][at] = float(r["id_lhs"])
+            arr["identity_2alpha_1"][at] = float(r["id_rhs"])
+            arr["n_above_2_over_eta"][at] = float(r["n_above_2_over_eta"])
+            for q in cfg["k_scan"]:
+                arr[f"alpha_k{int(q)}"][at] = float(r[f"alpha_k{int(q)}"])
+            for key in ("K_lower", "K_upper", "K_trace", "batch_sharpness", "noise_corr12", "edge_hvp",
+                        "edge_seconds", "gf_hvp", "gf_seconds"):
+                arr[key][at] = float(r[key])
+            if b != "full":
+                lead = lr * G[0, 0] * sig[0] / 4
+                arr["pred_1d_kproj"][at] = lead / a1 if a1 > 0 else np.nan
+                arr["pred_1d_gf"][at] = lead / r["alpha_gf"] if r["alpha_gf"] > 0 else np.nan
+                gk, na = k_direction_gap(lr, r["alpha_k"], sig, G)
+                arr["pred_k"][at] = gk
+                arr["n_active"][at] = na
+                arr["pred_k_dir1"][at] = k_direction_gap(lr, r["alpha_k"], sig, G, which="first")[0]
+    dims = ("setting", "eta", "batch_size", "seed")
+    coords = {"setting": names, "eta": lrs, "batch_size": bsz, "seed": seeds}
+    ds = xr.Dataset({f: (dims, v) for f, v in arr.items()}, coords=coords)
+    # across seeds: mean and 95 % CI half-width
+    for f in ("gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "pred_k_dir1", "eta_gap", "lam12", "K_lower",
+              "K_upper", "K_trace", "batch_sharpness", "S", "alpha_kproj", "identity_Gx2_1", "identity_2alpha_1",
+              "alpha_gf", "alpha_1proj", "G12_over_G11", "n_above_2_over_eta",
+              "S_drift", "noise_corr12") + tuple(f"alpha_k{int(q)}" for q in cfg["k_scan"]):
+        mean = np.full(shape[:3], np.nan)
+        half = np.full(shape[:3], np.nan)
+        for at in np.ndindex(shape[:3]):
+            mean[at], half[at] = _ci(arr[f][at])
+        ds[f + "_mean"] = (dims[:3], mean)
+        ds[f + "_ci95"] = (dims[:3], half)
+    for p in ("pred_1d_kproj", "pred_1d_gf", "pred_k", "pred_k_dir1"):
+        for ref in ("gap_2eta", "gap_gd"):
+            ratio = arr[ref] / arr[p]
+            mean = np.full(shape[:3], np.nan)
+            half = np.full(shape[:3], np.nan)
+            for at in np.ndindex(shape[:3]):
+                mean[at], half[at] = _ci(ratio[at])
+            ds[f"ratio_{ref}_to_{p}_mean"] = (dims[:3], mean)
+            ds[f"ratio_{ref}_to_{p}_ci95"] = (dims[:3], half)
+    ds["regime"] = (dims[:3], _labels(ds))
+    ds.attrs = provenance_attrs(study=name, study_wall_time_s=time.perf_counter() - t_start,
+                                config=repr({k: v for k, v in cfg.items()}), quick=int(bool(quick)),
+                                alpha_used="pred_1d_kproj: alpha_1 at theta_dagger with the top-k eigenspace "
+                                "projected out of grad L; pred_1d_gf: the gradient-flow rate dlambda_max/dt; "
+                                "pred_k: alpha_j (top-k projected) for every direction",
+                                gap_definitions="gap_2eta = 2/eta - mean lambda_1 (plateau); gap_gd = S_GD - "
+                                "mean lambda_1 (same seed and eta)")
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(out_dir / f"{name}.nc", engine="h5netcdf")
+    fig = plot(ds)
+    for ext in ("png", "pdf"):
+        fig.savefig(out_dir / f"{name}.{ext}", dpi=130)
+    return ds
+
+
+def _labels(ds) -> np.ndarray:
+    lab = np.empty(ds.gap_2eta_mean.shape, dtype=object)
+    for at in np.ndindex(lab.shape):
+        eg = float(ds.eta_gap_mean.values[at])
+        # the trace form: K_lower/K_upper also contain the top modes, which diverge at the deterministic edge
+        K = float(ds.K_trace_mean.values[at])
+        if ds.batch_size.values[at[2]] == "full":
+            lab[at] = "GD"
+            continue
+        if not np.isfinite(eg):
+            lab[at] = "diverged"
+            continue
+
+        def holds(p):
+            m = float(ds[f"ratio_gap_2eta_to_{p}_mean"].values[at])
+            h = float(ds[f"ratio_gap_2eta_to_{p}_ci95"].values[at])
+            if not np.isfinite(m):
+                return False
+            if np.isfinite(h) and m - h <= 1 <= m + h and h < 0.5:
+                return True
+            return 1 / 1.5 <= m <= 1.5
+
+        if eg > 0.5:
+            lab[at] = "nonlinear"
+        elif np.isfinite(K) and K >= 0.5:
+            lab[at] = "stochastic-edge"
+        elif holds("pred_1d_kproj"):
+            lab[at] = "1-D"
+        elif holds("pred_k"):
+            lab[at] = "k-direction"
+        else:
+            lab[at] = "neither"
+    return lab.astype(str)
+
+
+def plot(ds: xr.Dataset):
+    """Gap vs B (from 2/η and from S_GD) with the three predictions; ratio measured/predicted; ηΔS, K, λ₁−λ₂."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_set, n_eta = ds.sizes["setting"], ds.sizes["eta"]
+    fig, axes = plt.subplots(n_set * n_eta, 3, figsize=(13, 3.2 * n_set * n_eta), squeeze=False)
+    bvals = [b for b in ds.batch_size.values if b != "full"]
+    xb = np.array([int(b) for b in bvals])
+    for r, (i, j) in enumerate(itertools.product(range(n_set), range(n_eta))):
+        sub = ds.isel(setting=i, eta=j).sel(batch_size=bvals)
+        ax = axes[r, 0]
+        for f, lab, mk in (("gap_2eta", "measured, from 2/η", "o"), ("gap_gd", "measured, from S_GD", "s"),
+                           ("pred_1d_kproj", "1-D, α top-k projected", "--"), ("pred_1d_gf", "1-D, α gradient flow", ":"),
+                           ("pred_k", "k-direction closure", "-.")):
+            y, e = sub[f + "_mean"].values, sub[f + "_ci95"].values
+            if mk in ("o", "s"):
+                ax.errorbar(xb, y, yerr=np.nan_to_num(e), fmt=mk, label=lab, capsize=2)
+            else:
+                ax.plot(xb, y, mk, label=lab)
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("sharpness gap")
+        ax.set_title(f"{str(ds.setting.values[i])}, η = {float(ds.eta.values[j])}", fontsize=9)
+        ax.legend(fontsize=6)
+        ax = axes[r, 1]
+        for p, mk in (("pred_1d_kproj", "o"), ("pred_1d_gf", "^"), ("pred_k", "s")):
+            y, e = sub[f"ratio_gap_2eta_to_{p}_mean"].values, sub[f"ratio_gap_2eta_to_{p}_ci95"].values
+            ax.errorbar(xb, y, yerr=np.nan_to_num(e), fmt=mk, label=p.replace("pred_", ""), capsize=2)
+        ax.axhline(1, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("measured (from 2/η) / predicted")
+        ax.set_ylim(-100, 100)
+        for x_, lab in zip(xb, sub.regime.values):
+            ax.annotate(lab, (x_, 0.02), xycoords=("data", "axes fraction"), fontsize=6, rotation=90, va="bottom")
+        ax.legend(fontsize=6)
+        ax = axes[r, 2]
+        ax.plot(xb, sub.eta_gap_mean.values, "o-", label="ηΔS (from 2/η)")
+        ax.plot(xb, sub.K_upper_mean.values, "s-", label="K (upper bound)")
+        ax.plot(xb, sub.K_lower_mean.values, "s--", label="K (lower bound)")
+        ax.plot(xb, sub.K_trace_mean.values, "x:", label="K, trace form")
+        ax.plot(xb, float(ds.eta.values[j]) * sub.lam12_mean.values, "^-", label="η(λ₁−λ₂)")
+        ax.set_xscale("log")
+        ax.set_xlabel("batch size B")
+        ax.legend(fontsize=6)
+    for ax in axes.ravel():
+        ax.set_xticks(xb)
+        ax.set_xticklabels([str(v) for v in xb])
+        ax.minorticks_off()
+    fig.tight_layout()
+    return fig
