@@ -70,8 +70,18 @@ class SymbolicStep:
         return len(self.noise)
 
     def signature(self) -> str:
-        """A string that determines the generated kernel (used as a compilation cache key)."""
-        return repr((self.state, self.params, self.noise, self.update, tuple(self.observables.items())))
+        """A string that determines the generated kernel (used as a compilation cache key).
+
+        It is ``sympy.srepr`` of the whole step: equal signatures are equal expression trees (srepr
+        keeps every node, symbol assumption and number exactly; ``repr`` drops assumptions and
+        ``Float`` precision), so they print to the same code.  Computed once per step object:
+        models return one shared step per structure, so engines look their code up in O(1).
+        """
+        cached = self.__dict__.get("_signature")
+        if cached is None:
+            cached = sp.srepr((self.state, self.params, self.noise, self.update, tuple(self.observables.items())))
+            self.__dict__["_signature"] = cached  # frozen dataclass: bypass __setattr__, not a field
+        return cached
 
 
 class Model(abc.ABC):

@@ -8,6 +8,7 @@ kernels and as the plainest possible baseline.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import ClassVar
 
@@ -20,23 +21,37 @@ from ._codegen import print_numpy
 __all__ = ["NumpyEngine"]
 
 
+#: step signature -> (update, observe): skips printing (SymPy CSE) for a step seen before
 _COMPILED: dict[str, tuple] = {}
+#: sha256 of the generated source -> (update, observe): one function pair per distinct source
+_BY_SOURCE: dict[str, tuple] = {}
 
 
-def _compile(signature: str, step):
-    if signature in _COMPILED:
-        return _COMPILED[signature]
+def step_source(step) -> str:
+    """Python source of ``update(state..., params..., noise...)`` and ``observe(state..., params...)``
+    for one symbolic step: parameters are arguments, so one source serves every parameter value."""
     printed = print_numpy(step)
     names = step.state_names + step.param_names + tuple(s.name for s in step.noise)
     body = [f"{n} = {c}" for n, c in printed.update_temps]
     body += [f"return ({', '.join(printed.update)},)"]
     obs_body = [f"{n} = {c}" for n, c in printed.obs_temps]
     obs_body += [f"return ({', '.join(printed.observables)},)"]
-    src = (f"def update({', '.join(names)}):\n    " + "\n    ".join(body) + "\n"
-           f"def observe({', '.join(step.state_names + step.param_names)}):\n    " + "\n    ".join(obs_body) + "\n")
-    namespace = {"numpy": numpy, "math": math}
-    exec(compile(src, f"<sdeeos numpy step {signature[:40]}>", "exec"), namespace)
-    _COMPILED[signature] = namespace["update"], namespace["observe"]
+    return (f"def update({', '.join(names)}):\n    " + "\n    ".join(body) + "\n"
+            f"def observe({', '.join(step.state_names + step.param_names)}):\n    " + "\n    ".join(obs_body) + "\n")
+
+
+def _compile(signature: str, step):
+    """``(update, observe)`` of ``step`` (whose `SymbolicStep.signature` is ``signature``), compiled
+    once per distinct generated source in this process."""
+    if signature in _COMPILED:
+        return _COMPILED[signature]
+    src = step_source(step)
+    digest = hashlib.sha256(src.encode()).hexdigest()
+    if digest not in _BY_SOURCE:
+        namespace = {"numpy": numpy, "math": math}
+        exec(compile(src, f"<sdeeos numpy step {digest[:20]}>", "exec"), namespace)
+        _BY_SOURCE[digest] = namespace["update"], namespace["observe"]
+    _COMPILED[signature] = _BY_SOURCE[digest]
     return _COMPILED[signature]
 
 

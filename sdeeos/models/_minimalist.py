@@ -2,6 +2,7 @@ r"""The minimalist edge-of-stability example :math:`f(x,y)=\tfrac14(x^2y^2-1)^2`
 
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -16,6 +17,24 @@ from ._base import EnsembleModel, SymbolicStep
 from ._toy_common import apply_initial_spread
 
 __all__ = ["Minimalist"]
+
+
+@functools.lru_cache(maxsize=None)
+def _symbolic_step(method: str) -> SymbolicStep:
+    """The step of ``method``: one shared object per method (parameters are symbols, so every
+    instance runs the same generated code with its own parameter vector)."""
+    x, y, eta, sigma, z, z1, z2 = theory.symbols()
+    noise = {"gd": (), "sgd": (z1, z2), "sgd-mult": (z,)}[method]
+    gx, gy = theory.derive_gradient()
+    observables = {
+        "sharpness": theory.derive_sharpness(),
+        "loss": theory.loss(),
+        "grad_norm_sq": gx**2 + gy**2,
+        "xy": x * y,
+        "x2_minus_y2": theory.derive_gf_invariant(),
+    }
+    return SymbolicStep(state=(x, y), params=(eta, sigma), noise=noise,
+                        update=tuple(theory.update(method)), observables=observables)
 
 
 class Minimalist(EnsembleModel):
@@ -79,20 +98,9 @@ class Minimalist(EnsembleModel):
             raise ParameterError(f"sigma must be > 0 for method {method!r} (use method 'gd' for sigma = 0)")
 
     def step(self, method: str) -> SymbolicStep:
-        x, y, eta, sigma, z, z1, z2 = theory.symbols()
         if method not in self.methods:  # pragma: no cover - check_method guards this
             raise ParameterError(f"method must be one of {self.methods}, got {method!r}")
-        noise = {"gd": (), "sgd": (z1, z2), "sgd-mult": (z,)}[method]
-        gx, gy = theory.derive_gradient()
-        observables = {
-            "sharpness": theory.derive_sharpness(),
-            "loss": theory.loss(),
-            "grad_norm_sq": gx**2 + gy**2,
-            "xy": x * y,
-            "x2_minus_y2": theory.derive_gf_invariant(),
-        }
-        return SymbolicStep(state=(x, y), params=(eta, sigma), noise=noise,
-                            update=tuple(theory.update(method)), observables=observables)
+        return _symbolic_step(method)
 
     def new_run(self, spec):
         run = super().new_run(spec)

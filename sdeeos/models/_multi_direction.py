@@ -2,6 +2,7 @@ r"""The reduced self-stabilization dynamics with k coupled edge directions."""
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import numpy as np
@@ -13,6 +14,33 @@ from ..theory import multi_direction as theory
 from ._base import EnsembleModel, SymbolicStep
 
 __all__ = ["MultiDirection"]
+
+
+@functools.lru_cache(maxsize=None)
+def _symbolic_step(k: int, method: str) -> SymbolicStep:
+    """The step of ``method`` with ``k`` directions: one shared object per (k, method)."""
+    s = theory.symbols(k)
+    eta, x, y = s["eta"], s["x"], s["y"]
+    update = theory.update(k, noisy=(method == "sgd"))
+    noise = s["z"] if method == "sgd" else ()
+    params = (eta,) + s["alpha"] + s["sigma"] + theory.coupling_symbols(k)
+    if k == 1:
+        # the observables of SelfStabilization, in its order
+        observables = {"sharpness": 2 / eta + y[0], "x_sq": x[0] ** 2, "y_x": y[0] * x[0],
+                       "y_x_sq": y[0] * x[0] ** 2}
+    else:
+        observables = {"sharpness": 2 / eta + sp.Max(*y)}
+        for j in range(k):
+            n = j + 1
+            observables[f"sharpness{n}"] = 2 / eta + y[j]
+            observables[f"x_sq{n}"] = x[j] ** 2
+            # its mean square is E[x_j^2 y_j^2] (the weighted gap identity)
+            observables[f"y_x{n}"] = y[j] * x[j]
+            observables[f"y_x_sq{n}"] = y[j] * x[j] ** 2
+        G = s["G"]
+        observables["r_G_r"] = sum(G[i, j] * x[i] ** 2 * x[j] ** 2 for i in range(k) for j in range(k))
+    return SymbolicStep(state=tuple(x) + tuple(y), params=params, noise=tuple(noise), update=tuple(update),
+                        observables=observables)
 
 
 def _vector(name: str, value, k: int | None = None) -> np.ndarray:
@@ -127,31 +155,9 @@ class MultiDirection(EnsembleModel):
             raise ParameterError("sigma must be > 0 in some direction for method 'sgd' (use method 'gd')")
 
     def step(self, method: str) -> SymbolicStep:
-        s = self._symbols()
-        k, eta = self.k, s["eta"]
-        x, y = s["x"], s["y"]
         if method not in self.methods:  # pragma: no cover - check_method guards this
             raise ParameterError(f"method must be one of {self.methods}, got {method!r}")
-        update = theory.update(k, noisy=(method == "sgd"))
-        noise = s["z"] if method == "sgd" else ()
-        params = (eta,) + s["alpha"] + s["sigma"] + theory.coupling_symbols(k)
-        if k == 1:
-            # the observables of SelfStabilization, in its order
-            observables = {"sharpness": 2 / eta + y[0], "x_sq": x[0] ** 2, "y_x": y[0] * x[0],
-                           "y_x_sq": y[0] * x[0] ** 2}
-        else:
-            observables = {"sharpness": 2 / eta + sp.Max(*y)}
-            for j in range(k):
-                n = j + 1
-                observables[f"sharpness{n}"] = 2 / eta + y[j]
-                observables[f"x_sq{n}"] = x[j] ** 2
-                # its mean square is E[x_j^2 y_j^2] (the weighted gap identity)
-                observables[f"y_x{n}"] = y[j] * x[j]
-                observables[f"y_x_sq{n}"] = y[j] * x[j] ** 2
-            G = s["G"]
-            observables["r_G_r"] = sum(G[i, j] * x[i] ** 2 * x[j] ** 2 for i in range(k) for j in range(k))
-        return SymbolicStep(state=tuple(x) + tuple(y), params=params, noise=tuple(noise), update=tuple(update),
-                            observables=observables)
+        return _symbolic_step(self.k, method)
 
     # ------------------------------------------------------------------ theory
     def x_sq_stationary(self) -> list[float]:

@@ -8,6 +8,7 @@ same RNG scheme (Brownian increment :math:`\Delta W_j=\sqrt{dt}\,z_j`, draw ``st
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import ClassVar
 
@@ -248,7 +249,12 @@ class OrnsteinUhlenbeck(EnsembleModel):
         return x, rate, diffusion, mean, DT, a, c1, c2, z0, z1
 
     def step(self, method: str) -> SymbolicStep:
-        x, rate, diffusion, mean, dt, a, c1, c2, z0, z1 = self.symbols()
+        return self._step(method)  # one shared step per method (parameters are symbols)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def _step(method: str) -> SymbolicStep:
+        x, rate, diffusion, mean, dt, a, c1, c2, z0, z1 = OrnsteinUhlenbeck.symbols()
         params = (rate, diffusion, mean, dt, a, c1, c2)
         observables = {"x": x, "x_sq": x**2}
         if method == "exact":

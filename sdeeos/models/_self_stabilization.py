@@ -2,6 +2,7 @@ r"""Damian's reduced self-stabilization dynamics with projected gradient noise (
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import ClassVar
 
@@ -14,6 +15,33 @@ from ..theory import self_stabilization as theory
 from ._base import EnsembleModel, SymbolicStep
 
 __all__ = ["SelfStabilization"]
+
+
+@functools.lru_cache(maxsize=None)
+def _symbolic_step(method: str) -> SymbolicStep:
+    """The step of ``method``: one shared object per method (parameters are symbols)."""
+    x, y, z, eta, alpha, beta, sigma = theory.symbols()
+    if method == "sgd":
+        update = theory.reduced_update(noisy=True)
+        noise = (z,)
+    elif method == "gd":
+        update = theory.reduced_update(noisy=False)
+        noise = ()
+    elif method == "pgd":
+        update = (sp.Integer(0) * x, sp.Min(0, y + eta * alpha))
+        noise = ()
+    else:  # pragma: no cover - check_method guards this
+        raise ParameterError(f"method must be one of {SelfStabilization.methods}, got {method!r}")
+    observables = {
+        "sharpness": 2 / eta + y,
+        "x_sq": x**2,
+        # y*x: its mean square is E[x^2 y^2], which enters the exact gap identity
+        "y_x": y * x,
+        "y_x_sq": y * x**2,
+    }
+    params = (eta, alpha, beta, sigma)
+    return SymbolicStep(state=(x, y), params=params, noise=noise, update=tuple(update),
+                        observables=observables)
 
 
 class SelfStabilization(EnsembleModel):
@@ -73,28 +101,7 @@ class SelfStabilization(EnsembleModel):
             raise ParameterError("sigma must be > 0 for method 'sgd' (use method 'gd' for sigma = 0)")
 
     def step(self, method: str) -> SymbolicStep:
-        x, y, z, eta, alpha, beta, sigma = theory.symbols()
-        if method == "sgd":
-            update = theory.reduced_update(noisy=True)
-            noise = (z,)
-        elif method == "gd":
-            update = theory.reduced_update(noisy=False)
-            noise = ()
-        elif method == "pgd":
-            update = (sp.Integer(0) * x, sp.Min(0, y + eta * alpha))
-            noise = ()
-        else:  # pragma: no cover - check_method guards this
-            raise ParameterError(f"method must be one of {self.methods}, got {method!r}")
-        observables = {
-            "sharpness": 2 / eta + y,
-            "x_sq": x**2,
-            # y*x: its mean square is E[x^2 y^2], which enters the exact gap identity
-            "y_x": y * x,
-            "y_x_sq": y * x**2,
-        }
-        params = (eta, alpha, beta, sigma)
-        return SymbolicStep(state=(x, y), params=params, noise=noise, update=tuple(update),
-                            observables=observables)
+        return _symbolic_step(method)
 
     def collect(self, spec, run):
         data, coords, summary = super().collect(spec, run)
