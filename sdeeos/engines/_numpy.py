@@ -79,38 +79,41 @@ class NumpyEngine(Engine):
         bound = spec.model.divergence_bound
         state = [run.state[k].copy() for k in range(ns)]
         ones = numpy.ones(spec.n_traj)
-        for t in range(run.t, t1):
-            if spec.record_every and t % spec.record_every == 0:
-                obs = observe(*state, *params)
-                r = t // spec.record_every
-                for k in range(ns):
-                    run.rec[r, k] = state[k]
-                for k, o in enumerate(obs):
-                    run.rec[r, ns + k] = o * ones
-            if t == spec.burn_in:
-                for k in range(ns):
-                    run.burn_state[k] = state[k]
-            if t >= spec.burn_in:
-                for k, o in enumerate(observe(*state, *params)):
-                    run.part_sum[k] += o
-                    run.part_sq[k] += o * o
-            state = self.next_state(spec, run, t, state, params, update)
-            if (t + 1) % FOLD == 0 or t + 1 == spec.n_steps:
-                ok = run.alive.astype(bool)
-                for k in range(ns):
-                    ok &= numpy.abs(state[k]) <= bound
-                for k in range(run.part_sq.shape[0]):
-                    ok &= numpy.abs(run.part_sq[k]) < numpy.inf
-                keep = run.alive.astype(bool) & ok
-                run.acc_sum[:, keep] += run.part_sum[:, keep]
-                run.acc_sq[:, keep] += run.part_sq[:, keep]
-                died = run.alive.astype(bool) & ~ok
-                run.alive[died] = 0
-                run.diverged_step[died] = t + 1
-                for k in range(ns):
-                    state[k] = numpy.where(died, numpy.nan, state[k])
-                run.part_sum[:] = 0.0
-                run.part_sq[:] = 0.0
+        # a diverging trajectory overflows to inf/NaN in the observables before the fold detects it
+        # (and counts it); as in the compiled engines, that is not a warning
+        with numpy.errstate(all="ignore"):
+            for t in range(run.t, t1):
+                if spec.record_every and t % spec.record_every == 0:
+                    obs = observe(*state, *params)
+                    r = t // spec.record_every
+                    for k in range(ns):
+                        run.rec[r, k] = state[k]
+                    for k, o in enumerate(obs):
+                        run.rec[r, ns + k] = o * ones
+                if t == spec.burn_in:
+                    for k in range(ns):
+                        run.burn_state[k] = state[k]
+                if t >= spec.burn_in:
+                    for k, o in enumerate(observe(*state, *params)):
+                        run.part_sum[k] += o
+                        run.part_sq[k] += o * o
+                state = self.next_state(spec, run, t, state, params, update)
+                if (t + 1) % FOLD == 0 or t + 1 == spec.n_steps:
+                    ok = run.alive.astype(bool)
+                    for k in range(ns):
+                        ok &= numpy.abs(state[k]) <= bound
+                    for k in range(run.part_sq.shape[0]):
+                        ok &= numpy.abs(run.part_sq[k]) < numpy.inf
+                    keep = run.alive.astype(bool) & ok
+                    run.acc_sum[:, keep] += run.part_sum[:, keep]
+                    run.acc_sq[:, keep] += run.part_sq[:, keep]
+                    died = run.alive.astype(bool) & ~ok
+                    run.alive[died] = 0
+                    run.diverged_step[died] = t + 1
+                    for k in range(ns):
+                        state[k] = numpy.where(died, numpy.nan, state[k])
+                    run.part_sum[:] = 0.0
+                    run.part_sq[:] = 0.0
         for k in range(ns):
             run.state[k] = state[k]
         run.t = t1
