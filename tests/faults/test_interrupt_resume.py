@@ -113,7 +113,7 @@ def test_keyboard_interrupt_from_the_progress_callback_saves_a_consistent_checkp
 
 
 SCRIPT = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     import sdeeos
     from sdeeos import _simulate
     from sdeeos.engines._numba import NumbaEngine
@@ -134,7 +134,9 @@ SCRIPT = textwrap.dedent("""
     sdeeos.simulate(model, n_traj=2, n_steps=64, seed=3)  # build and load the engine first
     print("ready", flush=True)
     ds = sdeeos.simulate(model, n_traj=200, n_steps=64 * 150, seed=3, checkpoint=sys.argv[1])
-    ds.to_netcdf(sys.argv[2], engine="h5netcdf")
+    # write, then rename: a Ctrl-C while writing (after simulate returned) leaves no partial output
+    ds.to_netcdf(sys.argv[2] + ".part", engine="h5netcdf")
+    os.replace(sys.argv[2] + ".part", sys.argv[2])
 """)
 
 
