@@ -26,6 +26,9 @@ from ._validation import check_choice, check_int
 
 __all__ = ["SymbolicStep", "Model", "FOLD", "DTYPES", "RunSpec", "RunState", "Engine", "ensemble_summary"]
 
+#: Largest step count or recording interval: the engines' step counters are int64.
+INT64_MAX = 2**63 - 1
+
 #: State precisions a run may ask for (streamed sums are float64 in both).
 DTYPES = ("float64", "float32")
 
@@ -195,10 +198,11 @@ class RunSpec:
             raise ParameterError(f"model must be an sdeeos Model, got {type(model).__name__}")
         method = model.check_method(method)
         n_traj = check_int("n_traj", n_traj, low=1)
-        n_steps = check_int("n_steps", n_steps, low=1)
+        # the engines count steps in int64 (Numba and CUDA kernels): a larger record_every wrapped negative
+        n_steps = check_int("n_steps", n_steps, low=1, high=INT64_MAX)
         burn_in = n_steps // 2 if burn_in is None else check_int("burn_in", burn_in, low=0, high=n_steps - 1)
         seed = int(as_seed(seed))
-        record_every = 0 if record_every is None else check_int("record_every", record_every, low=1)
+        record_every = 0 if record_every is None else check_int("record_every", record_every, low=1, high=INT64_MAX)
         dtype = model.check_dtype(method, dtype)
         model.validate_run(method)
         return cls(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in,
