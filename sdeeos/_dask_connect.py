@@ -9,7 +9,7 @@ import threading
 
 from ._errors import SdeeosError
 
-__all__ = ["SchedulerUnreachableError", "probe_scheduler"]
+__all__ = ["SchedulerUnreachableError", "probe_scheduler", "connect_client"]
 
 
 class SchedulerUnreachableError(SdeeosError, ConnectionError):
@@ -49,3 +49,23 @@ def probe_scheduler(address: str, timeout: float) -> None:
         raise SchedulerUnreachableError(
             f"could not reach the Dask scheduler at {address!r} within {timeout:g} s ({reason}); is it "
             "running, and is it a Dask scheduler? (omit the scheduler to use a local cluster)") from None
+
+
+def connect_client(scheduler, timeout: float):
+    """``(client, description, owned)`` for a scheduler address (probed first) or a given ``Client``.
+
+    ``owned`` says whether the caller created the client and so must close it.  An address that
+    cannot be reached, or whose client cannot be made, raises `SchedulerUnreachableError`.
+    """
+    import distributed
+
+    if isinstance(scheduler, distributed.Client):
+        return scheduler, f"dask cluster at {scheduler.scheduler.address}", False
+    probe_scheduler(scheduler, timeout)
+    try:
+        client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is reported the same way
+        raise SchedulerUnreachableError(
+            f"could not connect to the Dask scheduler at {scheduler!r} within {timeout:g} s "
+            f"({type(exc).__name__}: {exc})") from None
+    return client, f"dask cluster at {scheduler}", True

@@ -33,7 +33,7 @@ import numpy as np
 
 from ._checkpoint import load_run_arrays, save_run_arrays
 from ._contract import RunSpec
-from ._dask_connect import SchedulerUnreachableError, probe_scheduler
+from ._dask_connect import SchedulerUnreachableError, connect_client
 from ._errors import BackendUnavailableError, DistExtraMissingError, ParameterError, SdeeosError
 from ._validation import check_int
 
@@ -116,19 +116,9 @@ class _Cluster:
                 resources={"GPU": 1} if need_gpu else None, silence_logs=logging.ERROR)
             self.client = distributed.Client(self.cluster, set_as_default=False)
             self.description = f"local dask cluster, {n_workers} worker(s)"
-        elif isinstance(scheduler, distributed.Client):
-            self.client, self.own_client, self.threads = scheduler, False, None
-            self.description = f"dask cluster at {scheduler.scheduler.address}"
-        elif isinstance(scheduler, str):
-            probe_scheduler(scheduler, connect_timeout)
-            try:
-                self.client = distributed.Client(scheduler, timeout=connect_timeout, set_as_default=False)
-            except Exception as exc:  # noqa: BLE001 - any failure to connect is reported the same way
-                raise SchedulerUnreachableError(
-                    f"could not connect to the Dask scheduler at {scheduler!r} within {connect_timeout:g} s "
-                    f"({type(exc).__name__}: {exc})") from None
+        elif isinstance(scheduler, (str, distributed.Client)):
+            self.client, self.description, self.own_client = connect_client(scheduler, connect_timeout)
             self.threads = None
-            self.description = f"dask cluster at {scheduler}"
         else:
             raise ParameterError(f"scheduler must be None, an address or a distributed.Client, got {scheduler!r}")
         if need_gpu and self.cluster is None:

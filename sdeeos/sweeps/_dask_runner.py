@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from .._dask_connect import SchedulerUnreachableError, probe_scheduler
+from .._dask_connect import SchedulerUnreachableError, connect_client
 from .._errors import BackendUnavailableError, DistExtraMissingError, ParameterError, SdeeosError
 from .._validation import check_int
 from ._points import PointSpec, run_point
@@ -65,22 +65,12 @@ class Runner:
             self.client = distributed.Client(self.cluster, set_as_default=False)
             self.own = True
             self.description = f"local dask cluster, {n} worker(s) x 1 thread"
-        elif isinstance(scheduler, distributed.Client):
-            self.client = scheduler
-            self.description = f"dask cluster at {scheduler.scheduler.address}"
-        elif isinstance(scheduler, str):
-            probe_scheduler(scheduler, connect_timeout)
-            try:
-                self.client = distributed.Client(scheduler, timeout=connect_timeout, set_as_default=False)
-            except Exception as exc:  # noqa: BLE001 - any failure to connect is reported the same way
-                raise SchedulerUnreachableError(
-                    f"could not connect to the Dask scheduler at {scheduler!r} within {connect_timeout:g} s "
-                    f"({type(exc).__name__}: {exc})") from None
-            self.own = True
-            self.description = f"dask cluster at {scheduler}"
-            # a lost scheduler is reported by `run` in one line; the client's reconnect attempts
-            # would log tracebacks meanwhile
-            self._quieted = _ClientLogQuiet()
+        elif isinstance(scheduler, (str, distributed.Client)):
+            self.client, self.description, self.own = connect_client(scheduler, connect_timeout)
+            if self.own:
+                # a lost scheduler is reported by `run` in one line; the client's reconnect attempts
+                # would log tracebacks meanwhile
+                self._quieted = _ClientLogQuiet()
         else:
             raise ParameterError(f"scheduler must be None, 'local', 'serial', an address or a "
                                  f"distributed.Client, got {scheduler!r}")
