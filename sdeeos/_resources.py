@@ -14,10 +14,18 @@ import os
 
 from ._errors import ResourceError
 
-__all__ = ["max_threads", "available_memory_bytes", "run_memory_bytes", "check_run_memory", "format_bytes"]
+__all__ = ["available_cores", "max_threads", "available_memory_bytes", "run_memory_bytes", "check_run_memory", "format_bytes"]
 
 #: The dataset built at the end copies every per-trajectory array of the run state once.
 _COPIES_AT_PEAK = 2
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity; the machine's count off Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def max_threads() -> int:

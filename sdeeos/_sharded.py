@@ -35,6 +35,7 @@ from ._checkpoint import load_run_arrays, save_run_arrays
 from ._contract import RunSpec
 from ._dask_connect import SchedulerUnreachableError, connect_client
 from ._errors import BackendUnavailableError, DistExtraMissingError, ParameterError, SdeeosError
+from ._resources import available_cores
 from ._validation import check_int
 
 __all__ = ["ShardFailedError", "SchedulerUnreachableError", "shard_bounds", "run_shard", "merge_shards",
@@ -92,13 +93,6 @@ def _import_distributed():
     return distributed
 
 
-def _n_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 class _Cluster:
     """The client of the cluster a sharded run uses (and the embedded cluster, when it made one)."""
 
@@ -107,8 +101,8 @@ class _Cluster:
         self.cluster = None
         self.own_client = True
         if scheduler is None:
-            n_workers = 1 if need_gpu else min(n_shards, _n_cores())
-            self.threads = 1 if need_gpu else max(1, _n_cores() // n_workers)
+            n_workers = 1 if need_gpu else min(n_shards, available_cores())
+            self.threads = 1 if need_gpu else max(1, available_cores() // n_workers)
             threads = str(self.threads)
             self.cluster = distributed.LocalCluster(
                 n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,

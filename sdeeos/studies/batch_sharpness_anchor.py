@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import pathlib
 import time
 
 import numpy as np
@@ -30,8 +29,9 @@ from torch.func import grad
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
 from .._train_config import DATASETS, LOSSES, MODELS
+from ._real import save_study
 from ._schema import Field
-from ..torch import FlatParams, HessianOperator, build_model, lanczos_top, load_data, loss_function
+from ..torch import FlatParams, HessianOperator, batch_sharpness_ratios, build_model, lanczos_top, load_data, loss_function
 
 __all__ = ["SCHEMA", "run", "plot", "DEFAULTS", "batch_sharpness_ci"]
 
@@ -65,15 +65,7 @@ SCHEMA = {
 
 def batch_sharpness_ci(flat, x, t, loss, theta, batch_size, n_batches, generator) -> tuple[float, float, np.ndarray]:
     """Mean of :math:`g_B^\\top H_Bg_B/\\lVert g_B\\rVert^2` over batches, its 95 % t half-width, the ratios."""
-    n = int(x.shape[0])
-    ratios = []
-    for _ in range(n_batches):
-        idx = torch.randperm(n, generator=generator)[:batch_size]
-        fn = loss_function(flat, x[idx], t[idx], loss)
-        g = grad(fn)(theta).detach()
-        hg = HessianOperator(fn, theta)(g)
-        ratios.append(float(torch.dot(g, hg) / torch.dot(g, g)))
-    r = np.asarray(ratios)
+    r = batch_sharpness_ratios(flat, x, t, loss, theta, batch_size, n_batches=n_batches, generator=generator)
     half = float(stats.t.ppf(0.975, len(r) - 1) * r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else np.nan
     return float(r.mean()), half, r
 
@@ -161,12 +153,7 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "bat
     ds.attrs = provenance_attrs(study="batch_sharpness_anchor", study_wall_time_s=time.perf_counter() - t_start,
                                 config=repr(cfg), definition="mean over batches (without replacement) of "
                                 "g_B^T H_B g_B / |g_B|^2; 95% t-intervals", reference="2/eta")
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ds.to_netcdf(out_dir / f"{name}.nc", engine="h5netcdf")
-    fig = plot(ds)
-    for ext in ("png", "pdf"):
-        fig.savefig(out_dir / f"{name}.{ext}", dpi=130)
+    save_study(ds, plot(ds), out_dir, name)
     return ds
 
 

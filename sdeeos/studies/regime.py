@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import pathlib
 import time
 
 import numpy as np
@@ -45,7 +44,7 @@ from .._errors import ParameterError
 from .._provenance import provenance_attrs
 from .._train_config import DATASETS, LOSSES, MODELS
 from ..theory import multi_direction as md
-from ._real import batch_sizes_field
+from ._real import batch_sizes_field, save_study
 from ._schema import Field
 from ..torch import (
     EigenSolveError,
@@ -382,12 +381,7 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "reg
                                 "pred_k: alpha_j (top-k projected) for every direction",
                                 gap_definitions="gap_2eta = 2/eta - mean lambda_1 (plateau); gap_gd = S_GD - "
                                 "mean lambda_1 (same seed and eta)")
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ds.to_netcdf(out_dir / f"{name}.nc", engine="h5netcdf")
-    fig = plot(ds)
-    for ext in ("png", "pdf"):
-        fig.savefig(out_dir / f"{name}.{ext}", dpi=130)
+    save_study(ds, plot(ds), out_dir, name)
     return ds
 
 

@@ -16,6 +16,7 @@ import time
 
 from .._dask_connect import SchedulerUnreachableError, connect_client
 from .._errors import BackendUnavailableError, DistExtraMissingError, ParameterError, SdeeosError
+from .._resources import available_cores
 from .._validation import check_int
 from ._points import PointSpec, run_point
 
@@ -53,7 +54,7 @@ class Runner:
             return
         distributed = _import_distributed()
         if scheduler is None or (isinstance(scheduler, str) and scheduler == "local"):
-            n = n_workers or min(_n_cores(), max(n_todo, 1))
+            n = n_workers or min(available_cores(), max(n_todo, 1))
             n = check_int("n_workers", n, low=1)
             if need_gpu:
                 _require_local_gpu()
@@ -181,13 +182,6 @@ def _accepts_n_workers(client) -> bool:
         return "n_workers" in inspect.signature(client.scheduler_info).parameters
     except (TypeError, ValueError):  # pragma: no cover
         return False
-
-
-def _n_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _require_local_gpu():

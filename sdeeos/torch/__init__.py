@@ -62,6 +62,7 @@ from ._plateau import gauss_newton_top, gradient_flow_rate, noise_kernel, ntk_tr
 from ._quantities import (
     SelfStabilizationConstants,
     batch_sharpness,
+    batch_sharpness_ratios,
     loss_function,
     per_example_loss_function,
     predicted_gap,
@@ -83,7 +84,7 @@ __all__ = [
     "EoSSGD",
     "LOSSES", "MODELS", "accuracy", "build_model", "mean_loss", "per_example_loss",
     "gauss_newton_top", "gradient_flow_rate", "noise_kernel", "ntk_trace",
-    "SelfStabilizationConstants", "batch_sharpness", "loss_function", "per_example_loss_function",
+    "SelfStabilizationConstants", "batch_sharpness", "batch_sharpness_ratios", "loss_function", "per_example_loss_function",
     "predicted_gap", "project_to_stable_set", "projected_gradient_components",
     "projected_noise_variance", "self_stabilization_constants", "sharpness_gradient",
     "without_replacement_factor",

@@ -40,6 +40,7 @@ from ._curvature import EigenResult, FlatParams, HessianOperator, lanczos_top
 from ._nets import per_example_loss
 
 __all__ = [
+    "batch_sharpness_ratios",
     "loss_function",
     "per_example_loss_function",
     "sharpness_gradient",
@@ -48,7 +49,7 @@ __all__ = [
     "projected_gradient_components",
     "projected_noise_variance",
     "without_replacement_factor",
-    "batch_sharpness",
+    "batch_sharpness", "batch_sharpness_ratios",
     "project_to_stable_set",
     "predicted_gap",
 ]
@@ -159,13 +160,10 @@ def projected_noise_variance(per_example_fn, theta: torch.Tensor, u: torch.Tenso
     return {"sigma1_sq": sigma1_sq, "mean": float(mean), "sigma_u_sq": factors * sigma1_sq, "n": n}
 
 
-def batch_sharpness(flat: FlatParams, x, targets, loss: str, theta: torch.Tensor, batch_size: int,
-                    *, n_batches: int = 16, generator: torch.Generator | None = None) -> tuple[float, float]:
-    r"""Batch sharpness :math:`\mathbb E_B\big[g_B^\top H_Bg_B/\lVert g_B\rVert^2\big]` (docs/theory.md#batch-sharpness).
-
-    Average of the ratio over ``n_batches`` batches drawn uniformly without replacement (the
-    Andreyev–Beneventano code's default); returns ``(mean, standard error)``.
-    """
+def batch_sharpness_ratios(flat: FlatParams, x, targets, loss: str, theta: torch.Tensor, batch_size: int,
+                           *, n_batches: int = 16, generator: torch.Generator | None = None) -> np.ndarray:
+    r"""The ratios :math:`g_B^\top H_Bg_B/\lVert g_B\rVert^2` of ``n_batches`` batches drawn uniformly
+    without replacement (:math:`g_B, H_B` the gradient and Hessian of the batch mean loss)."""
     n = int(x.shape[0])
     batch_size = check_int("batch_size", batch_size, low=1, high=n)
     n_batches = check_int("n_batches", n_batches, low=1)
@@ -177,7 +175,17 @@ def batch_sharpness(flat: FlatParams, x, targets, loss: str, theta: torch.Tensor
         g = grad(fn)(theta).detach()
         hg = HessianOperator(fn, theta)(g)
         ratios.append(float(torch.dot(g, hg) / torch.dot(g, g)))
-    r = np.asarray(ratios)
+    return np.asarray(ratios)
+
+
+def batch_sharpness(flat: FlatParams, x, targets, loss: str, theta: torch.Tensor, batch_size: int,
+                    *, n_batches: int = 16, generator: torch.Generator | None = None) -> tuple[float, float]:
+    r"""Batch sharpness :math:`\mathbb E_B\big[g_B^\top H_Bg_B/\lVert g_B\rVert^2\big]` (docs/theory.md#batch-sharpness).
+
+    Average of the ratio over ``n_batches`` batches drawn uniformly without replacement (the
+    Andreyev–Beneventano code's default; `batch_sharpness_ratios`); returns ``(mean, standard error)``.
+    """
+    r = batch_sharpness_ratios(flat, x, targets, loss, theta, batch_size, n_batches=n_batches, generator=generator)
     se = float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else float("nan")
     return float(r.mean()), se
 
