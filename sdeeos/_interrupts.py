@@ -19,6 +19,7 @@ nest: an inner one shares the outer one's pending flag.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 
@@ -33,28 +34,44 @@ _ABORT = b"\nsdeeos: second Ctrl-C: stopped at once; the last saved checkpoint/s
 _active: "SigintDeferred | None" = None
 _pipe: tuple[int, int] | None = None  # (read, write): the C-level wakeup fd, read by one watcher thread
 _pipe_lock = threading.Lock()
+# Every byte of the wakeup pipe is read and counted under this lock, by the watcher or by the
+# section that ends: a byte written during one section is never counted in the next one.
+_count_lock = threading.Lock()
+
+
+def _read_available(r: int) -> bytes:
+    try:
+        return os.read(r, 64)
+    except BlockingIOError:
+        return b""
+
+
+def _count(data: bytes) -> None:
+    """Count the SIGINT bytes in ``data`` for the active section (call with `_count_lock` held)."""
+    guard = _active
+    if guard is None:
+        return
+    for byte in data:
+        if byte != signal.SIGINT:
+            continue
+        guard._count += 1
+        guard._pending = True
+        if guard._count == 1:
+            _write_stderr(_NOTICE)
+        else:
+            _write_stderr(_ABORT)
+            os._exit(EXIT_STATUS_INTERRUPTED)
 
 
 def _watch(r: int) -> None:
     """Count SIGINTs as they arrive (C level), even while the main thread runs a GIL-free kernel."""
     while True:
         try:
-            data = os.read(r, 64)
+            select.select([r], [], [])
         except OSError:  # pragma: no cover
             return
-        guard = _active
-        if guard is None:
-            continue  # a late byte from a section that has ended
-        for byte in data:
-            if byte != signal.SIGINT:
-                continue
-            guard._count += 1
-            guard._pending = True
-            if guard._count == 1:
-                _write_stderr(_NOTICE)
-            else:
-                _write_stderr(_ABORT)
-                os._exit(EXIT_STATUS_INTERRUPTED)
+        with _count_lock:
+            _count(_read_available(r))
 
 
 def _wakeup_pipe() -> tuple[int, int]:
@@ -63,6 +80,7 @@ def _wakeup_pipe() -> tuple[int, int]:
         if _pipe is None:
             r, w = os.pipe()
             os.set_blocking(w, False)
+            os.set_blocking(r, False)
             threading.Thread(target=_watch, args=(r,), name="sdeeos-sigint", daemon=True).start()
             _pipe = (r, w)
     return _pipe
@@ -121,7 +139,12 @@ class SigintDeferred:
         self._owner = False
         signal.signal(signal.SIGINT, self._old_handler)
         signal.set_wakeup_fd(self._old_wakeup)
-        _active = None
+        # no byte can be written any more: count what is still unread for this section, then end it
+        r, _ = _wakeup_pipe()
+        with _count_lock:
+            while data := _read_available(r):
+                _count(data)
+            _active = None
         if self._pending and exc_type is None:
             raise KeyboardInterrupt
 

@@ -148,15 +148,6 @@ def sweep(
         ``wall_time_s``; ``point_done``; model parameters set by a map (e.g. ``sigma``) as
         variables; provenance in ``attrs`` (version, git revision, RNG scheme, command line, grid,
         settings, ``sweep_digest``, scheduler).
-
-    Returns
-    -------
-    xarray.Dataset
-        Every scalar of `simulate` (measurements, standard errors, ``n_diverged`` and the theory's
-        predictions such as ``sharpness_gap_predicted_exact``) with the grid's dims; per-point
-        ``wall_time_s``; ``point_done``; model parameters set by a map (e.g. ``sigma``) as
-        variables; provenance in ``attrs`` (version, git revision, RNG scheme, command line, grid,
-        settings, ``sweep_digest``, scheduler).
     """
     cls, base = resolve_model(model, params)
     allowed = sweep_parameter_names(cls)
