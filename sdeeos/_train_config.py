@@ -18,18 +18,52 @@ import numpy as np
 from ._errors import ParameterError
 from ._validation import check_choice, check_int, check_real
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "DATASETS", "MODELS", "LOSSES", "DTYPES", "setting_type"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "DATASETS", "MODELS", "LOSSES", "DTYPES", "EDGE_TERMS", "LR_SCHEDULES",
+           "ADAPTIVE_STEP_OPTIMIZERS", "setting_type", "edge_terms"]
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "eos-sgd")
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "eos-sgd", "edge-sgd")
+#: the optimizers that set their own step size (no ``lr_schedule`` for them)
+ADAPTIVE_STEP_OPTIMIZERS = ("eos-sgd", "edge-sgd")
+#: the terms of EdgeSGD's step-size rule (``edge_terms``: a comma-separated non-empty subset)
+EDGE_TERMS = ("curvature", "batch_sharpness", "noise_kernel")
+LR_SCHEDULES = ("constant", "cosine")
 DATASETS = ("mnist1d", "digits")
 MODELS = ("mlp-tanh", "mlp-relu", "cnn-tanh", "cnn-relu")
 LOSSES = ("mse", "ce")
 DTYPES = ("float32", "float64")
 
 
-def _setting(default, help: str, *, choices=None, low=None, high=None, low_open=False, high_open=False):
+def _setting(default, help: str, *, choices=None, low=None, high=None, low_open=False, high_open=False,
+             check=None):
     return dataclasses.field(default=default, metadata={
-        "help": help, "choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open})
+        "help": help, "choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
+        "check": check})
+
+
+def edge_terms(value: str) -> tuple[str, ...]:
+    """The terms named by an ``edge_terms`` setting (comma-separated, a non-empty subset of `EDGE_TERMS`).
+
+    >>> edge_terms("curvature, noise_kernel")
+    ('curvature', 'noise_kernel')
+    >>> edge_terms("curvature,sharpness")
+    Traceback (most recent call last):
+    sdeeos._errors.ParameterError: edge_terms must be a comma-separated non-empty subset of curvature, batch_sharpness, noise_kernel; got 'curvature,sharpness' ('sharpness' is not a term)
+    """
+    allowed = ", ".join(EDGE_TERMS)
+    if not isinstance(value, str):
+        raise ParameterError(f"edge_terms must be a comma-separated non-empty subset of {allowed}; got {value!r}")
+    names = [t.strip() for t in value.split(",")]
+    bad = [t for t in names if t not in EDGE_TERMS]
+    if not value.strip() or bad or len(set(names)) != len(names):
+        why = (f"{bad[0]!r} is not a term" if bad and bad[0] else "an empty name" if bad
+               else "a term named twice" if value.strip() else "empty")
+        raise ParameterError(f"edge_terms must be a comma-separated non-empty subset of {allowed}; "
+                             f"got {value!r} ({why})")
+    return tuple(names)
+
+
+def _check_edge_terms(value) -> str:
+    return ",".join(edge_terms(value))
 
 
 def _unit(**kw):  # an interval [0, 1)
@@ -50,7 +84,10 @@ class TrainConfig:
     depth: int = _setting(2, "MLP hidden layers", low=1)
     channels: int = _setting(16, "CNN channels", low=1)
     optimizer: str = _setting("gd", "optimizer", choices=OPTIMIZERS)
-    lr: float = _setting(0.1, "step size (EoS-SGD: unused, see eos_eta_max)", low=0.0, low_open=True)
+    lr: float = _setting(0.1, "step size (EoS-SGD/edge-SGD: unused, see eos_eta_max/edge_eta_max)", low=0.0,
+                         low_open=True)
+    lr_schedule: str = _setting("constant", "step-size schedule of gd/sgd/momentum/adam: constant | cosine "
+                                "(lr_t = lr (1 + cos(pi t / n_steps))/2 at step t)", choices=LR_SCHEDULES)
     batch_size: int | None = _setting(None, "mini-batch size (default: full batch; EoS-SGD: >= 2)", low=1)
     momentum: float = _setting(0.9, "heavy-ball momentum of the momentum optimizer", **_unit())
     adam_beta1: float = _setting(0.9, "Adam beta1", **_unit())
@@ -62,6 +99,18 @@ class TrainConfig:
     eos_lanczos_steps: int = _setting(5, "EoS-SGD Lanczos steps per refresh", low=1)
     eos_noise_ema: float = _setting(0.9, "EoS-SGD EMA factor of the projected noise variance", **_unit())
     eos_curvature_batch_size: int = _setting(256, "EoS-SGD examples in the curvature batch", low=1)
+    edge_eta_max: float = _setting(2.0, "edge-SGD step-size cap eta_max > 0", low=0.0, low_open=True)
+    edge_margin: float = _setting(0.9, "edge-SGD margin in (0, 1): eta_t = min(eta_max, margin * edge)",
+                                  low=0.0, high=1.0, low_open=True, high_open=True)
+    edge_momentum: float = _setting(0.0, "edge-SGD heavy-ball momentum (noise_kernel term: 0 only)", **_unit())
+    edge_terms: str = _setting(",".join(EDGE_TERMS), "edge-SGD terms of the rule (comma-separated subset of "
+                               + ", ".join(EDGE_TERMS) + ")", check=_check_edge_terms)
+    edge_refresh: str = _setting("adaptive", "edge-SGD refresh interval rule", choices=("adaptive", "fixed"))
+    edge_refresh_every: int = _setting(10, "edge-SGD refresh interval (adaptive: the first) >= 1", low=1)
+    edge_refresh_max: int = _setting(400, "edge-SGD adaptive refresh interval cap (>= edge_refresh_every)", low=1)
+    edge_curvature_batch_size: int = _setting(256, "edge-SGD examples in the curvature batch (lambda_max)", low=1)
+    edge_probe_size: int = _setting(64, "edge-SGD probe examples for the NTK trace (K); at most n_train", low=1)
+    edge_bs_batches: int = _setting(4, "edge-SGD batches per batch-sharpness estimate", low=1)
     n_steps: int = _setting(1000, "number of optimizer steps", low=0)
     eval_every: int = _setting(50, "loss/accuracy stride (steps)", low=1)
     sharpness_every: int = _setting(200, "sharpness stride (steps; 0 = off)", low=0)
@@ -78,6 +127,7 @@ class TrainConfig:
     seed: int = _setting(0, "seed of initialisation and batch sampling", low=0, high=2**63 - 1)
     target_test_accuracy: float | None = _setting(None, "stop when the test accuracy reaches this", low=0.0,
                                                   high=1.0)
+    continue_after_target: bool = _setting(False, "record the target step and time but run all n_steps")
     threads: int | None = _setting(None, "torch threads", low=1)
 
     def validated(self) -> "TrainConfig":
@@ -97,6 +147,15 @@ class TrainConfig:
             setattr(c, f.name, _check(f, value))
         if c.optimizer == "eos-sgd" and c.batch_size is not None:
             c.batch_size = check_int("batch_size", c.batch_size, low=2)
+        if c.optimizer in ADAPTIVE_STEP_OPTIMIZERS and c.lr_schedule != "constant":
+            raise ParameterError(f"lr_schedule must be 'constant' for optimizer {c.optimizer} (it sets its own "
+                                 f"step size), got {c.lr_schedule!r}")
+        if c.edge_refresh_max < c.edge_refresh_every:
+            raise ParameterError(f"edge_refresh_max must be an integer in [{c.edge_refresh_every}, inf) "
+                                 f"(>= edge_refresh_every), got {c.edge_refresh_max}")
+        if c.n_train is not None and c.edge_probe_size > c.n_train and c.optimizer == "edge-sgd":
+            raise ParameterError(f"edge_probe_size must be an integer in [1, {c.n_train}] (n_train), "
+                                 f"got {c.edge_probe_size}")
         # the optimiser multiplies parameters of the training dtype by lr: it must be representable
         c.lr = check_real("lr", c.lr, low=0.0, low_open=True, high=float(np.finfo(c.dtype).max))
         return c
@@ -136,6 +195,8 @@ def _check(f: dataclasses.Field, value):
             raise ParameterError(f"{f.name} must be true or false, got {value!r}")
         return value
     if kind is str:
+        if m["check"] is not None:
+            return m["check"](value)
         return check_choice(f.name, value, m["choices"])
     if kind is int:
         return check_int(f.name, value, low=m["low"], high=m["high"])

@@ -178,6 +178,6 @@ def train_fields(**overrides) -> dict[str, Field]:
         m = f.metadata
         out[f.name] = Field(_FIELD_TYPES[setting_type(f.name)], doc=m["help"], choices=m["choices"],
                             low=m["low"], high=m["high"], low_open=m["low_open"],
-                            high_open=m["high_open"])
+                            high_open=m["high_open"], check=m.get("check"))
     out.update(overrides)
     return out

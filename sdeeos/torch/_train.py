@@ -1,9 +1,23 @@
-r"""Training harness: GD, SGD, SGD with momentum, Adam and EoS-SGD on a real data set, with sharpness
-tracked on a stride, written as an ``xarray.Dataset``.
+r"""Training harness: GD, SGD, SGD with momentum, Adam, EoS-SGD and edge-SGD on a real data set, with
+sharpness tracked on a stride, written as an ``xarray.Dataset``.
 
 Sampling: SGD draws every step's batch uniformly **without replacement** from the training set,
 independently across steps (``randperm(n)[:B]``), the sampling model of docs/theory.md#batch-noise under which
 :math:`u^\top\Sigma_Bu=\frac{n-B}{B(n-1)}\sigma_1^2` holds exactly.  GD uses the whole training set.
+Every other random draw has its own generator (EoS-SGD's and edge-SGD's curvature batch, edge-SGD's
+probe batch and the extra batches it samples for batch sharpness), so the sequence of training
+batches depends on the seed only, never on the optimizer.
+
+Step-size schedule (``lr_schedule``, gd/sgd/momentum/adam): ``"constant"``, or ``"cosine"``,
+:math:`\eta_t=\eta\,\tfrac12(1+\cos(\pi t/T))` at step :math:`t=0,\dots,T-1` with :math:`T` = ``n_steps``.
+The ``learning_rate`` recorded at an evaluation step :math:`s\ge1` is the step size of step :math:`s-1`
+(the last step taken); at :math:`s=0` it is that of step 0 (NaN for EoS-SGD and edge-SGD, which set
+theirs at their first step).
+
+Edge-SGD (:class:`~sdeeos.torch.EdgeSGD`): per evaluation step the measured estimates, the three
+unmargined step edges (``inf`` where a term is off or does not bind) and the binding term (an integer
+code, ``flag_values``/``flag_meanings`` in its attributes); per run the number of steps each term bound,
+the controller's measuring time and Hessian-vector products, its refresh count and final interval.
 
 Sharpness :math:`\lambda_{\max}(\nabla^2L)` of the *full training loss* (or of its first
 ``sharpness_n_train`` examples, Cohen et al.'s "abridged" set) is computed every ``sharpness_every``
@@ -30,10 +44,11 @@ from tqdm.auto import tqdm
 
 from .._errors import ParameterError, SdeeosError
 from .._provenance import provenance_attrs
-from .._train_config import OPTIMIZERS, TrainConfig
+from .._train_config import EDGE_TERMS, OPTIMIZERS, TrainConfig, edge_terms
 from .._validation import check_choice
 from ._curvature import FlatParams, SharpnessTracker, disable_tf32
 from ._data import load_data
+from ._edge_sgd import EdgeSGD, NonFiniteCurvatureError
 from ._eos_sgd import EoSSGD
 from ._nets import build_model, per_example_loss
 from ._quantities import (
@@ -49,6 +64,16 @@ from ._quantities import (
 __all__ = ["OPTIMIZERS", "TrainConfig", "NonFiniteLossError", "train"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}  # TrainConfig.dtype choices
+
+#: edge-SGD's binding term as recorded (``edge_binding_term``): code -> name; -1 before the first step
+EDGE_BINDING = {-1: "none", 0: "eta_max", **{i + 1: t for i, t in enumerate(EDGE_TERMS)}}
+_EDGE_CODE = {name: code for code, name in EDGE_BINDING.items()}
+_EDGE_ESTIMATES = {"lambda_max": "edge_lambda_max", "batch_sharpness": "edge_batch_sharpness",
+                   "ntk_trace": "edge_ntk_trace", "noise_kernel_at_lr": "edge_noise_kernel"}
+
+# generator offsets (seed + offset < 2**62 + 2**63: see TrainConfig.seed): one stream per purpose
+_TRAIN_BATCHES, _THEORY, _CURVATURE_BATCH, _PROBE_BATCH, _EDGE_SAMPLES = (
+    1_000_003, 2_000_003, 3_000_017, 4_000_037, 5_000_011)
 
 
 class NonFiniteLossError(SdeeosError, FloatingPointError):
@@ -92,6 +117,25 @@ def _theory_record(flat, data_c, loss, theta, eig, lr, batch_size, n_batches, ge
     return out
 
 
+def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """``batch_size`` distinct indices of ``range(n)``, uniformly at random (one training batch)."""
+    return torch.randperm(n, generator=generator)[:batch_size]
+
+
+def cosine_lr(lr: float, step: int, n_steps: int) -> float:
+    """The cosine schedule's step size at ``step`` (0-based) of ``n_steps``: ``lr (1 + cos(pi t/T))/2``.
+
+    >>> cosine_lr(0.4, 0, 100), cosine_lr(0.4, 50, 100)
+    (0.4, 0.2)
+    """
+    return lr * 0.5 * (1.0 + math.cos(math.pi * step / n_steps))
+
+
+def _fixed_subset(data, size: int, seed: int):
+    idx = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(seed))[: min(size, data.n_train)]
+    return data.x_train[idx], data.targets_train[idx]
+
+
 def _config_attrs(cfg: TrainConfig) -> dict:
     attrs = {}
     for k, v in dataclasses.asdict(cfg).items():
@@ -127,14 +171,17 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
     batch_size = n if full_batch else cfg.batch_size
     if cfg.optimizer == "eos-sgd" and batch_size < 2:
         raise ParameterError("batch_size must be >= 2 for eos-sgd (it splits the batch in halves)")
+    if cfg.optimizer == "edge-sgd" and cfg.edge_probe_size > n:
+        raise ParameterError(f"edge_probe_size must be an integer in [1, {n}] (the training-set size), "
+                             f"got {cfg.edge_probe_size}")
 
     model = build_model(cfg.model, data.input_shape, data.n_classes, width=cfg.width, depth=cfg.depth,
                         channels=cfg.channels, seed=cfg.seed, dtype=dtype)
     flat = FlatParams(model)
     if init_params is not None:
         flat.assign(init_params.to(dtype))
-    gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    theory_gen = torch.Generator().manual_seed(cfg.seed + 2_000_003)
+    gen = torch.Generator().manual_seed(cfg.seed + _TRAIN_BATCHES)
+    theory_gen = torch.Generator().manual_seed(cfg.seed + _THEORY)
 
     # curvature data (possibly abridged, possibly float64)
     data_c = data.to(sdtype)
@@ -152,8 +199,22 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     elif cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    elif cfg.optimizer == "edge-sgd":
+        sample_gen = torch.Generator().manual_seed(cfg.seed + _EDGE_SAMPLES)
+
+        def sample_batch():  # the controller's own draws: the training batch stream never sees them
+            idx = batch_indices(n, batch_size, sample_gen)
+            return data.x_train[idx], data.targets_train[idx]
+
+        opt = EdgeSGD(params, model=model, loss=cfg.loss, n_data=n, batch_size=batch_size,
+                      eta_max=cfg.edge_eta_max, margin=cfg.edge_margin, momentum=cfg.edge_momentum,
+                      terms=edge_terms(cfg.edge_terms), refresh=cfg.edge_refresh,
+                      refresh_every=cfg.edge_refresh_every, refresh_max=cfg.edge_refresh_max,
+                      curvature_batch=_fixed_subset(data, cfg.edge_curvature_batch_size, cfg.seed + _CURVATURE_BATCH),
+                      probe_batch=_fixed_subset(data, cfg.edge_probe_size, cfg.seed + _PROBE_BATCH),
+                      sample_batch=sample_batch, batch_sharpness_batches=cfg.edge_bs_batches, seed=cfg.seed)
     else:
-        cidx = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 3_000_017))
+        cidx = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + _CURVATURE_BATCH))
         cidx = cidx[: min(cfg.eos_curvature_batch_size, n)]
         xc, tc = data.x_train[cidx], data.targets_train[cidx]
 
@@ -172,7 +233,10 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
     t_train = t_track = t_eval = t_theory = 0.0
     last_sharp = (float("nan"), -1)
     stopped, diverged_step, target_step, target_time = "completed", -1, -1, float("nan")
-    current_lr = float("nan") if cfg.optimizer == "eos-sgd" else cfg.lr  # EoS-SGD: set by its first step
+    adaptive = cfg.optimizer in ("eos-sgd", "edge-sgd")
+    current_lr = float("nan") if adaptive else cfg.lr  # EoS-SGD, edge-SGD: set by their first step
+    binding_steps = dict.fromkeys(EDGE_BINDING.values(), 0)
+    nonfinite_curvature = None
 
     def evaluate(step):
         nonlocal t_eval
@@ -194,6 +258,13 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         if cfg.optimizer == "eos-sgd":
             rec.setdefault("eos_lambda_hat", []).append(opt.last_lambda)
             rec.setdefault("eos_noise_variance", []).append(opt.noise_variance)
+        if cfg.optimizer == "edge-sgd":
+            stepped = step > 0
+            for key, name in _EDGE_ESTIMATES.items():
+                rec.setdefault(name, []).append(float(opt.estimates[key]) if stepped else float("nan"))
+            for term in EDGE_TERMS:
+                rec.setdefault(f"edge_step_{term}", []).append(float(opt.edges[term]) if stepped else float("nan"))
+            rec.setdefault("edge_binding_term", []).append(_EDGE_CODE[opt.binding_term] if stepped else -1)
         t_eval += time.perf_counter() - t0
         return ltr, ate
 
@@ -230,7 +301,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
                 target_step, target_time = step, t_train
         if cfg.sharpness_every and (step % cfg.sharpness_every == 0 or step == cfg.n_steps):
             track(step)
-        if target_step >= 0:
+        if target_step >= 0 and not cfg.continue_after_target:
             stopped = "target_test_accuracy reached"
             break
         if step == cfg.n_steps:
@@ -239,12 +310,25 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         if full_batch:
             xb, tb = data.x_train, data.targets_train
         else:
-            idx = torch.randperm(n, generator=gen)[:batch_size]
+            idx = batch_indices(n, batch_size, gen)
             xb, tb = data.x_train[idx], data.targets_train[idx]
         if cfg.optimizer == "eos-sgd":
             loss_val = opt.step(lambda: per_example_loss(model(xb), tb, cfg.loss))
             current_lr = opt.last_lr
+        elif cfg.optimizer == "edge-sgd":
+            try:
+                loss_val = opt.step(lambda: per_example_loss(model(xb), tb, cfg.loss))
+            except NonFiniteCurvatureError as exc:
+                t_train += time.perf_counter() - t0
+                nonfinite_curvature, stopped, diverged_step = exc, "non-finite curvature", step
+                break
+            current_lr = opt.last_lr
+            binding_steps[opt.binding_term] += 1
         else:
+            if cfg.lr_schedule == "cosine":
+                current_lr = cosine_lr(cfg.lr, step, cfg.n_steps)
+                for group in opt.param_groups:
+                    group["lr"] = current_lr
             opt.zero_grad(set_to_none=True)
             loss_val = per_example_loss(model(xb), tb, cfg.loss).mean()
             loss_val.backward()
@@ -273,7 +357,17 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         ds = ds.assign_coords(theory_step=np.asarray(tsteps, dtype=np.int64)).assign(
             {k: ("theory_step", np.asarray(v, dtype=float)) for k, v in trec.items()})
     ds["sharpness_n_hvp"] = ds["sharpness_n_hvp"].astype(np.int64)
-    ds["learning_rate"].attrs["long_name"] = "step size in effect (EoS-SGD: eta_t of the last step)"
+    ds["learning_rate"].attrs["long_name"] = ("step size of the last step (at step 0: of step 0; EoS-SGD and "
+                                              "edge-SGD: eta_t, NaN at step 0)")
+    if cfg.optimizer == "edge-sgd":
+        ds["edge_binding_term"] = ds["edge_binding_term"].astype(np.int64)
+        ds["edge_binding_term"].attrs.update(
+            long_name="term that set the last step's eta_t (eta_max: the cap)",
+            flag_values=np.array(list(EDGE_BINDING), dtype=np.int64), flag_meanings=" ".join(EDGE_BINDING.values()))
+        for term in EDGE_TERMS:
+            ds[f"edge_step_{term}"].attrs["long_name"] = (f"unmargined step-size edge of the {term} term "
+                                                          "(inf: off or not binding)")
+        ds["edge_lambda_max"].attrs["long_name"] = "lambda_max of the curvature-batch Hessian (last refresh)"
     ds["sharpness"].attrs["long_name"] = "lambda_max of the training-loss Hessian (Lanczos)"
     attrs = _config_attrs(cfg)
     attrs.update(
@@ -289,7 +383,17 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
     if cfg.optimizer == "eos-sgd":
         attrs.update(eos_sgd_curvature_s=opt.curvature_seconds, eos_sgd_total_hvp=int(opt.total_hvp),
                      eos_sgd_final_noise_variance=float(opt.noise_variance))
+    if cfg.optimizer == "edge-sgd":
+        attrs.update(edge_overhead_s=float(opt.overhead_seconds), edge_total_hvp=int(opt.total_hvp),
+                     edge_refresh_count=int(opt.refresh_count), edge_refresh_interval_final=int(opt.refresh_interval),
+                     edge_overhead_fraction=(opt.overhead_seconds / t_train) if t_train > 0 else float("nan"),
+                     **{f"edge_binding_steps_{name}": int(c) for name, c in binding_steps.items() if name != "none"})
     ds.attrs = provenance_attrs(**attrs)
+    if nonfinite_curvature is not None:
+        ds.attrs["stopped_reason"] = f"non-finite curvature at step {diverged_step}: {nonfinite_curvature}"
+        if on_nonfinite == "raise":
+            nonfinite_curvature.dataset = ds
+            raise nonfinite_curvature
     if stopped == "non-finite loss":
         msg = (f"training loss became non-finite ({lv}) at step {diverged_step} "
                f"(optimizer {cfg.optimizer}, lr {current_lr:.4g}); last sharpness "
