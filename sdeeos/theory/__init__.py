@@ -11,6 +11,7 @@ generated from those expressions with ``sympy.lambdify`` and never retyped by ha
 * `multi_direction`: the reduced model with k coupled edge directions (identities, closure, beta_eff)
 * `sde`: Ornstein-Uhlenbeck moments (continuous, Euler-Maruyama), Fokker-Planck, Lyapunov equation
 * `corrected_boundary`: what the models predict for the proposal's 2 + c sqrt(eta sigma^2)
+* `step_size_edges`: the largest stable step per edge (curvature, batch sharpness, noise kernel) and the rule
 * `derivations`: the registry of runnable derivations (``sdeeos derive``)
 """
 
@@ -24,6 +25,7 @@ from . import (
     reduced_model,
     sde,
     self_stabilization,
+    step_size_edges,
 )
 
 __all__ = [
@@ -35,5 +37,6 @@ __all__ = [
     "multi_direction",
     "sde",
     "corrected_boundary",
+    "step_size_edges",
     "derivations",
 ]

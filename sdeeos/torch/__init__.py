@@ -15,7 +15,9 @@ Public API
 * plateau constants: :func:`gradient_flow_rate` (sharpening rate under a small-step continuation),
   :func:`noise_kernel` (K from the Gauss–Newton/NTK top eigenvalues and trace)
 * data and networks: :func:`load_data`, :func:`build_model`, :func:`per_example_loss`
-* optimizer: :class:`EoSSGD`
+* optimizers: :class:`EdgeSGD` (step size = margin x the smallest measured edge: curvature, batch
+  sharpness, noise kernel), :class:`EoSSGD` (the proposal's rule), both :class:`EdgeStepOptimizer`;
+  :class:`NonFiniteCurvatureError`
 * training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`
 * studies: the real-network study kinds live in `sdeeos.studies` (``STUDY_RUNNERS``, ``real_eos``,
   ``real_gap``, ``eos_sgd_vs_baselines`` here are deprecated aliases)
@@ -56,6 +58,8 @@ from ._edge_directions import (
     top_k_eigenpairs,
 )
 from ._data import DATASETS, ClassificationData, load_data
+from ._edge_optimizer import EdgeStepOptimizer, NonFiniteCurvatureError
+from ._edge_sgd import EDGE_TERMS, REFRESH_MODES, EdgeSGD
 from ._eos_sgd import EoSSGD
 from ._nets import LOSSES, MODELS, accuracy, build_model, mean_loss, per_example_loss
 from ._plateau import gauss_newton_top, gradient_flow_rate, noise_kernel, ntk_trace
@@ -81,7 +85,7 @@ __all__ = [
     "EdgeConstants", "EigenSolveError", "TopKResult", "edge_constants", "project_to_stable_set_k",
     "projected_noise_covariance", "top_k_eigenpairs",
     "DATASETS", "ClassificationData", "load_data",
-    "EoSSGD",
+    "EDGE_TERMS", "REFRESH_MODES", "EdgeSGD", "EdgeStepOptimizer", "NonFiniteCurvatureError", "EoSSGD",
     "LOSSES", "MODELS", "accuracy", "build_model", "mean_loss", "per_example_loss",
     "gauss_newton_top", "gradient_flow_rate", "noise_kernel", "ntk_trace",
     "SelfStabilizationConstants", "batch_sharpness", "batch_sharpness_ratios", "loss_function", "per_example_loss_function",

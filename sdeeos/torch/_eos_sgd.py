@@ -66,11 +66,12 @@ import torch
 from .._validation import check_int, check_nonnegative, check_positive, check_real
 from ..theory import batch_noise
 from ._curvature import lanczos_top
+from ._edge_optimizer import EdgeStepOptimizer
 
 __all__ = ["EoSSGD"]
 
 
-class EoSSGD(torch.optim.Optimizer):
+class EoSSGD(EdgeStepOptimizer):
     """EoS-SGD (see the module docstring for the exact rule).
 
     Parameters
@@ -92,7 +93,9 @@ class EoSSGD(torch.optim.Optimizer):
     ``step(closure)``: ``closure()`` must return the 1-D tensor of per-example losses of the
     mini-batch (with graph); the optimizer differentiates their mean itself.  Returns the mean loss (detached).
     Diagnostics after each step: ``last_lr``, ``last_lambda``, ``noise_variance`` (:math:`\\hat\\sigma^2`),
-    ``per_example_variance``, ``total_hvp``, ``curvature_seconds`` (time spent in refreshes).
+    ``per_example_variance``, ``total_hvp``, ``curvature_seconds`` (= ``overhead_seconds``, time spent in
+    refreshes).  A sibling of :class:`~sdeeos.torch.EdgeSGD` (both subclass
+    :class:`~sdeeos.torch.EdgeStepOptimizer`).
     """
 
     def __init__(self, params, *, eta_max: float, c: float = 1.0, k: int = 10, momentum: float = 0.9,
@@ -101,7 +104,6 @@ class EoSSGD(torch.optim.Optimizer):
         eta_max = check_positive("eta_max", eta_max)
         c = check_nonnegative("c", c)
         k = check_int("k", k, low=1)
-        momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
         noise_ema = check_real("noise_ema", noise_ema, low=0.0, high=1.0, high_open=True)
         lanczos_steps = check_int("lanczos_steps", lanczos_steps, low=1)
         lanczos_tol = check_positive("lanczos_tol", lanczos_tol)
@@ -110,31 +112,29 @@ class EoSSGD(torch.optim.Optimizer):
         defaults = dict(eta_max=eta_max, c=c, k=k, momentum=momentum, noise_ema=noise_ema,
                         lanczos_steps=lanczos_steps, lanczos_tol=lanczos_tol)
         super().__init__(params, defaults)
-        if len(self.param_groups) != 1:
-            raise ValueError("EoSSGD supports one parameter group")
         self.n_data = n_data
         self.curvature_closure = curvature_closure
         self.edge = check_positive("edge", edge)
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
-        self.step_count = 0
         self.last_lambda = float("nan")
-        self.last_lr = float("nan")
         self.prev_lr = None
         self.noise_variance = 0.0
         self.per_example_variance = 0.0
         self._var_ema_raw = 0.0
         self.refresh_count = 0
         self.eigenvector = None
-        self.total_hvp = 0
-        self.curvature_seconds = 0.0
 
-    # ------------------------------------------------------------------ helpers
-    def _params(self):
-        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+    @property
+    def curvature_seconds(self) -> float:
+        """Time spent in refreshes (the name EoS-SGD's records use)."""
+        return self.overhead_seconds
 
-    @staticmethod
-    def _flat(tensors):
-        return torch.cat([t.reshape(-1) for t in tensors])
+    def _estimates(self) -> dict:
+        return {"lambda_hat": self.last_lambda, "noise_variance": self.noise_variance}
+
+    def _before_gradient(self, closure) -> None:
+        if self.step_count % self.param_groups[0]["k"] == 0:
+            self._refresh(closure)
 
     def _refresh(self, closure):
         group = self.param_groups[0]
@@ -170,44 +170,18 @@ class EoSSGD(torch.optim.Optimizer):
             rho = group["noise_ema"]
             self._var_ema_raw = rho * self._var_ema_raw + (1 - rho) * var
             self.per_example_variance = self._var_ema_raw / (1 - rho ** self.refresh_count)
-        self.curvature_seconds += time.perf_counter() - t0
+        self.overhead_seconds += time.perf_counter() - t0
 
-    # ------------------------------------------------------------------ step
-    @torch.no_grad()
-    def step(self, closure):  # noqa: D401
-        """One EoS-SGD step; ``closure()`` returns the per-example losses of the mini-batch."""
+    def _step_size(self, batch_size: int) -> float:
         group = self.param_groups[0]
-        params = self._params()
-        if self.step_count % group["k"] == 0:
-            self._refresh(closure)
-        with torch.enable_grad():
-            losses = closure()
-            if losses.dim() != 1:
-                raise ValueError("EoSSGD closure must return the 1-D tensor of per-example losses")
-            batch = losses.numel()
-            loss = losses.mean()
-            grads = torch.autograd.grad(loss, params)
-        self.step_count += 1
-        self.noise_variance = self.batch_noise_factor(batch, self.n_data) * self.per_example_variance
+        self.noise_variance = self.batch_noise_factor(batch_size, self.n_data) * self.per_example_variance
         lam = self.last_lambda
         if self.prev_lr is None:
             self.prev_lr = min(self.edge / lam, group["eta_max"]) if lam > 0 else group["eta_max"]
         lr = self.step_size_rule(lam, self.prev_lr, self.noise_variance, c=group["c"],
                                  eta_max=group["eta_max"], edge=self.edge)
         self.prev_lr = lr
-        self.last_lr = lr
-        mu = group["momentum"]
-        for p, g in zip(params, grads):
-            state = self.state[p]
-            if mu > 0:
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = g.clone()
-                else:
-                    buf.mul_(mu).add_(g)
-                g = buf
-            p.add_(g, alpha=-lr)
-        return loss.detach()
+        return lr
 
     @staticmethod
     def batch_noise_factor(batch_size: int, n_data: int | None) -> float:

@@ -37,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "sde_ou": "SDE view of the 1-D quadratic: SME, Fokker-Planck, discrete vs continuous variance",
     "sde_reduced_model": "SDE / Fokker-Planck form of the slow-fast reduced model",
     "corrected_boundary": "The proposal's 'corrected boundary' 2 + c sqrt(eta sigma^2) vs what the models predict",
+    "step_size_edges": "Step-size edges: curvature, batch sharpness, and the noise-kernel bound K_up = 1",
 }
 
 

@@ -1,0 +1,338 @@
+r"""EdgeSGD: SGD whose step size rides whichever edge of stability binds, measured as it trains.
+
+The rule (docs/theory.md#step-size-edges; `sdeeos.theory.step_size_edges`)
+------------------------------------------------------------------------
+At each refresh the controller measures, at the current parameters,
+
+* :math:`\hat\lambda`: the top Hessian eigenvalue of the loss on a fixed *curvature batch* (warm-started
+  Lanczos, ``lanczos_steps`` products at most; a Ritz value, so :math:`\hat\lambda\le\lambda_{\max}`);
+* :math:`\widehat{\mathrm{BS}}`: the batch sharpness :math:`\mathbb E_B[g_B^\top H_Bg_B/\lVert g_B\rVert^2]`
+  at the training batch size, averaged over ``batch_sharpness_batches`` fresh batches from ``sample_batch``
+  (one gradient and one Hessian-vector product each), with its standard error;
+* :math:`\hat\tau`: the NTK trace :math:`\operatorname{tr}\Theta=\frac1n\sum_i\operatorname{tr}(J_i^\top
+  \Omega_iJ_i)` from the per-example Jacobians :math:`J_i` of the network outputs on a fixed *probe batch*
+  (``torch.func.vmap`` of per-example gradients), with :math:`\Omega_i` the Hessian of the loss in the outputs
+  (:math:`I` for MSE; :math:`\operatorname{diag}p_i-p_ip_i^\top` for cross-entropy, i.e. the
+  Gauss–Newton matrix of its quadratic model), and its standard error over the probe examples;
+
+and turns each into the step size at which its stability condition is an equality:
+
+.. math::
+
+    \eta_\lambda=\frac{2+2\mu}{\hat\lambda},\qquad \eta_{\rm BS}=\frac{2+2\mu}{\widehat{\mathrm{BS}}},\qquad
+    \eta_K=\frac{2}{\frac{\hat\tau}{C}\frac{n-B}{B(n-1)}+\hat\lambda\frac{n(B-1)}{B(n-1)}}
+
+(:math:`\eta_K`: the noise kernel bound :math:`\mathcal K_{\rm up}=1`, with the top eigenvalue of
+:math:`\Theta` taken as :math:`\hat\lambda`; defined for :math:`\mu=0` only).  Every step then uses
+
+.. math:: \eta_t=\min\{\eta_{\max},\ m\,\eta_\lambda,\ m\,\eta_{\rm BS},\ m\,\eta_K\}
+
+over the terms switched on (``terms``), with the margin :math:`m\in(0,1)` (``margin``).  Between
+refreshes :math:`\eta_t` is constant.
+
+Why a margin, and how the refresh interval follows from it
+-----------------------------------------------------------
+Sitting *on* an edge is what plain GD does at the edge of stability: it oscillates along the top
+direction and its loss goes down non-monotonically.  The margin keeps the step a factor :math:`m` below
+the smallest edge, so the controller never relies on self-stabilization.  The headroom :math:`1-m` is
+spent in two halves: one for the measurement error (a Ritz value underestimates :math:`\lambda`, the
+batch sharpness and the trace are Monte Carlo means), one for the drift of the edge between two
+refreshes.  With ``refresh="adaptive"`` the controller measures that drift: after refresh :math:`r`
+it takes the change of the binding edge, :math:`d_r=|\ln\eta^{(r)}-\ln\eta^{(r-1)}|`, removes what its
+standard error explains (:math:`\max(0,d_r-2\,\mathrm{se}(d_r))`, the standard error by the delta
+method from the batch-sharpness and trace standard errors), divides by the interval :math:`k_r` to get a
+rate per step, and sets the next interval so that the predicted drift is half the headroom:
+
+.. math:: k_{r+1}=\operatorname{clip}\Big(\frac{(1-m)/2}{\text{rate}},\ 1,\ \min(2k_r,\ k_{\max})\Big)
+
+(at most doubling per refresh; ``refresh_max`` is :math:`k_{\max}`).  With ``refresh="fixed"`` the
+interval is ``refresh_every``.  The first refresh is at step 0; ``refresh_every`` is the first interval.
+
+Cost
+----
+Per refresh: one graph-keeping gradient and ``lanczos_steps`` Hessian-vector products on the curvature
+batch; two gradients and one product per batch-sharpness batch; one ``vmap``-ed Jacobian of the probe
+batch (:math:`C` per-example gradients, :math:`C+1` for cross-entropy).  Nothing between refreshes.  ``overhead_seconds``
+counts it; the study ``eos_sgd_vs_baselines`` reports it as a fraction of training time.
+
+Failure
+-------
+A non-finite estimate stops the run with :class:`NonFiniteCurvatureError`, naming the step and the last
+estimates: a NaN never becomes a step size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from .._errors import ParameterError
+from .._validation import check_choice, check_int, check_positive, check_real
+from ..theory import step_size_edges
+from ._curvature import lanczos_top
+from ._edge_optimizer import EdgeStepOptimizer, NonFiniteCurvatureError
+from ._nets import LOSSES, per_example_loss
+
+__all__ = ["EdgeSGD", "EDGE_TERMS", "REFRESH_MODES"]
+
+EDGE_TERMS = step_size_edges.EDGE_TERMS
+REFRESH_MODES = ("adaptive", "fixed")
+
+
+def check_terms(terms) -> tuple[str, ...]:
+    """A non-empty tuple of distinct names from `EDGE_TERMS` (a comma-separated string is accepted)."""
+    if isinstance(terms, str):
+        terms = [t.strip() for t in terms.split(",") if t.strip()]
+    terms = tuple(terms)
+    bad = [t for t in terms if t not in EDGE_TERMS]
+    if not terms or bad or len(set(terms)) != len(terms):
+        raise ParameterError(f"terms must be a non-empty set of distinct names from {list(EDGE_TERMS)}, got {list(terms)}")
+    return terms
+
+
+class EdgeSGD(EdgeStepOptimizer):
+    """Heavy-ball SGD whose step size is the margin times the smallest measured edge (module docstring).
+
+    Parameters
+    ----------
+    params : iterable of tensors (one parameter group; the parameters of ``model``)
+    model : torch.nn.Module, evaluated on the batches below
+    loss : "mse" | "ce"
+    n_data : int >= 2, training-set size :math:`n`
+    batch_size : int in [1, n], the training batch size :math:`B`
+    eta_max : float > 0, the step-size cap
+    margin : float in (0, 1)
+    momentum : float in [0, 1) (the ``noise_kernel`` term needs 0)
+    terms : subset of ``("curvature", "batch_sharpness", "noise_kernel")``
+    refresh : "adaptive" | "fixed"; refresh_every : int >= 1 (first or fixed interval);
+    refresh_max : int >= refresh_every (longest adaptive interval)
+    curvature_batch : (inputs, targets) on which :math:`\\hat\\lambda` is measured
+    probe_batch : (inputs, targets), at most ``n_data`` examples, for the NTK trace (needed by ``noise_kernel``)
+    sample_batch : callable () -> (inputs, targets), a fresh training batch of size ``batch_size``
+        (needed by ``batch_sharpness``)
+    batch_sharpness_batches : int >= 1
+    lanczos_steps : int >= 1; lanczos_tol : float > 0
+    seed : int >= 0 (the first Lanczos start vector)
+
+    Diagnostics after each step: ``last_lr``, ``edges`` (term -> unmargined edge, ``inf`` if it does
+    not bind or is off), ``binding_term``, ``estimates`` (``lambda_max``, ``batch_sharpness``,
+    ``batch_sharpness_stderr``, ``ntk_trace``, ``ntk_trace_stderr``, ``noise_kernel_at_lr``),
+    ``refresh_count``, ``refresh_interval``, ``overhead_seconds``, ``total_hvp``.
+    """
+
+    def __init__(self, params, *, model: torch.nn.Module, loss: str, n_data: int, batch_size: int,
+                 eta_max: float, margin: float = 0.9, momentum: float = 0.0, terms=EDGE_TERMS,
+                 refresh: str = "adaptive", refresh_every: int = 10, refresh_max: int = 400,
+                 curvature_batch=None, probe_batch=None, sample_batch: Callable | None = None,
+                 batch_sharpness_batches: int = 4, lanczos_steps: int = 5, lanczos_tol: float = 1e-3,
+                 seed: int = 0):
+        # every input is checked before any work
+        eta_max = check_positive("eta_max", eta_max)
+        margin = check_real("margin", margin, low=0.0, high=1.0, low_open=True, high_open=True)
+        momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        self.terms = check_terms(terms)
+        if "noise_kernel" in self.terms and momentum > 0:
+            raise ParameterError("the noise_kernel term is derived for plain SGD: momentum must be 0 with it, got "
+                                 f"{momentum} (drop noise_kernel from terms or set momentum = 0)")
+        self.loss = check_choice("loss", loss, LOSSES)
+        self.n_data = check_int("n_data", n_data, low=2)
+        self.batch_size = check_int("batch_size", batch_size, low=1, high=self.n_data)
+        self.refresh = check_choice("refresh", refresh, REFRESH_MODES)
+        refresh_every = check_int("refresh_every", refresh_every, low=1)
+        self.refresh_max = check_int("refresh_max", refresh_max, low=refresh_every)
+        n_bs = check_int("batch_sharpness_batches", batch_sharpness_batches, low=1)
+        lanczos_steps = check_int("lanczos_steps", lanczos_steps, low=1)
+        lanczos_tol = check_positive("lanczos_tol", lanczos_tol)
+        if curvature_batch is None:
+            raise ParameterError("curvature_batch must be an (inputs, targets) pair (lambda_max is always measured)")
+        if "noise_kernel" in self.terms:
+            if probe_batch is None:
+                raise ParameterError("probe_batch must be an (inputs, targets) pair when the noise_kernel term is on")
+            size = int(probe_batch[0].shape[0])
+            if not 1 <= size <= self.n_data:
+                raise ParameterError(f"probe batch size must be in [1, {self.n_data}] (the training-set size), "
+                                     f"got {size}")
+        if "batch_sharpness" in self.terms and sample_batch is None:
+            raise ParameterError("sample_batch must be given when the batch_sharpness term is on")
+        super().__init__(params, dict(eta_max=eta_max, margin=margin, momentum=momentum,
+                                      lanczos_steps=lanczos_steps, lanczos_tol=lanczos_tol))
+        self.model = model
+        self.curvature_batch = curvature_batch
+        self.probe_batch = probe_batch
+        self.sample_batch = sample_batch
+        self.batch_sharpness_batches = n_bs
+        self.generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+        self.refresh_interval = refresh_every
+        self.refresh_count = 0
+        self.next_refresh = 0
+        self.eigenvector = None
+        self.edges = {t: math.inf for t in EDGE_TERMS}
+        self.edge_log_stderr = {t: 0.0 for t in EDGE_TERMS}
+        self.binding_term = "eta_max"
+        self.estimates = {k: float("nan") for k in ("lambda_max", "batch_sharpness", "batch_sharpness_stderr",
+                                                     "ntk_trace", "ntk_trace_stderr", "noise_kernel_at_lr")}
+        self._lr = float("nan")
+        self._last_refresh_step = 0
+
+    # ------------------------------------------------------------------ measurements
+    def _lambda_max(self) -> float:
+        group = self.param_groups[0]
+        params = self._params()
+        x, t = self.curvature_batch
+        with torch.enable_grad():
+            loss = per_example_loss(self.model(x), t, self.loss).mean()
+            flat_grads = self._flat(torch.autograd.grad(loss, params, create_graph=True))
+
+        def hvp(v):
+            with torch.enable_grad():
+                hv = torch.autograd.grad(flat_grads, params, grad_outputs=v.to(flat_grads.dtype), retain_graph=True)
+            return self._flat(hv).detach()
+
+        res = lanczos_top(hvp, flat_grads.numel(), v0=self.eigenvector, tol=group["lanczos_tol"],
+                          max_iter=group["lanczos_steps"], dtype=torch.float64, generator=self.generator)
+        self.total_hvp += res.n_hvp
+        if bool(torch.isfinite(res.vector).all()):
+            self.eigenvector = res.vector
+        return float(res.value)
+
+    def _batch_sharpness(self) -> tuple[float, float]:
+        params = self._params()
+        ratios = []
+        for _ in range(self.batch_sharpness_batches):
+            x, t = self.sample_batch()
+            with torch.enable_grad():
+                loss = per_example_loss(self.model(x), t, self.loss).mean()
+                g = self._flat(torch.autograd.grad(loss, params, create_graph=True))
+                gd = g.detach()
+                hg = self._flat(torch.autograd.grad(g, params, grad_outputs=gd))
+            self.total_hvp += 1
+            ratios.append(float(torch.dot(gd.to(torch.float64), hg.to(torch.float64))
+                                / torch.dot(gd.to(torch.float64), gd.to(torch.float64))))
+        r = np.asarray(ratios)
+        se = float(r.std(ddof=1) / math.sqrt(r.size)) if r.size > 1 else 0.0
+        return float(r.mean()), se
+
+    def _ntk_trace(self) -> tuple[float, float]:
+        r"""Mean over the probe examples of :math:`\operatorname{tr}(J_i^\top\Omega_iJ_i)`, and its standard error.
+
+        One ``vmap``-ed per-example gradient per output (cheaper on CPU than ``jacrev``, which materialises
+        the whole Jacobian); for cross-entropy one more, of :math:`p_i\cdot f_i` with :math:`p_i` held fixed:
+        :math:`\operatorname{tr}(J^\top\Omega J)=\sum_cp_c\lVert\nabla f_c\rVert^2-\lVert\nabla(p\cdot f)\rVert^2`.
+        """
+        x, _ = self.probe_batch
+        named = [(n, p.detach()) for n, p in self.model.named_parameters() if p.requires_grad]
+        names = [n for n, _ in named]
+        values = tuple(v for _, v in named)
+
+        def output(vals, xi):
+            return functional_call(self.model, dict(zip(names, vals)), (xi.unsqueeze(0),)).squeeze(0)
+
+        def squared_norms(fn, *args):  # per-example squared norm of grad(fn) over every parameter
+            grads = vmap(grad(fn), in_dims=(None, 0) + (0,) * len(args))(values, x, *args)
+            # squares summed in the model's dtype, per example and block; the sums in float64
+            return sum(g.reshape(g.shape[0], -1).square().sum(dim=1).to(torch.float64) for g in grads)
+
+        with torch.no_grad():
+            out = self.model(x).to(torch.float64)
+        n_out = int(out.shape[-1])
+        norms = torch.stack([squared_norms(lambda vals, xi, c=c: output(vals, xi)[c]) for c in range(n_out)], dim=1)
+        if self.loss == "mse":
+            per_example = norms.sum(dim=1)
+        else:  # Omega = diag(p) - p p^T
+            p = torch.softmax(out, dim=-1)
+            mixed = squared_norms(lambda vals, xi, pi: torch.dot(output(vals, xi), pi), p.to(values[0].dtype))
+            per_example = (p * norms).sum(dim=1) - mixed
+        v = per_example.numpy()
+        se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+        return float(v.mean()), se
+
+    def _n_outputs(self) -> int:
+        x, _ = self.probe_batch
+        with torch.no_grad():
+            return int(self.model(x[:1]).shape[-1])
+
+    # ------------------------------------------------------------------ the rule
+    def _refresh(self) -> None:
+        group = self.param_groups[0]
+        t0 = time.perf_counter()
+        mu, est = group["momentum"], self.estimates
+        previous = dict(self.edges)
+        previous_se = dict(self.edge_log_stderr)
+        est["lambda_max"] = self._lambda_max()
+        new = {t: math.inf for t in EDGE_TERMS}
+        se = {t: 0.0 for t in EDGE_TERMS}
+        if not math.isfinite(est["lambda_max"]):
+            self._fail("lambda_max")
+        if "curvature" in self.terms:
+            new["curvature"] = step_size_edges.curvature_edge(est["lambda_max"], mu)
+        if "batch_sharpness" in self.terms:
+            est["batch_sharpness"], est["batch_sharpness_stderr"] = self._batch_sharpness()
+            if not (math.isfinite(est["batch_sharpness"]) and math.isfinite(est["batch_sharpness_stderr"])):
+                self._fail("batch_sharpness")
+            new["batch_sharpness"] = step_size_edges.batch_sharpness_edge(est["batch_sharpness"], mu)
+            if est["batch_sharpness"] > 0:
+                se["batch_sharpness"] = est["batch_sharpness_stderr"] / est["batch_sharpness"]
+        if "noise_kernel" in self.terms:
+            est["ntk_trace"], est["ntk_trace_stderr"] = self._ntk_trace()
+            if not (math.isfinite(est["ntk_trace"]) and math.isfinite(est["ntk_trace_stderr"])):
+                self._fail("ntk_trace")
+            if est["lambda_max"] > 0:
+                kw = dict(lambda_top=est["lambda_max"], batch_size=self.batch_size, n=self.n_data,
+                          n_outputs=self._n_outputs())
+                tau = max(est["ntk_trace"], 0.0)
+                new["noise_kernel"] = step_size_edges.noise_kernel_edge(ntk_trace=tau, **kw)
+                if tau > 0 and math.isfinite(new["noise_kernel"]):
+                    # delta method: d ln(eta_K)/d ln(tau), by a relative central difference
+                    h = 1e-4
+                    up = step_size_edges.noise_kernel_edge(ntk_trace=tau * (1 + h), **kw)
+                    dn = step_size_edges.noise_kernel_edge(ntk_trace=tau * (1 - h), **kw)
+                    se["noise_kernel"] = abs(math.log(up / dn) / (2 * h)) * est["ntk_trace_stderr"] / tau
+        self.edges, self.edge_log_stderr = new, se
+        self._lr, self.binding_term = step_size_edges.edge_step_size(
+            {t: new[t] for t in self.terms}, margin=group["margin"], eta_max=group["eta_max"])
+        if "noise_kernel" in self.terms and est["lambda_max"] > 0:
+            est["noise_kernel_at_lr"] = step_size_edges.noise_kernel_upper(
+                self._lr, ntk_trace=max(est["ntk_trace"], 0.0), lambda_top=est["lambda_max"],
+                batch_size=self.batch_size, n=self.n_data, n_outputs=self._n_outputs())
+        if self.refresh_count > 0 and self.refresh == "adaptive":
+            self.refresh_interval = self._next_interval(previous, previous_se)
+        self.refresh_count += 1
+        self._last_refresh_step = self.step_count
+        self.next_refresh = self.step_count + self.refresh_interval
+        self.overhead_seconds += time.perf_counter() - t0
+
+    def _next_interval(self, previous: dict, previous_se: dict) -> int:
+        """Interval after this refresh: the binding edge's significant drift per step against half the headroom."""
+        term = min(self.terms, key=lambda t: self.edges[t])
+        old, new = previous[term], self.edges[term]
+        k = self.refresh_interval
+        upper = min(2 * k, self.refresh_max)
+        if not (math.isfinite(old) and math.isfinite(new)):
+            return upper
+        drift = abs(math.log(new / old))
+        noise = math.hypot(self.edge_log_stderr[term], previous_se[term])
+        rate = max(drift - 2 * noise, 0.0) / k
+        budget = (1 - self.param_groups[0]["margin"]) / 2
+        if rate == 0.0:
+            return upper
+        return int(min(max(budget / rate, 1), upper))
+
+    def _fail(self, name: str) -> None:
+        est = ", ".join(f"{k} = {v:.6g}" for k, v in self.estimates.items())
+        raise NonFiniteCurvatureError(f"EdgeSGD: non-finite {name} estimate at step {self.step_count}; the run "
+                                      f"stops (last estimates: {est}; last step size {self.last_lr:.6g})")
+
+    def _estimates(self) -> dict:
+        return dict(self.estimates)
+
+    def _before_gradient(self, closure) -> None:
+        if self.step_count >= self.next_refresh:
+            self._refresh()
+
+    def _step_size(self, batch_size: int) -> float:
+        return self._lr
