@@ -17,6 +17,7 @@ import numpy as np
 
 from ._errors import ParameterError
 from ._validation import check_choice, check_int, check_real
+from .theory import step_size_edges
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "DATASETS", "MODELS", "LOSSES", "DTYPES", "EDGE_TERMS", "LR_SCHEDULES",
            "ADAPTIVE_STEP_OPTIMIZERS", "setting_type", "edge_terms"]
@@ -25,7 +26,7 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "eos-sgd", "edge-sgd")
 #: the optimizers that set their own step size (no ``lr_schedule`` for them)
 ADAPTIVE_STEP_OPTIMIZERS = ("eos-sgd", "edge-sgd")
 #: the terms of EdgeSGD's step-size rule (``edge_terms``: a comma-separated non-empty subset)
-EDGE_TERMS = ("curvature", "batch_sharpness", "noise_kernel")
+EDGE_TERMS = step_size_edges.EDGE_TERMS
 LR_SCHEDULES = ("constant", "cosine")
 DATASETS = ("mnist1d", "digits")
 MODELS = ("mlp-tanh", "mlp-relu", "cnn-tanh", "cnn-relu")
@@ -55,8 +56,8 @@ def edge_terms(value: str) -> tuple[str, ...]:
     names = [t.strip() for t in value.split(",")]
     bad = [t for t in names if t not in EDGE_TERMS]
     if not value.strip() or bad or len(set(names)) != len(names):
-        why = (f"{bad[0]!r} is not a term" if bad and bad[0] else "an empty name" if bad
-               else "a term named twice" if value.strip() else "empty")
+        why = ("empty" if not value.strip() else f"{bad[0]!r} is not a term" if bad and bad[0]
+               else "an empty name" if bad else "a term named twice")
         raise ParameterError(f"edge_terms must be a comma-separated non-empty subset of {allowed}; "
                              f"got {value!r} ({why})")
     return tuple(names)

@@ -48,7 +48,8 @@ from .._train_config import EDGE_TERMS, OPTIMIZERS, TrainConfig, edge_terms
 from .._validation import check_choice
 from ._curvature import FlatParams, SharpnessTracker, disable_tf32
 from ._data import load_data
-from ._edge_sgd import EdgeSGD, NonFiniteCurvatureError
+from ._edge_optimizer import NonFiniteCurvatureError
+from ._edge_sgd import EdgeSGD
 from ._eos_sgd import EoSSGD
 from ._nets import build_model, per_example_loss
 from ._quantities import (
