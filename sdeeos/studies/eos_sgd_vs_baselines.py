@@ -323,9 +323,9 @@ def _run_setting(job: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- the study
-def _key_error(keys: tuple, message: str) -> ParameterError:
+def _key_error(keys: tuple, message: str, *more: tuple) -> ParameterError:
     exc = ParameterError(message)
-    exc.keys = keys  # where in the study file (`run` prefixes file:line)
+    exc.keys = (keys,) + more  # where in the study file: the first of these keys it has (`run` adds file:line)
     return exc
 
 
@@ -345,10 +345,11 @@ def _check_study(study: dict, base: dict) -> None:
     terms = edge_terms(base.get("edge_terms", TrainConfig.edge_terms))
     for a in study["ablations"]:
         if a.startswith("no_") and a[3:] not in terms:
-            raise _key_error(("ablations",), f"ablation {a} needs {a[3:]} in edge_terms, got {','.join(terms)!r}")
+            raise _key_error(("ablations",), f"ablation {a} needs {a[3:]} in edge_terms, got {','.join(terms)!r}",
+                             ("edge_terms",))
         if a.startswith("no_") and len(terms) == 1:
             raise _key_error(("ablations",), f"ablation {a} would leave edge-SGD without terms "
-                                             f"(edge_terms = {terms[0]!r})")
+                                             f"(edge_terms = {terms[0]!r})", ("edge_terms",))
     # every run's settings are checked before any work
     for d in study["datasets"]:
         for arch in study["architectures"]:
@@ -626,7 +627,8 @@ def run(cfg: StudyConfig, out_dir: pathlib.Path, *, progress: bool = True) -> xr
         return eos_sgd_vs_baselines(settings, out_dir, progress=progress)
     except ParameterError as exc:
         if hasattr(exc, "keys"):  # a cross-key check: point at the key in the file
-            raise cfg.error(exc.keys, str(exc)) from None
+            keys = next((k for k in exc.keys if k in cfg.lines), exc.keys[0])
+            raise cfg.error(keys, str(exc)) from None
         raise
 
 
