@@ -579,10 +579,10 @@ def plot_eos_sgd_vs_baselines(ds: xr.Dataset):
         cs = ds.isel(setting=rep, seed=0)
         step = cs.curve_step.sel(competitor="edge-sgd").values
         margin = float(ds.attrs.get("edge_margin", TrainConfig.edge_margin))
-        ax.plot(step, cs.edge_curve_learning_rate.values, "k-", lw=1.5, label="η_t")
         for j, term in enumerate(EDGE_TERMS):
             v = cs[f"edge_curve_edge_step_{term}"].values
-            ax.plot(step, margin * v, color=f"C{j + 1}", lw=1, label=f"margin × {term} edge")
+            ax.plot(step, margin * v, color=f"C{j + 1}", lw=2, alpha=0.7, label=f"margin × {term} edge")
+        ax.plot(step, cs.edge_curve_learning_rate.values, "k--", lw=1, label="η_t")
         ax.axhline(float(cs.tuned_value.sel(competitor="edge-sgd")), color="0.5", ls="--", lw=1, label="η_max")
         ax.set_yscale("log")
         ax.set_title(f"edge-SGD edges over training: {settings[rep]}, seed {int(ds.seed.values[0])}")

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 import sdeeos.torch._train as train_module  # noqa: E402
 from sdeeos import ParameterError  # noqa: E402
+from sdeeos._cli import main  # noqa: E402
 from sdeeos.torch import FlatParams, build_model, load_data, loss_function, per_example_loss, train  # noqa: E402
 
 SMALL = dict(dataset="digits", n_train=120, n_test=60, width=16, n_steps=20, eval_every=5,
@@ -171,8 +172,6 @@ def test_bad_edge_settings_raise_one_line_naming_the_setting(bad, message, monke
 
 
 def test_edge_sgd_cli_bad_margin_exits_2(capsys, tmp_path):
-    from sdeeos._cli import main
-
     rc = main(["train", "--optimizer", "edge-sgd", "--edge-margin", "1.5", "--out", str(tmp_path / "x.nc")])
     assert rc == 2
     assert "edge_margin must be in (0.0, 1.0), got 1.5" in capsys.readouterr().err
