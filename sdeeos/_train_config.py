@@ -154,6 +154,9 @@ class TrainConfig:
         if c.edge_refresh_max < c.edge_refresh_every:
             raise ParameterError(f"edge_refresh_max must be an integer in [{c.edge_refresh_every}, inf) "
                                  f"(>= edge_refresh_every), got {c.edge_refresh_max}")
+        if c.optimizer == "edge-sgd" and c.edge_momentum > 0 and "noise_kernel" in edge_terms(c.edge_terms):
+            raise ParameterError(f"edge_momentum must be 0 with the noise_kernel term (derived for plain SGD; drop "
+                                 f"noise_kernel from edge_terms for momentum), got {c.edge_momentum}")
         if c.n_train is not None and c.edge_probe_size > c.n_train and c.optimizer == "edge-sgd":
             raise ParameterError(f"edge_probe_size must be an integer in [1, {c.n_train}] (n_train), "
                                  f"got {c.edge_probe_size}")

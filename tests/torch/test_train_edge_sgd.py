@@ -112,6 +112,14 @@ def test_edge_sgd_records_its_edges_and_the_step_follows_them():
             assert later[f"edge_step_{name}"].values[k] == edges[:, k].min()
 
 
+def test_edge_sgd_with_momentum_without_the_noise_kernel_term():
+    ds = train(dict(EDGE, edge_momentum=0.5, edge_terms="curvature,batch_sharpness"), progress=False)
+    later = ds.isel(step=slice(1, None))
+    assert np.all(np.isinf(later.edge_step_noise_kernel.values))
+    # heavy ball's edge on a quadratic: eta lambda = 2 (1 + mu)
+    np.testing.assert_allclose(later.edge_step_curvature.values, 3.0 / later.edge_lambda_max.values, rtol=1e-12)
+
+
 def test_edge_sgd_term_subset_and_fixed_refresh():
     ds = train(dict(EDGE, edge_terms="curvature", edge_refresh="fixed", edge_refresh_every=4), progress=False)
     assert np.all(np.isinf(ds.edge_step_batch_sharpness.values[1:]))
@@ -156,6 +164,7 @@ def test_continue_after_target_records_the_target_and_runs_the_budget():
     (dict(edge_terms="curvature,curvature"), r"edge_terms .*\(a term named twice\)"),
     (dict(edge_terms="curvature,,noise_kernel"), r"edge_terms .*\(an empty name\)"),
     (dict(edge_refresh="sometimes"), r"edge_refresh must be one of \['adaptive', 'fixed'\]"),
+    (dict(edge_momentum=0.5), r"edge_momentum must be 0 with the noise_kernel term .*got 0.5"),
     (dict(lr_schedule="cosine"), r"lr_schedule must be 'constant' for optimizer edge-sgd"),
     (dict(optimizer="eos-sgd", lr_schedule="cosine"), r"lr_schedule must be 'constant' for optimizer eos-sgd"),
     (dict(optimizer="sgd", lr_schedule="linear"), r"lr_schedule must be one of \['constant', 'cosine'\]"),
