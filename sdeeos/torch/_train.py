@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from .._errors import ParameterError, SdeeosError
 from .._provenance import provenance_attrs
-from .._train_config import EDGE_TERMS, OPTIMIZERS, TrainConfig, edge_terms
+from .._train_config import ADAPTIVE_STEP_OPTIMIZERS, EDGE_TERMS, OPTIMIZERS, TrainConfig, edge_terms
 from .._validation import check_choice
 from ._curvature import FlatParams, SharpnessTracker, disable_tf32
 from ._data import load_data
@@ -72,7 +72,7 @@ _EDGE_CODE = {name: code for code, name in EDGE_BINDING.items()}
 _EDGE_ESTIMATES = {"lambda_max": "edge_lambda_max", "batch_sharpness": "edge_batch_sharpness",
                    "ntk_trace": "edge_ntk_trace", "noise_kernel_at_lr": "edge_noise_kernel"}
 
-# generator offsets (seed + offset < 2**62 + 2**63: see TrainConfig.seed): one stream per purpose
+# generator seeds: seed + offset, one stream per purpose (seed <= 2**63 - 1 and offset < 2**62 stay below 2**64)
 _TRAIN_BATCHES, _THEORY, _CURVATURE_BATCH, _PROBE_BATCH, _EDGE_SAMPLES = (
     1_000_003, 2_000_003, 3_000_017, 4_000_037, 5_000_011)
 
@@ -215,9 +215,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
                       probe_batch=_fixed_subset(data, cfg.edge_probe_size, cfg.seed + _PROBE_BATCH),
                       sample_batch=sample_batch, batch_sharpness_batches=cfg.edge_bs_batches, seed=cfg.seed)
     else:
-        cidx = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + _CURVATURE_BATCH))
-        cidx = cidx[: min(cfg.eos_curvature_batch_size, n)]
-        xc, tc = data.x_train[cidx], data.targets_train[cidx]
+        xc, tc = _fixed_subset(data, cfg.eos_curvature_batch_size, cfg.seed + _CURVATURE_BATCH)
 
         def curvature_closure():
             return per_example_loss(model(xc), tc, cfg.loss)
@@ -234,8 +232,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
     t_train = t_track = t_eval = t_theory = 0.0
     last_sharp = (float("nan"), -1)
     stopped, diverged_step, target_step, target_time = "completed", -1, -1, float("nan")
-    adaptive = cfg.optimizer in ("eos-sgd", "edge-sgd")
-    current_lr = float("nan") if adaptive else cfg.lr  # EoS-SGD, edge-SGD: set by their first step
+    # EoS-SGD, edge-SGD: set by their first step
+    current_lr = float("nan") if cfg.optimizer in ADAPTIVE_STEP_OPTIMIZERS else cfg.lr
     binding_steps = dict.fromkeys(EDGE_BINDING.values(), 0)
     nonfinite_curvature = None
 
