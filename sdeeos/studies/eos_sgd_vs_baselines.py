@@ -57,7 +57,7 @@ from ._real import save_study, study_attrs, study_settings
 from ._schema import Field, StudyConfig, Table
 
 __all__ = ["SCHEMA", "run", "plot", "eos_sgd_vs_baselines", "plot_eos_sgd_vs_baselines", "COMPETITORS",
-           "ABLATIONS", "speedup_interval"]
+           "ABLATIONS", "speedup_interval", "summary_lines"]
 
 #: competitors with a tuning grid (``cosine``: factors of the best baseline's tuned step size)
 COMPETITORS = ("edge-sgd", "eos-sgd", "sgd", "momentum", "adam", "cosine")
@@ -414,8 +414,30 @@ def eos_sgd_vs_baselines(config: dict, out_dir: pathlib.Path, *, progress: bool 
         confidence=0.95,
     )
     ds.attrs = {**attrs, **ds.attrs}
+    ds.attrs["summary"] = "\n".join(summary_lines(ds))
     save_study(ds, plot_eos_sgd_vs_baselines(ds), out_dir, "eos_sgd_vs_baselines")
+    if progress:
+        print(ds.attrs["summary"], flush=True)
     return ds
+
+
+def summary_lines(ds: xr.Dataset) -> list[str]:
+    """One line per setting: edge-SGD's speedup over the best baseline, the goal, the limiting term."""
+    lines = []
+    comps = [str(c) for c in ds.competitor.values]
+    for s, label in enumerate(ds.setting.values):
+        if "edge-sgd" not in comps or not ds.best_baseline.values[s]:
+            continue
+        ie = comps.index("edge-sgd")
+        lines.append(
+            f"{label}: edge-sgd vs {ds.best_baseline.values[s]}: time x{ds.speedup_time.values[s]:.3g} "
+            f"[{ds.speedup_time_ci_low.values[s]:.3g}, {ds.speedup_time_ci_high.values[s]:.3g}], steps "
+            f"x{ds.speedup_steps.values[s]:.3g}; final accuracy difference {ds.accuracy_difference.values[s]:+.3f}; "
+            f"goal {GOAL_SPEEDUP}x {'reached' if ds.goal_reached.values[s] else 'not reached'}; "
+            f"limiting term {ds.limiting_term.values[s] or '-'}; measuring time "
+            f"{100 * ds.overhead_fraction_mean.values[s, ie]:.0f}% of training time; reached "
+            f"{int(ds.n_reached.values[s, ie])}/{ds.sizes['seed']}")
+    return lines
 
 
 def _summarise(values: np.ndarray):

@@ -118,6 +118,7 @@ def test_eos_sgd_vs_baselines(tmp_path):
     assert list(ds.setting.values) == ["digits/mlp-tanh/mse/B=16"]
     assert ds.time_to_target_s.shape == (1, len(comps), 3)
     assert "2 runs per competitor" in ds.attrs["tuning_budget"]
+    assert ds.attrs["summary"].startswith("digits/mlp-tanh/mse/B=16: edge-sgd vs ")
     assert ds.cosine_base.values[0] in ("sgd", "adam")
     # every timed run went to the budget (fixed_budget) and reached this easy target
     assert np.all(ds.steps_run.values == 40) and np.all(ds.reached_target.values)
