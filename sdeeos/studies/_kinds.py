@@ -53,6 +53,6 @@ KINDS: dict[str, StudyKind] = {
         "sdeeos.studies.batch_sharpness_anchor", "does batch sharpness settle at 2/eta (Andreyev & Beneventano's regime)?",
         extra="torch"),
     "eos_sgd_vs_baselines": StudyKind(
-        "sdeeos.studies.eos_sgd_vs_baselines", "time to a target accuracy: EoS-SGD vs tuned SGD, momentum, Adam",
+        "sdeeos.studies.eos_sgd_vs_baselines", "time to a target accuracy: edge-SGD and EoS-SGD vs tuned SGD, momentum, Adam, cosine",
         extra="torch"),
 }
