@@ -356,6 +356,8 @@ class EdgeSGD(EdgeStepOptimizer):
 
         An edge's allowance is half the headroom plus its slack above the step in use."""
         k = self.intervals[quantity]
+        if len(self._history[quantity]) < 2:  # no drift measured yet: the first interval is refresh_every
+            return k
         upper = min(2 * k, self.refresh_max)
         rate = self.drift_rate(quantity)
         if rate == 0.0 or not self.estimates[quantity] > 0:
