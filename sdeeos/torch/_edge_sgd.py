@@ -127,6 +127,8 @@ class EdgeSGD(EdgeStepOptimizer):
     lanczos_steps : int >= 1; lanczos_tol : float > 0
     seed : int >= 0 (the first Lanczos start vector)
 
+    Notes
+    -----
     Diagnostics after each step: ``last_lr``, ``edges`` (term -> unmargined edge, ``inf`` if it does
     not bind or is off), ``binding_term``, ``estimates`` (``lambda_max``, ``batch_sharpness``,
     ``batch_sharpness_stderr``, ``ntk_trace``, ``ntk_trace_stderr``, ``noise_kernel_at_lr``),
