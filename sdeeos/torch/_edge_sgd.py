@@ -130,7 +130,8 @@ class EdgeSGD(EdgeStepOptimizer):
     Notes
     -----
     Diagnostics after each step: ``last_lr``, ``edges`` (term -> unmargined edge, ``inf`` if it does
-    not bind or is off), ``binding_term``, ``estimates`` (``lambda_max``, ``batch_sharpness``,
+    not bind or is off), ``binding_term``, ``estimates`` (``lambda_max``, ``lambda_residual`` (relative
+    Lanczos residual), ``batch_sharpness``,
     ``batch_sharpness_stderr``, ``ntk_trace``, ``ntk_trace_stderr``, ``noise_kernel_at_lr``),
     ``refresh_count`` (steps with a measurement), ``measurements`` and ``intervals`` (per term),
     ``refresh_interval`` (the shortest interval), ``overhead_seconds``, ``total_hvp``.
@@ -190,8 +191,9 @@ class EdgeSGD(EdgeStepOptimizer):
         self.eigenvector = None
         self.edges = {t: math.inf for t in EDGE_TERMS}
         self.binding_term = "eta_max"
-        self.estimates = {k: float("nan") for k in ("lambda_max", "batch_sharpness", "batch_sharpness_stderr",
-                                                     "ntk_trace", "ntk_trace_stderr", "noise_kernel_at_lr")}
+        self.estimates = {k: float("nan") for k in ("lambda_max", "lambda_residual", "batch_sharpness",
+                                                     "batch_sharpness_stderr", "ntk_trace", "ntk_trace_stderr",
+                                                     "noise_kernel_at_lr")}
         self._lr = float("nan")
         self._n_out = None
         step_size_edges.prepare()  # the symbolic derivation runs here, not inside the first timed step
@@ -215,6 +217,8 @@ class EdgeSGD(EdgeStepOptimizer):
         self.total_hvp += res.n_hvp
         if bool(torch.isfinite(res.vector).all()):
             self.eigenvector = res.vector
+        # relative Lanczos residual: some eigenvalue lies within it of the estimate (not necessarily the top)
+        self.estimates["lambda_residual"] = float(res.residual) / abs(float(res.value)) if res.value else float("nan")
         return float(res.value)
 
     def _batch_sharpness(self) -> tuple[float, float]:
