@@ -70,6 +70,7 @@ __all__ = [
     "noise_kernel_edge",
     "noise_kernel_upper",
     "edge_step_size",
+    "prepare",
 ]
 
 EDGE_TERMS = ("curvature", "batch_sharpness", "noise_kernel")
@@ -115,6 +116,12 @@ def _numeric():
         "edge": sp.lambdify(args, derive_noise_kernel_edge(), "math"),
         "upper": sp.lambdify((mean_square.eta,) + args, derive_noise_kernel_upper(), "math"),
     }
+
+
+def prepare() -> None:
+    """Derive and lambdify the noise-kernel edge now (about 0.3 s, once per process), not at first use."""
+    _numeric()
+    gd_stability.heavy_ball_threshold(0.0)
 
 
 def _momentum_threshold(momentum) -> float:

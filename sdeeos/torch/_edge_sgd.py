@@ -30,28 +30,34 @@ and turns each into the step size at which its stability condition is an equalit
 over the terms switched on (``terms``), with the margin :math:`m\in(0,1)` (``margin``).  Between
 refreshes :math:`\eta_t` is constant.
 
-Why a margin, and how the refresh interval follows from it
------------------------------------------------------------
+Why a margin, and how often each edge is measured
+-------------------------------------------------
 Sitting *on* an edge is what plain GD does at the edge of stability: it oscillates along the top
 direction and its loss goes down non-monotonically.  The margin keeps the step a factor :math:`m` below
 the smallest edge, so the controller never relies on self-stabilization.  The headroom :math:`1-m` is
 spent in two halves: one for the measurement error (a Ritz value underestimates :math:`\lambda`, the
-batch sharpness and the trace are Monte Carlo means), one for the drift of the edge between two
-refreshes.  With ``refresh="adaptive"`` the controller measures that drift: after refresh :math:`r`
-it takes the change of the binding edge, :math:`d_r=|\ln\eta^{(r)}-\ln\eta^{(r-1)}|`, removes what its
-standard error explains (:math:`\max(0,d_r-2\,\mathrm{se}(d_r))`, the standard error by the delta
-method from the batch-sharpness and trace standard errors), divides by the interval :math:`k_r` to get a
-rate per step, and sets the next interval so that the predicted drift is half the headroom:
+batch sharpness and the trace are Monte Carlo means, the sharpness oscillates at the edge), one for the
+drift of the edge between two measurements.
 
-.. math:: k_{r+1}=\operatorname{clip}\Big(\frac{(1-m)/2}{\text{rate}},\ 1,\ \min(2k_r,\ k_{\max})\Big)
+Each term has its own schedule (``refresh="adaptive"``).  After measuring term :math:`e` the controller
+fits a line to :math:`\ln\eta_e` against the step over the term's last four measurements and keeps only
+the significant part of its slope, :math:`\rho_e=\max(0,|\hat b|-2\,\mathrm{se}(\hat b))` (two
+measurements: their difference quotient).  Its *allowance* is half the headroom plus its slack above the
+step in use, :math:`a_e=\frac{1-m}2+\ln\frac{m\,\eta_e}{\eta_t}` (0 slack for the binding edge), and
+its next interval is
 
-(at most doubling per refresh; ``refresh_max`` is :math:`k_{\max}`).  With ``refresh="fixed"`` the
-interval is ``refresh_every``.  The first refresh is at step 0; ``refresh_every`` is the first interval.
+.. math:: k_e\leftarrow\operatorname{clip}\big(a_e/\rho_e,\ 1,\ \min(2k_e,\ k_{\max})\big)
+
+(at most doubling; :math:`\rho_e=0` doubles).  So an edge far above the binding one is measured rarely,
+and the binding one as often as its drift needs.  :math:`\hat\lambda` is measured for the curvature and
+the noise-kernel terms; every edge is recomputed from the latest estimates at every measurement.  With
+``refresh="fixed"`` every term is measured every ``refresh_every`` steps.  All terms are measured at
+step 0; ``refresh_every`` is the first interval and ``refresh_max`` is :math:`k_{\max}`.
 
 Cost
 ----
-Per refresh: one graph-keeping gradient and ``lanczos_steps`` Hessian-vector products on the curvature
-batch; two gradients and one product per batch-sharpness batch; one ``vmap``-ed Jacobian of the probe
+Per measurement of :math:`\hat\lambda`: one graph-keeping gradient and ``lanczos_steps`` Hessian-vector
+products on the curvature batch; of the batch sharpness: a gradient and one product per batch; of the trace: one ``vmap``-ed Jacobian of the probe
 batch (:math:`C` per-example gradients, :math:`C+1` for cross-entropy).  Nothing between refreshes.  ``overhead_seconds``
 counts it; the study ``eos_sgd_vs_baselines`` reports it as a fraction of training time.
 
@@ -63,6 +69,7 @@ estimates: a NaN never becomes a step size.
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from typing import Callable
@@ -82,6 +89,7 @@ __all__ = ["EdgeSGD", "EDGE_TERMS", "REFRESH_MODES"]
 
 EDGE_TERMS = step_size_edges.EDGE_TERMS
 REFRESH_MODES = ("adaptive", "fixed")
+_DRIFT_WINDOW = 4  # refreshes of a term in its drift regression
 
 
 def check_terms(terms) -> tuple[str, ...]:
@@ -119,10 +127,14 @@ class EdgeSGD(EdgeStepOptimizer):
     lanczos_steps : int >= 1; lanczos_tol : float > 0
     seed : int >= 0 (the first Lanczos start vector)
 
+    Notes
+    -----
     Diagnostics after each step: ``last_lr``, ``edges`` (term -> unmargined edge, ``inf`` if it does
-    not bind or is off), ``binding_term``, ``estimates`` (``lambda_max``, ``batch_sharpness``,
+    not bind or is off), ``binding_term``, ``estimates`` (``lambda_max``, ``lambda_residual`` (relative
+    Lanczos residual), ``batch_sharpness``,
     ``batch_sharpness_stderr``, ``ntk_trace``, ``ntk_trace_stderr``, ``noise_kernel_at_lr``),
-    ``refresh_count``, ``refresh_interval``, ``overhead_seconds``, ``total_hvp``.
+    ``refresh_count`` (steps with a measurement), ``measurements`` and ``intervals`` (per term),
+    ``refresh_interval`` (the shortest interval), ``overhead_seconds``, ``total_hvp``.
     """
 
     def __init__(self, params, *, model: torch.nn.Module, loss: str, n_data: int, batch_size: int,
@@ -167,17 +179,24 @@ class EdgeSGD(EdgeStepOptimizer):
         self.sample_batch = sample_batch
         self.batch_sharpness_batches = n_bs
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
-        self.refresh_interval = refresh_every
         self.refresh_count = 0
-        self.next_refresh = 0
+        # what is measured: lambda_max always (the curvature edge, and lambda_top of the kernel bound)
+        self.quantities = tuple(q for q, used in (("lambda_max", True),
+                                                  ("batch_sharpness", "batch_sharpness" in self.terms),
+                                                  ("ntk_trace", "noise_kernel" in self.terms)) if used)
+        self.intervals = {q: refresh_every for q in self.quantities}  # steps until it is measured again
+        self.next_refresh = {q: 0 for q in self.quantities}
+        self.measurements = {q: 0 for q in self.quantities}
+        self._history = {q: collections.deque(maxlen=_DRIFT_WINDOW) for q in self.quantities}
         self.eigenvector = None
         self.edges = {t: math.inf for t in EDGE_TERMS}
-        self.edge_log_stderr = {t: 0.0 for t in EDGE_TERMS}
         self.binding_term = "eta_max"
-        self.estimates = {k: float("nan") for k in ("lambda_max", "batch_sharpness", "batch_sharpness_stderr",
-                                                     "ntk_trace", "ntk_trace_stderr", "noise_kernel_at_lr")}
+        self.estimates = {k: float("nan") for k in ("lambda_max", "lambda_residual", "batch_sharpness",
+                                                     "batch_sharpness_stderr", "ntk_trace", "ntk_trace_stderr",
+                                                     "noise_kernel_at_lr")}
         self._lr = float("nan")
-        self._last_refresh_step = 0
+        self._n_out = None
+        step_size_edges.prepare()  # the symbolic derivation runs here, not inside the first timed step
 
     # ------------------------------------------------------------------ measurements
     def _lambda_max(self) -> float:
@@ -198,6 +217,8 @@ class EdgeSGD(EdgeStepOptimizer):
         self.total_hvp += res.n_hvp
         if bool(torch.isfinite(res.vector).all()):
             self.eigenvector = res.vector
+        # relative Lanczos residual: some eigenvalue lies within it of the estimate (not necessarily the top)
+        self.estimates["lambda_residual"] = float(res.residual) / abs(float(res.value)) if res.value else float("nan")
         return float(res.value)
 
     def _batch_sharpness(self) -> tuple[float, float]:
@@ -252,75 +273,107 @@ class EdgeSGD(EdgeStepOptimizer):
         return float(v.mean()), se
 
     def _n_outputs(self) -> int:
-        x, _ = self.probe_batch
-        with torch.no_grad():
-            return int(self.model(x[:1]).shape[-1])
+        if self._n_out is None:
+            x, _ = self.probe_batch
+            with torch.no_grad():
+                self._n_out = int(self.model(x[:1]).shape[-1])
+        return self._n_out
 
     # ------------------------------------------------------------------ the rule
-    def _refresh(self) -> None:
+    def _refresh(self, due: list[str]) -> None:
         group = self.param_groups[0]
         t0 = time.perf_counter()
-        mu, est = group["momentum"], self.estimates
-        previous = dict(self.edges)
-        previous_se = dict(self.edge_log_stderr)
-        est["lambda_max"] = self._lambda_max()
-        new = {t: math.inf for t in EDGE_TERMS}
-        se = {t: 0.0 for t in EDGE_TERMS}
-        if not math.isfinite(est["lambda_max"]):
-            self._fail("lambda_max")
-        if "curvature" in self.terms:
-            new["curvature"] = step_size_edges.curvature_edge(est["lambda_max"], mu)
-        if "batch_sharpness" in self.terms:
+        est = self.estimates
+        if "lambda_max" in due:
+            est["lambda_max"] = self._lambda_max()
+        if "batch_sharpness" in due:
             est["batch_sharpness"], est["batch_sharpness_stderr"] = self._batch_sharpness()
-            if not (math.isfinite(est["batch_sharpness"]) and math.isfinite(est["batch_sharpness_stderr"])):
-                self._fail("batch_sharpness")
-            new["batch_sharpness"] = step_size_edges.batch_sharpness_edge(est["batch_sharpness"], mu)
-            if est["batch_sharpness"] > 0:
-                se["batch_sharpness"] = est["batch_sharpness_stderr"] / est["batch_sharpness"]
-        if "noise_kernel" in self.terms:
+        if "ntk_trace" in due:
             est["ntk_trace"], est["ntk_trace_stderr"] = self._ntk_trace()
-            if not (math.isfinite(est["ntk_trace"]) and math.isfinite(est["ntk_trace_stderr"])):
-                self._fail("ntk_trace")
-            if est["lambda_max"] > 0:
-                kw = dict(lambda_top=est["lambda_max"], batch_size=self.batch_size, n=self.n_data,
-                          n_outputs=self._n_outputs())
-                tau = max(est["ntk_trace"], 0.0)
-                new["noise_kernel"] = step_size_edges.noise_kernel_edge(ntk_trace=tau, **kw)
-                if tau > 0 and math.isfinite(new["noise_kernel"]):
-                    # delta method: d ln(eta_K)/d ln(tau), by a relative central difference
-                    h = 1e-4
-                    up = step_size_edges.noise_kernel_edge(ntk_trace=tau * (1 + h), **kw)
-                    dn = step_size_edges.noise_kernel_edge(ntk_trace=tau * (1 - h), **kw)
-                    se["noise_kernel"] = abs(math.log(up / dn) / (2 * h)) * est["ntk_trace_stderr"] / tau
-        self.edges, self.edge_log_stderr = new, se
+        for q in due:
+            if not math.isfinite(est[q]):
+                self._fail(q)
+        self.edges = self._edges(est)
         self._lr, self.binding_term = step_size_edges.edge_step_size(
-            {t: new[t] for t in self.terms}, margin=group["margin"], eta_max=group["eta_max"])
+            {t: self.edges[t] for t in self.terms}, margin=group["margin"], eta_max=group["eta_max"])
         if "noise_kernel" in self.terms and est["lambda_max"] > 0:
-            est["noise_kernel_at_lr"] = step_size_edges.noise_kernel_upper(
-                self._lr, ntk_trace=max(est["ntk_trace"], 0.0), lambda_top=est["lambda_max"],
-                batch_size=self.batch_size, n=self.n_data, n_outputs=self._n_outputs())
-        if self.refresh_count > 0 and self.refresh == "adaptive":
-            self.refresh_interval = self._next_interval(previous, previous_se)
+            est["noise_kernel_at_lr"] = step_size_edges.noise_kernel_upper(self._lr, **self._kernel_args(est))
+        for q in due:
+            self.measurements[q] += 1
+            if est[q] > 0:
+                self._history[q].append((self.step_count, math.log(est[q])))
+            if self.refresh == "adaptive":
+                self.intervals[q] = self._next_interval(q)
+            self.next_refresh[q] = self.step_count + self.intervals[q]
         self.refresh_count += 1
-        self._last_refresh_step = self.step_count
-        self.next_refresh = self.step_count + self.refresh_interval
         self.overhead_seconds += time.perf_counter() - t0
 
-    def _next_interval(self, previous: dict, previous_se: dict) -> int:
-        """Interval after this refresh: the binding edge's significant drift per step against half the headroom."""
-        term = min(self.terms, key=lambda t: self.edges[t])
-        old, new = previous[term], self.edges[term]
-        k = self.refresh_interval
+    def _kernel_args(self, est: dict) -> dict:
+        return dict(ntk_trace=max(est["ntk_trace"], 0.0), lambda_top=est["lambda_max"], batch_size=self.batch_size,
+                    n=self.n_data, n_outputs=self._n_outputs())
+
+    def _edges(self, est: dict) -> dict:
+        """Every term's edge from the estimates (``inf`` where off or not binding)."""
+        mu = self.param_groups[0]["momentum"]
+        edges = {t: math.inf for t in EDGE_TERMS}
+        if "curvature" in self.terms:
+            edges["curvature"] = step_size_edges.curvature_edge(est["lambda_max"], mu)
+        if "batch_sharpness" in self.terms:
+            edges["batch_sharpness"] = step_size_edges.batch_sharpness_edge(est["batch_sharpness"], mu)
+        if "noise_kernel" in self.terms and est["lambda_max"] > 0:
+            edges["noise_kernel"] = step_size_edges.noise_kernel_edge(**self._kernel_args(est))
+        return edges
+
+    @property
+    def refresh_interval(self) -> int:
+        """The shortest of the quantities' current intervals."""
+        return min(self.intervals.values())
+
+    def drift_rate(self, quantity: str) -> float:
+        r"""Significant drift of :math:`\ln` ``quantity`` per step over its last measurements (0 if none)."""
+        pts = list(self._history[quantity])
+        if len(pts) < 2:
+            return 0.0
+        steps = np.array([p[0] for p in pts], dtype=float)
+        logs = np.array([p[1] for p in pts])
+        if len(pts) == 2:
+            return abs(logs[1] - logs[0]) / max(steps[1] - steps[0], 1.0)
+        ds = steps - steps.mean()
+        sxx = float(ds @ ds)
+        slope = float(ds @ (logs - logs.mean())) / sxx
+        resid = logs - logs.mean() - slope * ds
+        slope_se = math.sqrt(float(resid @ resid) / (len(pts) - 2) / sxx)
+        return max(abs(slope) - 2 * slope_se, 0.0)
+
+    def sensitivities(self, quantity: str) -> dict:
+        r""":math:`|\partial\ln\eta_e/\partial\ln q|` for every edge :math:`e` the quantity feeds (central differences)."""
+        est, h = dict(self.estimates), 1e-4
+        out = {}
+        for sign in (1, -1):
+            shifted = dict(est)
+            shifted[quantity] = est[quantity] * (1 + sign * h)
+            for t, v in self._edges(shifted).items():
+                out.setdefault(t, []).append(v)
+        return {t: abs(math.log(up / dn)) / (2 * h) for t, (up, dn) in out.items()
+                if t in self.terms and math.isfinite(up) and math.isfinite(dn) and up != dn}
+
+    def _next_interval(self, quantity: str) -> int:
+        """A quantity's next interval: the smallest allowance of the edges it feeds over the drift it causes there.
+
+        An edge's allowance is half the headroom plus its slack above the step in use."""
+        k = self.intervals[quantity]
+        if len(self._history[quantity]) < 2:  # no drift measured yet: the first interval is refresh_every
+            return k
         upper = min(2 * k, self.refresh_max)
-        if not (math.isfinite(old) and math.isfinite(new)):
+        rate = self.drift_rate(quantity)
+        if rate == 0.0 or not self.estimates[quantity] > 0:
             return upper
-        drift = abs(math.log(new / old))
-        noise = math.hypot(self.edge_log_stderr[term], previous_se[term])
-        rate = max(drift - 2 * noise, 0.0) / k
-        budget = (1 - self.param_groups[0]["margin"]) / 2
-        if rate == 0.0:
-            return upper
-        return int(min(max(budget / rate, 1), upper))
+        margin = self.param_groups[0]["margin"]
+        steps = [upper]
+        for term, sens in self.sensitivities(quantity).items():
+            allowance = (1 - margin) / 2 + max(math.log(margin * self.edges[term] / self._lr), 0.0)
+            steps.append(allowance / (sens * rate))
+        return int(min(max(min(steps), 1), upper))
 
     def _fail(self, name: str) -> None:
         est = ", ".join(f"{k} = {v:.6g}" for k, v in self.estimates.items())
@@ -331,8 +384,9 @@ class EdgeSGD(EdgeStepOptimizer):
         return dict(self.estimates)
 
     def _before_gradient(self, closure) -> None:
-        if self.step_count >= self.next_refresh:
-            self._refresh()
+        due = [q for q in self.quantities if self.step_count >= self.next_refresh[q]]
+        if due:
+            self._refresh(due)
 
     def _step_size(self, batch_size: int) -> float:
         return self._lr

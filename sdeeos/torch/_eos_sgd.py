@@ -90,12 +90,14 @@ class EoSSGD(EdgeStepOptimizer):
         (None: the current mini-batch)
     seed : int, seeds the random start vector of the first Lanczos refresh (reproducibility)
 
+    Notes
+    -----
     ``step(closure)``: ``closure()`` must return the 1-D tensor of per-example losses of the
     mini-batch (with graph); the optimizer differentiates their mean itself.  Returns the mean loss (detached).
     Diagnostics after each step: ``last_lr``, ``last_lambda``, ``noise_variance`` (:math:`\\hat\\sigma^2`),
     ``per_example_variance``, ``total_hvp``, ``curvature_seconds`` (= ``overhead_seconds``, time spent in
-    refreshes).  A sibling of :class:`~sdeeos.torch.EdgeSGD` (both subclass
-    :class:`~sdeeos.torch.EdgeStepOptimizer`).
+    refreshes).  Its sibling is :class:`~sdeeos.torch.EdgeSGD`; both subclass the same base,
+    :class:`~sdeeos.torch.EdgeStepOptimizer`.
     """
 
     def __init__(self, params, *, eta_max: float, c: float = 1.0, k: int = 10, momentum: float = 0.9,
