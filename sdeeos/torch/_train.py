@@ -69,8 +69,10 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}  # TrainConfig.dt
 #: edge-SGD's binding term as recorded (``edge_binding_term``): code -> name; -1 before the first step
 EDGE_BINDING = {-1: "none", 0: "eta_max", **{i + 1: t for i, t in enumerate(EDGE_TERMS)}}
 _EDGE_CODE = {name: code for code, name in EDGE_BINDING.items()}
-_EDGE_ESTIMATES = {"lambda_max": "edge_lambda_max", "batch_sharpness": "edge_batch_sharpness",
-                   "ntk_trace": "edge_ntk_trace", "noise_kernel_at_lr": "edge_noise_kernel"}
+_EDGE_ESTIMATES = {"lambda_max": "edge_lambda_max", "lambda_residual": "edge_lambda_residual",
+                   "batch_sharpness": "edge_batch_sharpness", "batch_sharpness_stderr": "edge_batch_sharpness_stderr",
+                   "ntk_trace": "edge_ntk_trace", "ntk_trace_stderr": "edge_ntk_trace_stderr",
+                   "noise_kernel_at_lr": "edge_noise_kernel"}
 
 # generator seeds: seed + offset, one stream per purpose (seed <= 2**63 - 1 and offset < 2**62 stay below 2**64)
 _TRAIN_BATCHES, _THEORY, _CURVATURE_BATCH, _PROBE_BATCH, _EDGE_SAMPLES = (

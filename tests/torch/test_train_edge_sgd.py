@@ -13,7 +13,14 @@ torch = pytest.importorskip("torch")
 import sdeeos.torch._train as train_module  # noqa: E402
 from sdeeos import ParameterError  # noqa: E402
 from sdeeos._cli import main  # noqa: E402
-from sdeeos.torch import FlatParams, build_model, load_data, loss_function, per_example_loss, train  # noqa: E402
+from sdeeos.torch import (  # noqa: E402
+    FlatParams,
+    TrainConfig,
+    build_model,
+    load_data,
+    loss_function,
+    train,
+)
 
 SMALL = dict(dataset="digits", n_train=120, n_test=60, width=16, n_steps=20, eval_every=5,
              sharpness_every=0, threads=1)
@@ -100,10 +107,11 @@ def test_edge_sgd_records_its_edges_and_the_step_follows_them():
     later = ds.isel(step=slice(1, None))
     edges = np.stack([later[f"edge_step_{t}"].values for t in ("curvature", "batch_sharpness", "noise_kernel")])
     assert np.all(edges > 0)
-    for v in ("edge_lambda_max", "edge_batch_sharpness", "edge_ntk_trace", "edge_noise_kernel"):
+    for v in ("edge_lambda_max", "edge_lambda_residual", "edge_batch_sharpness", "edge_batch_sharpness_stderr",
+              "edge_ntk_trace", "edge_ntk_trace_stderr", "edge_noise_kernel"):
         assert np.all(np.isfinite(later[v].values)), v
     # the recorded eta_t is the rule applied to the recorded edges of the same step
-    rule = np.minimum(EDGE.get("edge_eta_max", 2.0), 0.9 * edges.min(axis=0))
+    rule = np.minimum(TrainConfig.edge_eta_max, TrainConfig.edge_margin * edges.min(axis=0))
     np.testing.assert_allclose(later.learning_rate.values, rule, rtol=1e-12)
     names = code.attrs["flag_meanings"].split()
     for k, c in enumerate(later.edge_binding_term.values):
