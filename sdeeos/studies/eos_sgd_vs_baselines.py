@@ -80,7 +80,8 @@ _STUDY_KEYS = {
     "seeds": [0, 1, 2, 3, 4],
     "tuning_seed": 100,
     "targets": {"mnist1d": 0.6, "digits": 0.95},
-    "budgets": {"mnist1d": 6000, "digits": 1000},
+    "budgets": {"mnist1d": 5000, "digits": 1000},
+    "eval_every": {"mnist1d": 25, "digits": 10},
     "fixed_budget": True,
     "ablations": list(ABLATIONS),
     "fixed_refresh_every": 0,
@@ -89,7 +90,8 @@ _STUDY_KEYS = {
 }
 # the study sets these per setting and competitor: not keys of the file
 _SET_BY_STUDY = ("dataset", "model", "loss", "batch_size", "seed", "optimizer", "lr", "lr_schedule",
-                 "eos_eta_max", "edge_eta_max", "target_test_accuracy", "continue_after_target", "n_steps")
+                 "eos_eta_max", "edge_eta_max", "target_test_accuracy", "continue_after_target", "n_steps",
+                 "eval_every")
 
 
 def _check_architectures(values: list) -> list:
@@ -121,6 +123,9 @@ SCHEMA = {
     "budgets": Table(doc="steps per run (n_steps) per data set",
                      fields={d: Field("int", default=_STUDY_KEYS["budgets"][d], low=1, doc=f"{d} budget (steps)")
                              for d in DATASETS}),
+    "eval_every": Table(doc="evaluation stride per data set (steps): the resolution of the steps to the target",
+                        fields={d: Field("int", default=_STUDY_KEYS["eval_every"][d], low=1, doc=f"{d} stride")
+                                for d in DATASETS}),
     "fixed_budget": Field("bool", default=True,
                           doc="timed runs continue after the target to the budget (final accuracy at a fixed budget)"),
     "ablations": Field("list[str]", default=_STUDY_KEYS["ablations"], choices=ABLATIONS,
@@ -372,7 +377,7 @@ def eos_sgd_vs_baselines(config: dict, out_dir: pathlib.Path, *, progress: bool 
     for key in ("title", "description"):
         study[key] = config.pop(key, "")
     study["grids"] = dict(study["grids"])
-    for table in ("targets", "budgets"):
+    for table in ("targets", "budgets", "eval_every"):
         study[table] = {**_STUDY_KEYS[table], **study[table]}
     base = {k: v for k, v in config.items() if v is not None}
     base.setdefault("sharpness_every", 0)
@@ -381,11 +386,11 @@ def eos_sgd_vs_baselines(config: dict, out_dir: pathlib.Path, *, progress: bool 
 
     settings = [(d, a, int(b)) for d in study["datasets"] for a in study["architectures"] for b in study["batch_sizes"]]
     labels = [f"{d}/{a['model']}/{a['loss']}/B={b}" for d, a, b in settings]
-    eval_every = int(base.get("eval_every", TrainConfig.eval_every))
-    n_eval = max(study["budgets"][d] for d in study["datasets"]) // eval_every + 2
+    n_eval = max(study["budgets"][d] // study["eval_every"][d] for d in study["datasets"]) + 2
     jobs = [dict(study=study, progress=progress, label=lab, n_eval=n_eval,
                  base=dict(base, dataset=d, model=a["model"], loss=a["loss"], batch_size=b,
-                           n_steps=study["budgets"][d], target_test_accuracy=study["targets"][d]))
+                           n_steps=study["budgets"][d], target_test_accuracy=study["targets"][d],
+                           eval_every=study["eval_every"][d]))
             for (d, a, b), lab in zip(settings, labels)]
     if study["workers"] > 1 and len(jobs) > 1:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
@@ -484,6 +489,7 @@ def _assemble(results, settings, labels, comps, study) -> xr.Dataset:
         "loss": ("setting", [a["loss"] for _, a, _ in settings]), "batch_size": ("setting", [b for _, _, b in settings]),
         "target_test_accuracy": ("setting", [study["targets"][d] for d, _, _ in settings]),
         "budget_steps": ("setting", [study["budgets"][d] for d, _, _ in settings]),
+        "eval_every": ("setting", [study["eval_every"][d] for d, _, _ in settings]),
     })
     for k in ("steps_to_target", "time_to_target_s", "final_test_accuracy", "overhead_fraction"):
         mean, lo, hi, n = _summarise(stack[k])

@@ -96,7 +96,7 @@ def test_eos_sgd_vs_baselines(tmp_path):
         n_train = 120
         n_test = 60
         width = 8
-        eval_every = 5
+        eval_every = {digits = 5}
         edge_curvature_batch_size = 32
         edge_probe_size = 16
         edge_bs_batches = 2
