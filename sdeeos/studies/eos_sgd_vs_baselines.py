@@ -570,16 +570,22 @@ def plot_eos_sgd_vs_baselines(ds: xr.Dataset):
     for i, c in enumerate(comps):
         m = ds.time_to_target_s_mean.values[:, i]
         lo, hi = ds.time_to_target_s_ci_low.values[:, i], ds.time_to_target_s_ci_high.values[:, i]
-        err = np.vstack([np.where(np.isfinite(lo), m - lo, 0), np.where(np.isfinite(hi), hi - m, 0)])
+        # a t-interval reaching below 0 is drawn to the axis (log scale: a positive floor)
+        lo = np.where(np.isfinite(lo), np.maximum(lo, 1e-3 * np.nan_to_num(m)), m)
+        err = np.vstack([m - lo, np.where(np.isfinite(hi), hi - m, 0)])
         ax.bar(xs + (i - (nc - 1) / 2) * width, np.nan_to_num(m), width, yerr=err, capsize=2, color=f"C{i}",
                label=c, alpha=0.85)
         for s in range(ns):
             n_seeds = ds.sizes["seed"]
             if int(ds.n_reached.values[s, i]) < n_seeds:
-                ax.text(s + (i - (nc - 1) / 2) * width, 0, f"{int(ds.n_reached.values[s, i])}/{n_seeds}",
-                        ha="center", va="bottom", fontsize=6, rotation=90)
+                ax.text(s + (i - (nc - 1) / 2) * width, 0.02, f"{int(ds.n_reached.values[s, i])}/{n_seeds}",
+                        ha="center", va="bottom", fontsize=6, rotation=90, transform=ax.get_xaxis_transform())
     ax.set_xticks(xs, settings, rotation=30, ha="right", fontsize=7)
-    ax.set_ylim(bottom=0)
+    positive = ds.time_to_target_s.values[np.isfinite(ds.time_to_target_s.values)
+                                          & (ds.time_to_target_s.values > 0)]
+    if positive.size:  # settings differ by orders of magnitude: a log axis, bars from below the fastest run
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.5 * positive.min())
     ax.set_ylabel("optimizer time to target (s)")
     ax.set_title(f"time to target: mean, 95 % t-interval ({ds.sizes['seed']} seeds; n/N: reached)")
     ax.legend(fontsize=6, ncol=2)
