@@ -108,10 +108,13 @@ class TrainConfig:
                                + ", ".join(EDGE_TERMS) + ")", check=_check_edge_terms)
     edge_refresh: str = _setting("adaptive", "edge-SGD refresh interval rule", choices=("adaptive", "fixed"))
     edge_refresh_every: int = _setting(10, "edge-SGD refresh interval (adaptive: the first) >= 1", low=1)
-    edge_refresh_max: int = _setting(400, "edge-SGD adaptive refresh interval cap (>= edge_refresh_every)", low=1)
+    edge_refresh_max: int = _setting(1000, "edge-SGD adaptive refresh interval cap (>= edge_refresh_every)", low=1)
     edge_curvature_batch_size: int = _setting(256, "edge-SGD examples in the curvature batch (lambda_max)", low=1)
-    edge_probe_size: int = _setting(64, "edge-SGD probe examples for the NTK trace (K); at most n_train", low=1)
+    edge_probe_size: int = _setting(32, "edge-SGD probe examples for the NTK trace (K); at most n_train", low=1)
     edge_bs_batches: int = _setting(4, "edge-SGD batches per batch-sharpness estimate", low=1)
+    edge_max_overhead: float = _setting(0.15, "edge-SGD cost budget: measuring takes at most this fraction of the "
+                                              "optimizer time (1 = no budget: a schedule independent of timing)",
+                                        low=0.0, high=1.0, low_open=True)
     n_steps: int = _setting(1000, "number of optimizer steps", low=0)
     eval_every: int = _setting(50, "loss/accuracy stride (steps)", low=1)
     sharpness_every: int = _setting(200, "sharpness stride (steps; 0 = off)", low=0)

@@ -12,7 +12,8 @@ Settings: every data set × architecture (network and loss) × batch size B.  Pe
   ``grids.cosine`` × its tuned constant step size.
 * **Ablations** of edge-SGD at its tuned :math:`\eta_{\max}` (no extra tuning): without the noise-kernel
   term, without the batch-sharpness term, and with a fixed refresh interval (``fixed_refresh_every``;
-  0: the mean interval of the adaptive tuning run at the tuned value, steps to target / refreshes).
+  0: the mean interval of the adaptive tuning run at the tuned value, steps to target / refreshes), and
+  without the cost budget (``edge_max_overhead = 1``: every measurement the drift schedule asks for).
 * **Timed runs**: every competitor at its tuned value on every seed, competitors interleaved seed by seed
   so that load drifts on the machine hit them alike.  With ``fixed_budget`` the runs continue after
   the target to the data set's budget of steps: time and steps to the target, and the final test
@@ -63,7 +64,7 @@ __all__ = ["SCHEMA", "run", "plot", "eos_sgd_vs_baselines", "plot_eos_sgd_vs_bas
 COMPETITORS = ("edge-sgd", "eos-sgd", "sgd", "momentum", "adam", "cosine")
 BASELINES = ("sgd", "momentum", "adam")
 #: ablations of edge-SGD at its tuned eta_max: name -> what changes
-ABLATIONS = ("no_noise_kernel", "no_batch_sharpness", "fixed_refresh")
+ABLATIONS = ("no_noise_kernel", "no_batch_sharpness", "fixed_refresh", "no_cost_budget")
 _TIMED_BASELINES = BASELINES + ("cosine",)
 GOAL_SPEEDUP = 1.5
 _BINDING = ("eta_max",) + EDGE_TERMS
@@ -201,6 +202,8 @@ def _run_cfg(base: dict, comp: str, value: float, seed: int, tuned: dict, study:
         c.update(optimizer="edge-sgd", edge_eta_max=float(value))
         if ablation == "fixed_refresh":
             c.update(edge_refresh="fixed", edge_refresh_every=int(tuned["fixed_refresh_every"]))
+        elif ablation == "no_cost_budget":  # every measurement the drift schedule asks for
+            c.update(edge_max_overhead=1.0)
         elif ablation:
             c["edge_terms"] = _ablation_terms(edge_terms(c.get("edge_terms", TrainConfig.edge_terms)), ablation)
     elif kind == "eos-sgd":
@@ -349,7 +352,7 @@ def _check_study(study: dict, base: dict) -> None:
         raise _key_error(("ablations",), "ablations need grids.edge-sgd (they run at its tuned eta_max)")
     terms = edge_terms(base.get("edge_terms", TrainConfig.edge_terms))
     for a in study["ablations"]:
-        if a.startswith("no_") and a[3:] not in terms:
+        if a in ("no_noise_kernel", "no_batch_sharpness") and a[3:] not in terms:
             raise _key_error(("ablations",), f"ablation {a} needs {a[3:]} in edge_terms, got {','.join(terms)!r}",
                              ("edge_terms",))
         if a.startswith("no_") and len(terms) == 1:

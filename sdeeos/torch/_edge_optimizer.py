@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import math
+import time
 
 import torch
 
@@ -32,7 +33,8 @@ class EdgeStepOptimizer(torch.optim.Optimizer, abc.ABC):
     """Heavy-ball SGD with a measured step size (see the module docstring).
 
     Diagnostics after each step: ``step_count``, ``last_lr``, ``total_hvp`` (Hessian-vector products
-    spent on measurements), ``overhead_seconds`` (time spent measuring).
+    spent on measurements), ``overhead_seconds`` (time spent measuring), ``step_seconds`` (time spent in
+    the plain step: the closure, its gradient and the update).
     """
 
     def __init__(self, params, defaults: dict):
@@ -46,6 +48,8 @@ class EdgeStepOptimizer(torch.optim.Optimizer, abc.ABC):
         self.last_lr = float("nan")
         self.total_hvp = 0
         self.overhead_seconds = 0.0
+        self.step_seconds = 0.0
+        self.clock = time.perf_counter
 
     def _params(self):
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
@@ -71,6 +75,7 @@ class EdgeStepOptimizer(torch.optim.Optimizer, abc.ABC):
         """One step; ``closure()`` returns the per-example losses of the mini-batch."""
         params = self._params()
         self._before_gradient(closure)
+        t0 = self.clock()
         with torch.enable_grad():
             losses = closure()
             if losses.dim() != 1:
@@ -96,4 +101,5 @@ class EdgeStepOptimizer(torch.optim.Optimizer, abc.ABC):
                     buf.mul_(mu).add_(g)
                 g = buf
             p.add_(g, alpha=-lr)
+        self.step_seconds += self.clock() - t0
         return loss.detach()

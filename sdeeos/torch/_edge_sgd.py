@@ -61,6 +61,14 @@ products on the curvature batch; of the batch sharpness: a gradient and one prod
 batch (:math:`C` per-example gradients, :math:`C+1` for cross-entropy).  Nothing between refreshes.  ``overhead_seconds``
 counts it; the study ``eos_sgd_vs_baselines`` reports it as a fraction of training time.
 
+**The cost budget** (``max_overhead``, default 0.15).  The schedule above asks for a measurement when
+the edges move; the budget decides whether one can be afforded.  A due measurement waits while the time
+spent measuring exceeds :math:`f/(1-f)` times the time spent in plain steps (:math:`f` =
+``max_overhead``), so measuring takes at most a fraction :math:`f` of the optimizer's time, up to one
+measurement.  Waiting counts in ``deferred_steps``.  The budget is in seconds, so with it the
+measurement schedule (and hence the run) depends on the machine's speed: set ``max_overhead=None`` for
+runs that are reproducible bit for bit, at the price of an unbounded cost (``1`` is the same).
+
 Failure
 -------
 A non-finite estimate stops the run with :class:`NonFiniteCurvatureError`, naming the step and the last
@@ -71,7 +79,6 @@ from __future__ import annotations
 
 import collections
 import math
-import time
 from typing import Callable
 
 import numpy as np
@@ -125,6 +132,8 @@ class EdgeSGD(EdgeStepOptimizer):
         (needed by ``batch_sharpness``)
     batch_sharpness_batches : int >= 1
     lanczos_steps : int >= 1; lanczos_tol : float > 0
+    max_overhead : float in (0, 1], or None: the cost budget (module docstring); 1 or None: no budget,
+        and a schedule that depends on the data and the seed only
     seed : int >= 0 (the first Lanczos start vector)
 
     Notes
@@ -134,7 +143,8 @@ class EdgeSGD(EdgeStepOptimizer):
     Lanczos residual), ``batch_sharpness``,
     ``batch_sharpness_stderr``, ``ntk_trace``, ``ntk_trace_stderr``, ``noise_kernel_at_lr``),
     ``refresh_count`` (steps with a measurement), ``measurements`` and ``intervals`` (per term),
-    ``refresh_interval`` (the shortest interval), ``overhead_seconds``, ``total_hvp``.
+    ``refresh_interval`` (the shortest interval), ``overhead_seconds``, ``step_seconds``,
+    ``deferred_steps`` (steps at which a due measurement waited for the budget), ``total_hvp``.
     """
 
     def __init__(self, params, *, model: torch.nn.Module, loss: str, n_data: int, batch_size: int,
@@ -142,7 +152,7 @@ class EdgeSGD(EdgeStepOptimizer):
                  refresh: str = "adaptive", refresh_every: int = 10, refresh_max: int = 400,
                  curvature_batch=None, probe_batch=None, sample_batch: Callable | None = None,
                  batch_sharpness_batches: int = 4, lanczos_steps: int = 5, lanczos_tol: float = 1e-3,
-                 seed: int = 0):
+                 max_overhead: float | None = 0.15, seed: int = 0):
         # every input is checked before any work
         eta_max = check_positive("eta_max", eta_max)
         margin = check_real("margin", margin, low=0.0, high=1.0, low_open=True, high_open=True)
@@ -160,6 +170,10 @@ class EdgeSGD(EdgeStepOptimizer):
         n_bs = check_int("batch_sharpness_batches", batch_sharpness_batches, low=1)
         lanczos_steps = check_int("lanczos_steps", lanczos_steps, low=1)
         lanczos_tol = check_positive("lanczos_tol", lanczos_tol)
+        if max_overhead is not None:
+            max_overhead = check_real("max_overhead", max_overhead, low=0.0, high=1.0, low_open=True)
+        self.max_overhead = None if max_overhead == 1.0 else max_overhead  # all of the time: no budget
+        self.deferred_steps = 0
         if curvature_batch is None:
             raise ParameterError("curvature_batch must be an (inputs, targets) pair (lambda_max is always measured)")
         if "noise_kernel" in self.terms:
@@ -282,7 +296,7 @@ class EdgeSGD(EdgeStepOptimizer):
     # ------------------------------------------------------------------ the rule
     def _refresh(self, due: list[str]) -> None:
         group = self.param_groups[0]
-        t0 = time.perf_counter()
+        t0 = self.clock()
         est = self.estimates
         if "lambda_max" in due:
             est["lambda_max"] = self._lambda_max()
@@ -306,7 +320,7 @@ class EdgeSGD(EdgeStepOptimizer):
                 self.intervals[q] = self._next_interval(q)
             self.next_refresh[q] = self.step_count + self.intervals[q]
         self.refresh_count += 1
-        self.overhead_seconds += time.perf_counter() - t0
+        self.overhead_seconds += self.clock() - t0
 
     def _kernel_args(self, est: dict) -> dict:
         return dict(ntk_trace=max(est["ntk_trace"], 0.0), lambda_top=est["lambda_max"], batch_size=self.batch_size,
@@ -383,10 +397,21 @@ class EdgeSGD(EdgeStepOptimizer):
     def _estimates(self) -> dict:
         return dict(self.estimates)
 
+    def over_budget(self) -> bool:
+        """Whether measuring now would exceed ``max_overhead`` of the time so far (never at step 0)."""
+        if self.max_overhead is None or self.step_count == 0:
+            return False
+        f = self.max_overhead
+        return self.overhead_seconds > f / (1 - f) * self.step_seconds
+
     def _before_gradient(self, closure) -> None:
         due = [q for q in self.quantities if self.step_count >= self.next_refresh[q]]
-        if due:
-            self._refresh(due)
+        if not due:
+            return
+        if self.over_budget():  # the quantities stay due and are measured once the budget allows
+            self.deferred_steps += 1
+            return
+        self._refresh(due)
 
     def _step_size(self, batch_size: int) -> float:
         return self._lr

@@ -215,7 +215,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
                       refresh_every=cfg.edge_refresh_every, refresh_max=cfg.edge_refresh_max,
                       curvature_batch=_fixed_subset(data, cfg.edge_curvature_batch_size, cfg.seed + _CURVATURE_BATCH),
                       probe_batch=_fixed_subset(data, cfg.edge_probe_size, cfg.seed + _PROBE_BATCH),
-                      sample_batch=sample_batch, batch_sharpness_batches=cfg.edge_bs_batches, seed=cfg.seed)
+                      sample_batch=sample_batch, batch_sharpness_batches=cfg.edge_bs_batches,
+                      max_overhead=cfg.edge_max_overhead, seed=cfg.seed)
     else:
         xc, tc = _fixed_subset(data, cfg.eos_curvature_batch_size, cfg.seed + _CURVATURE_BATCH)
 
@@ -386,7 +387,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
                      eos_sgd_final_noise_variance=float(opt.noise_variance))
     if cfg.optimizer == "edge-sgd":
         attrs.update(edge_overhead_s=float(opt.overhead_seconds), edge_total_hvp=int(opt.total_hvp),
-                     edge_refresh_count=int(opt.refresh_count), edge_refresh_interval_final=int(opt.refresh_interval),
+                     edge_refresh_count=int(opt.refresh_count), edge_deferred_steps=int(opt.deferred_steps), edge_refresh_interval_final=int(opt.refresh_interval),
                      edge_overhead_fraction=(opt.overhead_seconds / t_train) if t_train > 0 else float("nan"),
                      **{f"edge_binding_steps_{name}": int(c) for name, c in binding_steps.items() if name != "none"})
     ds.attrs = provenance_attrs(**attrs)

@@ -51,6 +51,7 @@ def _controller(x_t, y_t, model, B, seed=1, **kw):
         return x_t[idx], y_t[idx]
 
     kw.setdefault("lanczos_steps", D)
+    kw.setdefault("max_overhead", None)  # a schedule independent of timing
     kw.setdefault("lanczos_tol", 1e-12)
     return EdgeSGD(model.parameters(), model=model, loss="mse", n_data=N, batch_size=B, eta_max=100.0,
                    curvature_batch=(x_t, y_t), probe_batch=(x_t, y_t), sample_batch=sample, **kw)
@@ -177,6 +178,57 @@ def test_kernel_edge_sensitivities_match_the_closed_form():
     assert s_tau == {"noise_kernel": pytest.approx(a / (a + b), rel=1e-6)}
     assert s_lam["noise_kernel"] == pytest.approx(b / (a + b), rel=1e-6)
     assert s_lam["curvature"] == pytest.approx(1.0, rel=1e-6)
+
+
+class _FakeClock:
+    """A clock that advances by a fixed amount per reading, the measurement's readings by more."""
+
+    def __init__(self):
+        self.now, self.tick = 0.0, 1.0
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+def test_cost_budget_defers_measurements_until_the_fraction_allows():
+    """With a fake clock a measurement costs 5 time units and a plain step 0.5: at max_overhead = 0.5 a due
+    measurement must wait until the steps have taken as long as the measurements (every 10th step)."""
+    _, _, x_t, y_t, model = _problem()
+    opt = _controller(x_t, y_t, model, 3, terms=("curvature",), refresh="fixed", refresh_every=1,
+                      max_overhead=0.5)
+    clock = _FakeClock()
+    opt.clock = clock
+    measured_at = []
+    for s in range(60):
+        before = opt.measurements["lambda_max"]
+        clock.tick = 5.0  # a measurement reads the clock at its start and end: 5 units
+        opt._before_gradient(None)
+        clock.tick = 0.5  # the plain step likewise: 0.5 units
+        opt.next_refresh["lambda_max"] = min(opt.next_refresh["lambda_max"], 10**9)
+        _one_step_without_refresh(opt, x_t, y_t, model)
+        if opt.measurements["lambda_max"] > before:
+            measured_at.append(s)
+        # the budget: measuring time <= f/(1-f) x step time + one measurement
+        assert opt.overhead_seconds <= opt.step_seconds + 5.0 + 1e-9
+    assert measured_at == [0, 10, 20, 30, 40, 50]
+    assert opt.deferred_steps == 60 - 6
+    assert opt.overhead_seconds == 6 * 5.0 and opt.step_seconds == 60 * 0.5
+
+
+def _one_step_without_refresh(opt, x_t, y_t, model):
+    due, opt._before_gradient = opt._before_gradient, lambda closure: None
+    try:
+        _one_step(opt, x_t, y_t, model)
+    finally:
+        opt._before_gradient = due
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, 1.5])
+def test_max_overhead_outside_its_range_is_refused(value):
+    _, _, x_t, y_t, model = _problem()
+    with pytest.raises(ParameterError, match=r"^max_overhead must be in \(0.0, 1.0\]"):
+        _controller(x_t, y_t, model, 3, max_overhead=value)
 
 
 def test_both_controllers_share_the_base():

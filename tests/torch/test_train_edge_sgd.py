@@ -24,8 +24,9 @@ from sdeeos.torch import (  # noqa: E402
 
 SMALL = dict(dataset="digits", n_train=120, n_test=60, width=16, n_steps=20, eval_every=5,
              sharpness_every=0, threads=1)
+# edge_max_overhead = 1: no cost budget, so the measurement schedule does not depend on timing
 EDGE = dict(SMALL, optimizer="edge-sgd", batch_size=16, edge_curvature_batch_size=48, edge_probe_size=16,
-            edge_bs_batches=2, edge_refresh_every=3)
+            edge_bs_batches=2, edge_refresh_every=3, edge_max_overhead=1.0)
 
 
 def test_cosine_schedule_is_the_closed_form_and_drives_the_update():
@@ -126,6 +127,13 @@ def test_edge_sgd_with_momentum_without_the_noise_kernel_term():
     assert np.all(np.isinf(later.edge_step_noise_kernel.values))
     # heavy ball's edge on a quadratic: eta lambda = 2 (1 + mu)
     np.testing.assert_allclose(later.edge_step_curvature.values, 3.0 / later.edge_lambda_max.values, rtol=1e-12)
+
+
+def test_edge_sgd_without_a_cost_budget_is_reproducible_bit_for_bit():
+    a, b = (train(EDGE, progress=False) for _ in range(2))
+    for v in ("learning_rate", "train_loss", "edge_lambda_max", "edge_ntk_trace", "edge_batch_sharpness"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    assert a.attrs["edge_deferred_steps"] == 0 and a.attrs["edge_max_overhead"] == 1.0
 
 
 def test_edge_sgd_term_subset_and_fixed_refresh():
