@@ -113,7 +113,7 @@ def test_eos_sgd_vs_baselines(tmp_path):
         """))
     ds = run_study(p, tmp_path / "out", progress=False)
     comps = ["edge-sgd", "eos-sgd", "sgd", "adam", "cosine", "edge-sgd:no_noise_kernel",
-             "edge-sgd:no_batch_sharpness", "edge-sgd:fixed_refresh"]
+             "edge-sgd:no_batch_sharpness", "edge-sgd:fixed_refresh", "edge-sgd:no_cost_budget"]
     assert list(ds.competitor.values) == comps
     assert list(ds.setting.values) == ["digits/mlp-tanh/mse/B=16"]
     assert ds.time_to_target_s.shape == (1, len(comps), 3)
