@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from sdeeos import ParameterError  # noqa: E402
 from sdeeos._cli import main  # noqa: E402
+from sdeeos.studies import eos_sgd_vs_baselines as kind  # noqa: E402
 from sdeeos.studies import load_study, run_study  # noqa: E402
 
 TINY = """\
@@ -202,3 +203,18 @@ def test_old_torch_runner_forwards_to_sdeeos_study(tmp_path, capsys):
     with pytest.warns(DeprecationWarning):
         kind, config = old.load_study_config(_study(tmp_path, "real_eos", "lr = 0.3\n"))
     assert kind == "real_eos" and config["lr"] == 0.3 and config["batch_sizes"] == ["full", 25, 50, 100, 250]
+
+
+def test_edge_sgd_ablations_change_exactly_their_setting():
+    base = {"dataset": "digits", "edge_terms": "curvature,batch_sharpness,noise_kernel"}
+    tuned = {"fixed_refresh_every": 7}
+    cfg = {a: kind._run_cfg(base, f"edge-sgd:{a}", 0.5, 3, tuned, {}, True) for a in kind.ABLATIONS}
+    plain = kind._run_cfg(base, "edge-sgd", 0.5, 3, tuned, {}, True)
+    changed = {a: {k: v for k, v in c.items() if plain.get(k) != v} for a, c in cfg.items()}
+    assert changed == {
+        "no_noise_kernel": {"edge_terms": "curvature,batch_sharpness"},
+        "no_batch_sharpness": {"edge_terms": "curvature,noise_kernel"},
+        "fixed_refresh": {"edge_refresh": "fixed", "edge_refresh_every": 7},
+        "no_cost_budget": {"edge_max_overhead": 1.0},
+    }
+    assert plain["edge_eta_max"] == 0.5 and plain["optimizer"] == "edge-sgd" and plain["seed"] == 3
