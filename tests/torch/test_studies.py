@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from sdeeos import ParameterError  # noqa: E402
 from sdeeos._cli import main  # noqa: E402
-from sdeeos.studies import eos_sgd_vs_baselines as kind  # noqa: E402
+from sdeeos.studies import eos_sgd_vs_baselines as baselines_kind  # noqa: E402
 from sdeeos.studies import load_study, run_study  # noqa: E402
 
 TINY = """\
@@ -208,8 +208,8 @@ def test_old_torch_runner_forwards_to_sdeeos_study(tmp_path, capsys):
 def test_edge_sgd_ablations_change_exactly_their_setting():
     base = {"dataset": "digits", "edge_terms": "curvature,batch_sharpness,noise_kernel"}
     tuned = {"fixed_refresh_every": 7}
-    cfg = {a: kind._run_cfg(base, f"edge-sgd:{a}", 0.5, 3, tuned, {}, True) for a in kind.ABLATIONS}
-    plain = kind._run_cfg(base, "edge-sgd", 0.5, 3, tuned, {}, True)
+    cfg = {a: baselines_kind._run_cfg(base, f"edge-sgd:{a}", 0.5, 3, tuned, {}, True) for a in baselines_kind.ABLATIONS}
+    plain = baselines_kind._run_cfg(base, "edge-sgd", 0.5, 3, tuned, {}, True)
     changed = {a: {k: v for k, v in c.items() if plain.get(k) != v} for a, c in cfg.items()}
     assert changed == {
         "no_noise_kernel": {"edge_terms": "curvature,batch_sharpness"},
