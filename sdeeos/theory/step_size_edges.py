@@ -70,6 +70,7 @@ __all__ = [
     "noise_kernel_edge",
     "noise_kernel_upper",
     "edge_step_size",
+    "check_terms",
     "prepare",
 ]
 
@@ -116,6 +117,30 @@ def _numeric():
         "edge": sp.lambdify(args, derive_noise_kernel_edge(), "math"),
         "upper": sp.lambdify((mean_square.eta,) + args, derive_noise_kernel_upper(), "math"),
     }
+
+
+def check_terms(terms, name: str = "terms") -> tuple[str, ...]:
+    """A non-empty tuple of distinct names from `EDGE_TERMS`, given as a sequence or a comma-separated string.
+
+    >>> check_terms("curvature, noise_kernel")
+    ('curvature', 'noise_kernel')
+    >>> check_terms("curvature,sharpness", "edge_terms")
+    Traceback (most recent call last):
+    sdeeos._errors.ParameterError: edge_terms must be a comma-separated non-empty subset of curvature, batch_sharpness, noise_kernel; got 'curvature,sharpness' ('sharpness' is not a term)
+    """
+    allowed = ", ".join(EDGE_TERMS)
+    if isinstance(terms, str):
+        names = [t.strip() for t in terms.split(",")] if terms.strip() else []
+    elif isinstance(terms, (list, tuple)) and all(isinstance(t, str) for t in terms):
+        names = list(terms)
+    else:
+        raise ParameterError(f"{name} must be a comma-separated non-empty subset of {allowed}; got {terms!r}")
+    bad = [t for t in names if t not in EDGE_TERMS]
+    if not names or bad or len(set(names)) != len(names):
+        why = ("empty" if not names else f"{bad[0]!r} is not a term" if bad and bad[0]
+               else "an empty name" if bad else "a term named twice")
+        raise ParameterError(f"{name} must be a comma-separated non-empty subset of {allowed}; got {terms!r} ({why})")
+    return tuple(names)
 
 
 def prepare() -> None:

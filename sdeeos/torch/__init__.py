@@ -62,7 +62,7 @@ from ._edge_optimizer import EdgeStepOptimizer, NonFiniteCurvatureError
 from ._edge_sgd import EDGE_TERMS, REFRESH_MODES, EdgeSGD
 from ._eos_sgd import EoSSGD
 from ._nets import LOSSES, MODELS, accuracy, build_model, mean_loss, per_example_loss
-from ._plateau import gauss_newton_top, gradient_flow_rate, noise_kernel, ntk_trace
+from ._plateau import gauss_newton_top, gradient_flow_rate, noise_kernel, ntk_trace, ntk_trace_per_example
 from ._quantities import (
     SelfStabilizationConstants,
     batch_sharpness,
@@ -87,7 +87,7 @@ __all__ = [
     "DATASETS", "ClassificationData", "load_data",
     "EDGE_TERMS", "REFRESH_MODES", "EdgeSGD", "EdgeStepOptimizer", "NonFiniteCurvatureError", "EoSSGD",
     "LOSSES", "MODELS", "accuracy", "build_model", "mean_loss", "per_example_loss",
-    "gauss_newton_top", "gradient_flow_rate", "noise_kernel", "ntk_trace",
+    "gauss_newton_top", "gradient_flow_rate", "noise_kernel", "ntk_trace", "ntk_trace_per_example",
     "SelfStabilizationConstants", "batch_sharpness", "batch_sharpness_ratios", "loss_function", "per_example_loss_function",
     "predicted_gap", "project_to_stable_set", "projected_gradient_components",
     "projected_noise_variance", "self_stabilization_constants", "sharpness_gradient",

@@ -21,6 +21,7 @@ import torch
 
 from .._errors import SdeeosError
 from .._validation import check_real
+from ._curvature import EigenResult, lanczos_top
 
 __all__ = ["EdgeStepOptimizer", "NonFiniteCurvatureError"]
 
@@ -57,6 +58,24 @@ class EdgeStepOptimizer(torch.optim.Optimizer, abc.ABC):
     @staticmethod
     def _flat(tensors):
         return torch.cat([t.reshape(-1) for t in tensors])
+
+    def _hessian_top(self, loss: torch.Tensor, v0, generator) -> tuple[EigenResult, torch.Tensor]:
+        """Warm-started Lanczos (``lanczos_steps``, ``lanczos_tol`` of the group) on the Hessian of ``loss``;
+        returns the estimate and the graph-keeping flat gradient (for further products)."""
+        group = self.param_groups[0]
+        params = self._params()
+        with torch.enable_grad():
+            flat_grads = self._flat(torch.autograd.grad(loss, params, create_graph=True))
+
+        def hvp(v):
+            with torch.enable_grad():
+                hv = torch.autograd.grad(flat_grads, params, grad_outputs=v.to(flat_grads.dtype), retain_graph=True)
+            return self._flat(hv).detach()
+
+        res = lanczos_top(hvp, flat_grads.numel(), v0=v0, tol=group["lanczos_tol"], max_iter=group["lanczos_steps"],
+                          dtype=torch.float64, generator=generator)
+        self.total_hvp += res.n_hvp
+        return res, flat_grads
 
     @abc.abstractmethod
     def _before_gradient(self, closure) -> None:

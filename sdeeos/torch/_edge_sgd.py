@@ -83,31 +83,20 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad, vmap
 
 from .._errors import ParameterError
 from .._validation import check_choice, check_int, check_positive, check_real
 from ..theory import step_size_edges
-from ._curvature import lanczos_top
+from ._curvature import FlatParams
 from ._edge_optimizer import EdgeStepOptimizer, NonFiniteCurvatureError
 from ._nets import LOSSES, per_example_loss
+from ._plateau import ntk_trace_per_example
 
 __all__ = ["EdgeSGD", "EDGE_TERMS", "REFRESH_MODES"]
 
 EDGE_TERMS = step_size_edges.EDGE_TERMS
 REFRESH_MODES = ("adaptive", "fixed")
 _DRIFT_WINDOW = 4  # refreshes of a term in its drift regression
-
-
-def check_terms(terms) -> tuple[str, ...]:
-    """A non-empty tuple of distinct names from `EDGE_TERMS` (a comma-separated string is accepted)."""
-    if isinstance(terms, str):
-        terms = [t.strip() for t in terms.split(",") if t.strip()]
-    terms = tuple(terms)
-    bad = [t for t in terms if t not in EDGE_TERMS]
-    if not terms or bad or len(set(terms)) != len(terms):
-        raise ParameterError(f"terms must be a non-empty set of distinct names from {list(EDGE_TERMS)}, got {list(terms)}")
-    return terms
 
 
 class EdgeSGD(EdgeStepOptimizer):
@@ -157,7 +146,7 @@ class EdgeSGD(EdgeStepOptimizer):
         eta_max = check_positive("eta_max", eta_max)
         margin = check_real("margin", margin, low=0.0, high=1.0, low_open=True, high_open=True)
         momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
-        self.terms = check_terms(terms)
+        self.terms = step_size_edges.check_terms(terms)
         if "noise_kernel" in self.terms and momentum > 0:
             raise ParameterError("the noise_kernel term is derived for plain SGD: momentum must be 0 with it, got "
                                  f"{momentum} (drop noise_kernel from terms or set momentum = 0)")
@@ -188,6 +177,7 @@ class EdgeSGD(EdgeStepOptimizer):
         super().__init__(params, dict(eta_max=eta_max, margin=margin, momentum=momentum,
                                       lanczos_steps=lanczos_steps, lanczos_tol=lanczos_tol))
         self.model = model
+        self._flat_params = FlatParams(model)
         self.curvature_batch = curvature_batch
         self.probe_batch = probe_batch
         self.sample_batch = sample_batch
@@ -214,21 +204,10 @@ class EdgeSGD(EdgeStepOptimizer):
 
     # ------------------------------------------------------------------ measurements
     def _lambda_max(self) -> float:
-        group = self.param_groups[0]
-        params = self._params()
         x, t = self.curvature_batch
         with torch.enable_grad():
             loss = per_example_loss(self.model(x), t, self.loss).mean()
-            flat_grads = self._flat(torch.autograd.grad(loss, params, create_graph=True))
-
-        def hvp(v):
-            with torch.enable_grad():
-                hv = torch.autograd.grad(flat_grads, params, grad_outputs=v.to(flat_grads.dtype), retain_graph=True)
-            return self._flat(hv).detach()
-
-        res = lanczos_top(hvp, flat_grads.numel(), v0=self.eigenvector, tol=group["lanczos_tol"],
-                          max_iter=group["lanczos_steps"], dtype=torch.float64, generator=self.generator)
-        self.total_hvp += res.n_hvp
+        res, _ = self._hessian_top(loss, self.eigenvector, self.generator)
         if bool(torch.isfinite(res.vector).all()):
             self.eigenvector = res.vector
         # relative Lanczos residual: some eigenvalue lies within it of the estimate (not necessarily the top)
@@ -253,36 +232,9 @@ class EdgeSGD(EdgeStepOptimizer):
         return float(r.mean()), se
 
     def _ntk_trace(self) -> tuple[float, float]:
-        r"""Mean over the probe examples of :math:`\operatorname{tr}(J_i^\top\Omega_iJ_i)`, and its standard error.
-
-        One ``vmap``-ed per-example gradient per output (cheaper on CPU than ``jacrev``, which materialises
-        the whole Jacobian); for cross-entropy one more, of :math:`p_i\cdot f_i` with :math:`p_i` held fixed:
-        :math:`\operatorname{tr}(J^\top\Omega J)=\sum_cp_c\lVert\nabla f_c\rVert^2-\lVert\nabla(p\cdot f)\rVert^2`.
-        """
+        r"""Mean over the probe examples of :math:`\operatorname{tr}(J_i^\top\Omega_iJ_i)`, and its standard error."""
         x, _ = self.probe_batch
-        named = [(n, p.detach()) for n, p in self.model.named_parameters() if p.requires_grad]
-        names = [n for n, _ in named]
-        values = tuple(v for _, v in named)
-
-        def output(vals, xi):
-            return functional_call(self.model, dict(zip(names, vals)), (xi.unsqueeze(0),)).squeeze(0)
-
-        def squared_norms(fn, *args):  # per-example squared norm of grad(fn) over every parameter
-            grads = vmap(grad(fn), in_dims=(None, 0) + (0,) * len(args))(values, x, *args)
-            # squares summed in the model's dtype, per example and block; the sums in float64
-            return sum(g.reshape(g.shape[0], -1).square().sum(dim=1).to(torch.float64) for g in grads)
-
-        with torch.no_grad():
-            out = self.model(x).to(torch.float64)
-        n_out = int(out.shape[-1])
-        norms = torch.stack([squared_norms(lambda vals, xi, c=c: output(vals, xi)[c]) for c in range(n_out)], dim=1)
-        if self.loss == "mse":
-            per_example = norms.sum(dim=1)
-        else:  # Omega = diag(p) - p p^T
-            p = torch.softmax(out, dim=-1)
-            mixed = squared_norms(lambda vals, xi, pi: torch.dot(output(vals, xi), pi), p.to(values[0].dtype))
-            per_example = (p * norms).sum(dim=1) - mixed
-        v = per_example.numpy()
+        v = ntk_trace_per_example(self._flat_params, x, self._flat_params.flat(), loss=self.loss).numpy()
         se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
         return float(v.mean()), se
 

@@ -59,13 +59,11 @@ one more backward pass.  It is measured by the ``eos_sgd_vs_baselines`` study an
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
 from .._validation import check_int, check_nonnegative, check_positive, check_real
 from ..theory import batch_noise
-from ._curvature import lanczos_top
 from ._edge_optimizer import EdgeStepOptimizer
 
 __all__ = ["EoSSGD"]
@@ -140,27 +138,16 @@ class EoSSGD(EdgeStepOptimizer):
 
     def _refresh(self, closure):
         group = self.param_groups[0]
-        params = self._params()
-        t0 = time.perf_counter()
+        t0 = self.clock()
         with torch.enable_grad():
             losses = self.curvature_closure() if self.curvature_closure is not None else closure()
             losses = losses.reshape(-1)
             c = losses.numel()
             w = torch.full((c,), 1.0 / c, dtype=losses.dtype, requires_grad=True)
-            grads = torch.autograd.grad((w * losses).sum(), params, create_graph=True)
-            flat_grads = self._flat(grads)
-
-        def hvp(v):
-            with torch.enable_grad():
-                hv = torch.autograd.grad(flat_grads, params, grad_outputs=v.to(flat_grads.dtype),
-                                         retain_graph=True)
-            return self._flat(hv).detach()
-
-        res = lanczos_top(hvp, flat_grads.numel(), v0=self.eigenvector, tol=group["lanczos_tol"],
-                          max_iter=group["lanczos_steps"], dtype=torch.float64, generator=self.generator)
+            loss = (w * losses).sum()
+        res, flat_grads = self._hessian_top(loss, self.eigenvector, self.generator)
         self.eigenvector = res.vector
         self.last_lambda = res.value
-        self.total_hvp += res.n_hvp
         if c >= 2 and bool(torch.isfinite(res.vector).all()):
             with torch.enable_grad():
                 (proj,) = torch.autograd.grad(flat_grads, w, grad_outputs=res.vector.to(flat_grads.dtype))
@@ -172,7 +159,7 @@ class EoSSGD(EdgeStepOptimizer):
             rho = group["noise_ema"]
             self._var_ema_raw = rho * self._var_ema_raw + (1 - rho) * var
             self.per_example_variance = self._var_ema_raw / (1 - rho ** self.refresh_count)
-        self.overhead_seconds += time.perf_counter() - t0
+        self.overhead_seconds += self.clock() - t0
 
     def _step_size(self, batch_size: int) -> float:
         group = self.param_groups[0]

@@ -41,15 +41,16 @@ import time
 
 import numpy as np
 import torch
-from torch.func import grad, jacrev, jvp, vjp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from .._errors import ParameterError
-from .._validation import check_int, check_positive
+from .._validation import check_choice, check_int, check_positive
 from ..theory import mean_square
 from ._curvature import FlatParams, HessianOperator, lanczos_top
 from ._edge_directions import TopKResult, project_to_stable_set_k, top_k_eigenpairs
+from ._nets import LOSSES
 
-__all__ = ["gradient_flow_rate", "noise_kernel", "ntk_trace", "gauss_newton_top"]
+__all__ = ["gradient_flow_rate", "noise_kernel", "ntk_trace", "ntk_trace_per_example", "gauss_newton_top"]
 
 
 def gradient_flow_rate(loss_fn, theta: torch.Tensor, eig: TopKResult, eta: float, *, step: float | None = None,
@@ -92,20 +93,53 @@ def gradient_flow_rate(loss_fn, theta: torch.Tensor, eig: TopKResult, eta: float
             "n_steps": n_steps, "n_grad": n_steps, "n_hvp": int(n_hvp), "seconds": time.perf_counter() - t0}
 
 
-def ntk_trace(flat: FlatParams, x: torch.Tensor, theta: torch.Tensor, *, chunk: int = 64) -> float:
-    r""":math:`\operatorname{tr}\Theta=\frac1n\sum_i\lVert\partial f(x_i)/\partial\theta\rVert_F^2` from per-example Jacobians."""
-    n = int(x.shape[0])
+def ntk_trace_per_example(flat: FlatParams, x: torch.Tensor, theta: torch.Tensor, *, loss: str = "mse",
+                          chunk: int = 64) -> torch.Tensor:
+    r"""Per example :math:`\operatorname{tr}(J_i^\top\Omega_iJ_i)`, :math:`J_i=\partial f(x_i)/\partial\theta`
+    (float64, one value per row of ``x``).
+
+    :math:`\Omega_i` is the Hessian of the loss in the outputs: :math:`I` for ``"mse"``,
+    :math:`\operatorname{diag}p_i-p_ip_i^\top` for ``"ce"`` (the Gauss–Newton matrix of its quadratic
+    model).  One ``vmap``-ed per-example gradient per output (on CPU cheaper than ``jacrev``, which
+    materialises the whole Jacobian); for cross-entropy one more, of :math:`p_i\cdot f_i` with :math:`p_i`
+    held fixed: :math:`\operatorname{tr}(J^\top\Omega J)=\sum_cp_c\lVert\nabla f_c\rVert^2-\lVert\nabla(p\cdot f)\rVert^2`.
+    Squares are summed in the parameters' dtype per example, the sums in float64.
+    """
+    check_choice("loss", loss, LOSSES)
+    chunk = check_int("chunk", chunk, low=1)
     theta = theta.detach()
+    # differentiate per parameter tensor, not through the flat vector: scattering every per-example
+    # gradient back into a length-P vector costs 3x the gradients themselves on CPU
+    values = tuple(flat.unflatten(theta).values())
 
-    def f_one(th, xi):
-        return flat.call(th, xi.unsqueeze(0)).squeeze(0)
+    def output(vals, xi):
+        return functional_call(flat.module, dict(zip(flat.names, vals)), (xi.unsqueeze(0),)).squeeze(0)
 
-    jac = vmap(jacrev(f_one), in_dims=(None, 0))
-    total = 0.0
-    for i in range(0, n, check_int("chunk", chunk, low=1)):
-        J = jac(theta, x[i:i + chunk])  # (b, C, P)
-        total += float((J.to(torch.float64) ** 2).sum())
-    return total / n
+    def squared_norms(fn, xs, *args):  # per-example squared norm of grad(fn), summed over the parameter tensors
+        grads = vmap(grad(fn), in_dims=(None, 0) + (0,) * len(args))(values, xs, *args)
+        return sum(g.reshape(g.shape[0], -1).square().sum(dim=1).to(torch.float64) for g in grads)
+
+    parts = []
+    for i in range(0, int(x.shape[0]), chunk):
+        xs = x[i:i + chunk]
+        with torch.no_grad():
+            out = flat.call(theta, xs).to(torch.float64)
+        n_out = int(out.shape[-1])
+        norms = torch.stack([squared_norms(lambda vals, xi, c=c: output(vals, xi)[c], xs) for c in range(n_out)],
+                            dim=1)
+        if loss == "mse":
+            parts.append(norms.sum(dim=1))
+        else:
+            p = torch.softmax(out, dim=-1)
+            mixed = squared_norms(lambda vals, xi, pi: torch.dot(output(vals, xi), pi), xs, p.to(theta.dtype))
+            parts.append((p * norms).sum(dim=1) - mixed)
+    return torch.cat(parts)
+
+
+def ntk_trace(flat: FlatParams, x: torch.Tensor, theta: torch.Tensor, *, chunk: int = 64) -> float:
+    r""":math:`\operatorname{tr}\Theta=\frac1n\sum_i\lVert\partial f(x_i)/\partial\theta\rVert_F^2` from
+    per-example gradients (`ntk_trace_per_example`, MSE)."""
+    return float(ntk_trace_per_example(flat, x, theta, chunk=chunk).mean())
 
 
 def gauss_newton_top(flat: FlatParams, x: torch.Tensor, theta: torch.Tensor, n_top: int, *, tol: float = 1e-6,

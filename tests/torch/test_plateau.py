@@ -14,7 +14,7 @@ from sdeeos.theory import mean_square  # noqa: E402
 from sdeeos.torch import FlatParams, loss_function  # noqa: E402
 from sdeeos.torch._edge_directions import top_k_eigenpairs  # noqa: E402
 from sdeeos.torch._curvature import HessianOperator  # noqa: E402
-from sdeeos.torch._plateau import gradient_flow_rate, noise_kernel, ntk_trace  # noqa: E402
+from sdeeos.torch._plateau import gradient_flow_rate, noise_kernel, ntk_trace, ntk_trace_per_example  # noqa: E402
 from sdeeos.torch._quantities import sharpness_gradient  # noqa: E402
 from sdeeos.studies.regime import k_direction_gap, run_config as run_regime  # noqa: E402
 from sdeeos.studies.batch_sharpness_anchor import batch_sharpness_ci, run_config as run_anchor  # noqa: E402
@@ -40,6 +40,22 @@ def test_noise_kernel_of_a_linear_model_is_the_theory_exactly():
     np.testing.assert_allclose(np.sort(K["top"]), np.sort(eigs), rtol=1e-8)
     assert K["K_lower"] == pytest.approx(ref, rel=1e-8)
     assert K["K_upper"] == pytest.approx(ref, rel=1e-8)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_ntk_trace_per_example_against_the_explicit_jacobian(tiny, loss):
+    """tr(J_i^T Omega_i J_i) with Omega = I (MSE) or diag p - p p^T (cross-entropy), J_i by autograd.functional."""
+    flat, x, _, _, theta = tiny("mlp-tanh", loss)
+    values = ntk_trace_per_example(flat, x, theta, loss=loss, chunk=4)  # chunks of 4 over 9 examples
+    for i in range(x.shape[0]):
+        J = torch.autograd.functional.jacobian(lambda th: flat.call(th, x[i:i + 1]).reshape(-1), theta)  # (C, P)
+        f = flat.call(theta, x[i:i + 1]).reshape(-1).detach()
+        if loss == "mse":
+            omega = torch.eye(f.numel(), dtype=torch.float64)
+        else:
+            p = torch.softmax(f, dim=-1)
+            omega = torch.diag(p) - torch.outer(p, p)
+        assert float(values[i]) == pytest.approx(float(torch.trace(J.T @ omega @ J)), rel=1e-12)
 
 
 def test_noise_kernel_bounds_bracket_the_full_sum(tiny):
