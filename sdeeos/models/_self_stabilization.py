@@ -116,13 +116,15 @@ class SelfStabilization(EnsembleModel):
     def run_notes(self, method: str) -> dict[str, object]:
         if method != "sgd":
             return {"stationary_state": "n/a (deterministic)"}
+        # r = sigma^2 beta / (4 alpha^2); in float64 so that a huge sigma gives inf, not OverflowError
+        with np.errstate(over="ignore"):
+            validity = float(np.float64(self.sigma) ** 2 / (4 * np.float64(self.alpha) ** 2 / self.beta))
         if bool(theory.stationary_state_exists(self.eta, self.alpha, self.beta, self.sigma)):
-            validity = self.sigma**2 / (4 * self.alpha**2 / self.beta)
             return {"stationary_state": "exists", "closure_validity_ratio": validity}
         return {
             "stationary_state": "none: eta**2*beta*sigma**2 > 2*alpha, the noise kick exceeds "
             "the equilibrium amplitude; trajectories are expected to diverge",
-            "closure_validity_ratio": self.sigma**2 / (4 * self.alpha**2 / self.beta),
+            "closure_validity_ratio": validity,
         }
 
     def predictions(self, method: str) -> dict[str, float]:

@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from sdeeos import SelfStabilization, simulate  # noqa: E402
@@ -53,6 +53,7 @@ CLI_OPTIONS = st.dictionaries(st.sampled_from(sorted(OPTIONS)), st.none(), max_s
 
 @SETTINGS
 @given(options=CLI_OPTIONS)
+@example(options={"--sigma": "1e300"})  # found by Hypothesis: the closure-validity note overflowed after the run
 def test_cli_simulate_runs_or_names_the_parameter(options, capsys):
     options = {"--eta": "0.01", "--alpha": "1", "--beta": "100", **options}
     argv = ["simulate", "self-stabilization", "--no-progress", "--json"]
