@@ -127,9 +127,14 @@ def require_model(cfg: StudyConfig, names, swept=()) -> None:
 def converged(ds: xr.Dataset, rel: float = 0.02, z: float = 3.0) -> xr.DataArray:
     """Points whose window-half drift is within ``z`` standard errors or ``rel`` of the gap."""
     if "sharpness_drift" not in ds:
-        return xr.ones_like(ds["sharpness_gap"], dtype=bool)
+        ok = xr.ones_like(ds["sharpness_gap"], dtype=bool)
+        ok.attrs = {"long_name": "no drift measured: every point counted as converged"}
+        return ok
     d, se, gap = abs(ds["sharpness_drift"]), ds["sharpness_drift_stderr"], abs(ds["sharpness_gap"])
-    return ((d <= z * se) | (d <= rel * gap)) & np.isfinite(ds["sharpness_gap"])
+    ok = ((d <= z * se) | (d <= rel * gap)) & np.isfinite(ds["sharpness_gap"])
+    # a flag has no units: xarray's comparisons keep the operands' attrs (units='1/step size')
+    ok.attrs = {"long_name": f"window-half drift within {z:g} standard errors or {rel:.0%} of the gap"}
+    return ok
 
 
 def figure_formats(cfg: StudyConfig) -> list[str]:
