@@ -31,6 +31,7 @@ reference.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable
 
@@ -39,10 +40,13 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch.func import functional_call, grad, jvp
 
+from .._errors import ParameterError
 from .._validation import check_int, check_positive
 
 __all__ = [
+    "ChunkedLoss",
     "FlatParams",
+    "MEASURE_MODES",
     "hvp",
     "HessianOperator",
     "EigenResult",
@@ -60,22 +64,59 @@ def disable_tf32() -> None:
     torch.set_float32_matmul_precision("highest")
 
 
-class FlatParams:
-    """The parameters of ``module`` as one flat vector, and back.
+_NORMS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
+#: how a measurement evaluates the module (``FlatParams(mode=...)``)
+MEASURE_MODES = ("eval", "batch")
 
-    ``flat(dtype)`` copies the current parameters into a new vector; ``unflatten(theta)`` returns a
-    ``{name: tensor}`` dictionary of *views* into ``theta`` (so gradients flow to ``theta``);
-    ``call(theta, x)`` evaluates the module at ``theta`` with ``torch.func.functional_call``; and
-    ``assign(theta)`` writes a vector back into the module's parameters.
+
+def _tree_map(fn, x):
+    return tuple(fn(xi) for xi in x) if isinstance(x, (tuple, list)) else fn(x)
+
+
+def n_examples(x) -> int:
+    """Number of examples (rows) of an input tensor or of the first tensor of a tuple of inputs."""
+    return int((x[0] if isinstance(x, (tuple, list)) else x).shape[0])
+
+
+def take(x, idx):
+    """Rows ``idx`` of an input tensor or of every tensor of a tuple of inputs."""
+    return _tree_map(lambda t: t[idx], x)
+
+
+class FlatParams:
+    r"""The parameters of ``module`` as one flat vector, and back; the module evaluated without side effects.
+
+    ``flat(dtype)`` copies the current parameters into a new vector (on the parameters' device);
+    ``unflatten(theta)`` returns a ``{name: tensor}`` dictionary of *views* into ``theta`` (so
+    gradients flow to ``theta``); ``call(theta, x)`` evaluates the module at ``theta`` with
+    ``torch.func.functional_call``; and ``assign(theta)`` writes a vector back into the module's
+    parameters.  Tied parameters appear once (``named_parameters`` de-duplicates them and
+    ``functional_call`` ties them again).
+
+    **Buffers and modes.**  A measurement never changes the module: ``call`` evaluates it with every
+    submodule's ``training`` flag set for the measurement and restored afterwards, and no buffer is
+    written.  ``mode="eval"`` (default): the module as in ``module.eval()``: batch-norm layers use their
+    running statistics, dropout is off, so the loss is a deterministic function of :math:`\theta`.
+    ``mode="batch"``: normalisation layers use the statistics of the batch being measured (the
+    training-mode function of the parameters), their running statistics are neither used nor
+    updated; dropout stays off.  ``x`` may be a tuple of inputs (passed positionally); floating inputs
+    and buffers are cast to ``theta``'s dtype, so a float64 measurement of a float32 model needs no
+    casting by hand.
     """
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module, *, mode: str = "eval"):
+        if mode not in MEASURE_MODES:
+            raise ParameterError(f"mode must be one of {MEASURE_MODES}, got {mode!r}")
         self.module = module
+        self.mode = mode
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.shapes = [tuple(p.shape) for _, p in named]
         self.sizes = [p.numel() for _, p in named]
         self.size = int(sum(self.sizes))
+        first = next(iter(p for _, p in named), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+        self.dtype = first.dtype if first is not None else torch.get_default_dtype()
 
     def flat(self, dtype=None) -> torch.Tensor:
         params = dict(self.module.named_parameters())
@@ -89,8 +130,40 @@ class FlatParams:
             offset += size
         return out
 
-    def call(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.module, self.unflatten(theta), (x,))
+    @contextlib.contextmanager
+    def measuring(self):
+        """Set the modules' flags for a measurement (see the class doc); restore them on exit."""
+        saved = [(m, m.training, getattr(m, "track_running_stats", None)) for m in self.module.modules()]
+        try:
+            for m, _, _ in saved:
+                if self.mode == "batch" and isinstance(m, _NORMS):
+                    m.training = True
+                    m.track_running_stats = False  # batch statistics, running ones neither read nor written
+                else:
+                    m.training = False
+            yield
+        finally:
+            for m, training, track in saved:
+                m.training = training
+                if track is not None:
+                    m.track_running_stats = track
+
+    def tensors(self, theta: torch.Tensor, params: dict | None = None) -> dict[str, torch.Tensor]:
+        """Parameters (views of ``theta``, or ``params``) and the buffers cast to ``theta``'s dtype."""
+        out = {n: b.to(device=theta.device, dtype=theta.dtype if b.is_floating_point() else None)
+               for n, b in self.module.named_buffers()}
+        out.update(self.unflatten(theta) if params is None else params)
+        return out
+
+    def inputs(self, x, like: torch.Tensor) -> tuple:
+        """``x`` as a tuple of positional inputs on ``like``'s device, floating ones in its dtype."""
+        xs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+        return tuple((xi.to(device=like.device, dtype=like.dtype if xi.is_floating_point() else None)
+                      if torch.is_tensor(xi) else xi) for xi in xs)
+
+    def call(self, theta: torch.Tensor, x) -> torch.Tensor:
+        with self.measuring():
+            return functional_call(self.module, self.tensors(theta), self.inputs(x, theta))
 
     def flat_grad(self) -> torch.Tensor:
         """The module's ``.grad`` fields as one flat vector (zeros where a grad is missing)."""
@@ -106,6 +179,24 @@ class FlatParams:
         params = dict(self.module.named_parameters())
         for name, view in self.unflatten(theta).items():
             params[name].copy_(view.to(params[name].dtype))
+
+
+class ChunkedLoss:
+    r""":math:`L(\theta)=\sum_kw_kL_k(\theta)`: a loss over data given in chunks (a ``DataLoader``'s batches).
+
+    Callable like any loss function; :class:`HessianOperator` recognises it and accumulates its
+    gradient and products chunk by chunk, so memory is that of one chunk.  ``parts`` is a list of
+    ``(weight, loss_fn)``; for the mean loss over :math:`n` examples in chunks of :math:`n_k`,
+    :math:`w_k=n_k/n`.
+    """
+
+    def __init__(self, parts):
+        self.parts = [(float(w), fn) for w, fn in parts]
+        if not self.parts:
+            raise ParameterError("data must hold at least one batch, got an empty iterable")
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        return sum(w * fn(theta) for w, fn in self.parts)
 
 
 def hvp(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
@@ -124,18 +215,24 @@ class HessianOperator:
     backward, ``create_graph=True``) and reuses it: each product is one backward pass through that
     graph, about twice the cost of a gradient.  ``method="func"`` is the stateless forward-over-reverse
     ``torch.func`` product of :func:`hvp` (about four gradients each on CPU, no graph kept).  Both are
-    exact Hessian-vector products; they differ only in round-off.
+    exact Hessian-vector products; they differ only in round-off.  A :class:`ChunkedLoss` (data given
+    as a ``DataLoader``) is always differentiated chunk by chunk with the ``"func"`` product, summing
+    :math:`\sum_kw_kH_kv`: memory of one chunk, the same numbers up to round-off.
     """
 
     def __init__(self, loss_fn, theta: torch.Tensor, *, method: str = "autograd"):
         if method not in ("autograd", "func"):
-            raise ValueError("method must be 'autograd' or 'func'")
+            raise ParameterError(f"method must be 'autograd' or 'func', got {method!r}")
         self.loss_fn = loss_fn
         self.theta = theta.detach()
         self.dim = int(theta.numel())
         self.n_hvp = 0
         self.method = method
-        if method == "func":
+        self._parts = None
+        if isinstance(loss_fn, ChunkedLoss):
+            self.method = "func"
+            self._parts = [(w, grad(fn)) for w, fn in loss_fn.parts]
+        elif method == "func":
             self._grad_fn = grad(loss_fn)
         else:
             self._theta_leaf = self.theta.clone().requires_grad_(True)
@@ -145,17 +242,29 @@ class HessianOperator:
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.n_hvp += 1
-        v = v.to(self.theta.dtype)
+        v = v.to(dtype=self.theta.dtype, device=self.theta.device)
+        if self._parts is not None:
+            return sum(w * jvp(g, (self.theta,), (v,))[1].detach() for w, g in self._parts)
         if self.method == "func":
             return jvp(self._grad_fn, (self.theta,), (v,))[1].detach()
         with torch.enable_grad():
             (hv,) = torch.autograd.grad(self._grad, self._theta_leaf, grad_outputs=v, retain_graph=True)
         return hv.detach()
 
+    @property
+    def gradient(self) -> torch.Tensor:
+        r""":math:`\nabla L(\theta)` (``method="autograd"``: the gradient whose graph the products reuse, free)."""
+        if self._parts is not None:
+            return sum(w * g(self.theta).detach() for w, g in self._parts)
+        if self.method == "func":
+            return self._grad_fn(self.theta).detach()
+        return self._grad.detach()
+
     def as_linear_operator(self):
         def matvec(x):
-            v = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), dtype=self.theta.dtype)
-            return self(v).to(torch.float64).numpy()
+            v = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), dtype=self.theta.dtype,
+                                device=self.theta.device)
+            return self(v).to(torch.float64).cpu().numpy()
 
         return LinearOperator((self.dim, self.dim), matvec=matvec, dtype=np.float64)
 
@@ -172,14 +281,16 @@ class EigenResult:
     converged: bool
 
 
-def _random_unit(dim, dtype, generator=None):
-    v = torch.randn(dim, dtype=dtype, generator=generator)
+def _random_unit(dim, dtype, generator=None, device=None):
+    """A uniformly random unit vector on ``device``, drawn on the generator's device (CPU by default)."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    v = torch.randn(dim, dtype=dtype, generator=generator, device=gen_device).to(device or gen_device)
     return v / torch.linalg.vector_norm(v)
 
 
 def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, v0=None,
                 tol: float = 1e-6, max_iter: int = 100, min_iter: int = 1, dtype=torch.float64,
-                generator: torch.Generator | None = None, callback=None) -> EigenResult:
+                generator: torch.Generator | None = None, callback=None, device=None) -> EigenResult:
     r"""Largest algebraic eigenvalue of a symmetric operator by Lanczos with full re-orthogonalisation.
 
     Builds the Krylov basis :math:`q_1=v_0/\lVert v_0\rVert`, :math:`q_{j+1}\propto(A-a_j)q_j-b_{j-1}q_{j-1}`
@@ -195,18 +306,22 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, v0=
     ``v0`` warm-starts the process (the previous eigenvector during training): when it is already an
     eigenvector to within ``tol`` the iteration stops after ``min_iter`` products.
     ``callback(n_hvp, value)`` is called after every product with the current estimate.
+    Every vector lives on ``device`` (default: ``v0``'s device, else the CPU).
     """
     tol = check_positive("tol", tol)
     max_iter = check_int("max_iter", max_iter, low=1)
     min_iter = check_int("min_iter", min_iter, low=1)
     max_iter = min(max_iter, dim)
-    q = _random_unit(dim, dtype, generator) if v0 is None else v0.detach().to(dtype).clone()
+    if device is None:
+        device = v0.device if v0 is not None else torch.device("cpu")
+    q = (_random_unit(dim, dtype, generator, device) if v0 is None
+         else v0.detach().to(dtype=dtype, device=device).clone())
     nrm = torch.linalg.vector_norm(q)
     if not torch.isfinite(nrm) or nrm == 0:
-        q = _random_unit(dim, dtype, generator)
+        q = _random_unit(dim, dtype, generator, device)
     else:
         q = q / nrm
-    basis = torch.empty((max_iter + 1, dim), dtype=dtype)
+    basis = torch.empty((max_iter + 1, dim), dtype=dtype, device=device)
     basis[0] = q
     alphas, betas = [], []
     value, ritz_vec, residual, converged = float("nan"), q, float("inf"), False
@@ -233,7 +348,7 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, v0=
         value = float(evals[-1])
         s = evecs[:, -1]
         residual = abs(float(b) * float(s[-1]))
-        ritz_vec = torch.as_tensor(s, dtype=dtype) @ basis[: j + 1]
+        ritz_vec = torch.as_tensor(s, dtype=dtype, device=device) @ basis[: j + 1]
         converged = residual <= tol * abs(value)
         if callback is not None:
             callback(n, value)
@@ -249,7 +364,7 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, v0=
 
 def power_iteration_top(matvec, dim: int, *, v0=None, tol: float = 1e-6, max_iter: int = 1000,
                         dtype=torch.float64, generator: torch.Generator | None = None,
-                        callback=None) -> EigenResult:
+                        callback=None, device=None) -> EigenResult:
     r"""Power iteration, for comparison: converges to the eigenvalue of largest *modulus*.
 
     Estimate: the Rayleigh quotient :math:`\theta=v^\top Av`; stops when
@@ -260,7 +375,9 @@ def power_iteration_top(matvec, dim: int, *, v0=None, tol: float = 1e-6, max_ite
     """
     tol = check_positive("tol", tol)
     max_iter = check_int("max_iter", max_iter, low=1)
-    v = _random_unit(dim, dtype, generator) if v0 is None else v0.detach().to(dtype).clone()
+    if device is None:
+        device = v0.device if v0 is not None else torch.device("cpu")
+    v = _random_unit(dim, dtype, generator, device) if v0 is None else v0.detach().to(dtype=dtype, device=device).clone()
     v = v / torch.linalg.vector_norm(v)
     value, residual, n = float("nan"), float("inf"), 0
     for _ in range(max_iter):
@@ -294,7 +411,7 @@ class SharpnessTracker:
     def __call__(self, loss_fn, theta: torch.Tensor) -> EigenResult:
         op = HessianOperator(loss_fn, theta)
         res = lanczos_top(op, op.dim, v0=self.vector, tol=self.tol, max_iter=self.max_iter,
-                          dtype=theta.dtype, generator=self.generator)
+                          dtype=theta.dtype, generator=self.generator, device=theta.device)
         self.vector = res.vector
         self.total_hvp += res.n_hvp
         return res

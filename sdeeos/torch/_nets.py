@@ -8,6 +8,9 @@ Loss conventions (docs/theory.md#loss-conventions)
   so its Hessian (and sharpness) is twice this one for the same network.
 * ``"ce"``: softmax cross-entropy, averaged over examples.
 
+(:mod:`sdeeos.torch._losses` implements both, checks the targets' shape, and takes any callable
+``loss(outputs, targets)`` besides.)
+
 Architectures (Cohen et al.'s families, scaled to CPU): ``mlp-tanh``/``mlp-relu`` (``depth`` hidden
 layers of ``width`` units, with bias) and ``cnn-tanh``/``cnn-relu`` (two 3-wide convolutions of
 ``channels`` channels, each followed by the activation and 2-wide average pooling, then a linear
@@ -22,6 +25,7 @@ from torch import nn
 
 from .._train_config import LOSSES, MODELS  # the names TrainConfig accepts
 from .._validation import check_choice, check_int
+from ._losses import mean_loss, per_example_loss  # re-exported: the loss conventions live in _losses
 
 __all__ = ["MODELS", "LOSSES", "build_model", "per_example_loss", "mean_loss", "accuracy"]
 
@@ -82,20 +86,6 @@ def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, widt
     finally:
         torch.random.set_rng_state(gen_state)
     return model.to(dtype)
-
-
-def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
-    r"""Vector of :math:`\ell_i`: ``"mse"`` takes one-hot float targets, ``"ce"`` integer labels."""
-    if loss == "mse":
-        return 0.5 * (outputs - targets).square().sum(dim=-1)
-    if loss == "ce":
-        return torch.nn.functional.cross_entropy(outputs, targets, reduction="none")
-    raise ValueError(f"loss must be one of {LOSSES}")
-
-
-def mean_loss(outputs, targets, loss: str) -> torch.Tensor:
-    """:math:`L=\\frac1n\\sum_i\\ell_i`."""
-    return per_example_loss(outputs, targets, loss).mean()
 
 
 def accuracy(outputs: torch.Tensor, labels: torch.Tensor) -> float:

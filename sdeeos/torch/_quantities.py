@@ -36,8 +36,9 @@ from torch.func import grad, jvp
 from .._validation import check_int, check_positive
 from ..theory import batch_noise
 from ..theory.self_stabilization import gap_exact, gap_leading
-from ._curvature import EigenResult, FlatParams, HessianOperator, lanczos_top
-from ._nets import per_example_loss
+from ._curvature import ChunkedLoss, EigenResult, FlatParams, HessianOperator, lanczos_top, n_examples, take
+from ._data import concatenated, data_batches
+from ._losses import LossLike, check_loss, mean_loss, per_example_loss
 
 __all__ = [
     "batch_sharpness_ratios",
@@ -55,20 +56,43 @@ __all__ = [
 ]
 
 
-def loss_function(flat: FlatParams, x: torch.Tensor, targets: torch.Tensor, loss: str):
-    r""":math:`\theta\mapsto L(\theta)=\frac1n\sum_i\ell_i(\theta)` on the examples ``x``."""
+def _on(t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Targets on ``theta``'s device, floating ones in its dtype (a float64 measurement of a float32 model)."""
+    return t.to(device=theta.device, dtype=theta.dtype if t.is_floating_point() else None)
 
+
+def _batch_loss(flat: FlatParams, x, targets, loss):
     def fn(theta):
-        return per_example_loss(flat.call(theta, x), targets, loss).mean()
+        return mean_loss(flat.call(theta, x), _on(targets, theta), loss)
 
     return fn
 
 
-def per_example_loss_function(flat: FlatParams, x, targets, loss: str):
-    r""":math:`\theta\mapsto(\ell_1(\theta),\dots,\ell_n(\theta))`."""
+def loss_function(flat: FlatParams, x, targets=None, loss: LossLike = "mse"):
+    r""":math:`\theta\mapsto L(\theta)=\frac1n\sum_i\ell_i(\theta)` on the examples ``x``.
+
+    ``loss``: ``"mse"``, ``"ce"`` or a callable ``loss(outputs, targets)`` returning the batch mean
+    (:mod:`sdeeos.torch._losses`).  ``x`` may also be a ``DataLoader`` (or any iterable of
+    ``(inputs, targets)`` batches, with ``targets=None``): the result is then a
+    :class:`~sdeeos.torch.ChunkedLoss`, :math:`\sum_k\frac{n_k}{n}L_k`, whose Hessian products are
+    accumulated chunk by chunk.
+    """
+    loss = check_loss(loss)
+    parts = data_batches(x, targets)
+    if len(parts) == 1:
+        return _batch_loss(flat, *parts[0], loss)
+    sizes = [n_examples(xb) for xb, _ in parts]
+    total = sum(sizes)
+    return ChunkedLoss([(nk / total, _batch_loss(flat, xb, tb, loss)) for nk, (xb, tb) in zip(sizes, parts)])
+
+
+def per_example_loss_function(flat: FlatParams, x, targets=None, loss: LossLike = "mse"):
+    r""":math:`\theta\mapsto(\ell_1(\theta),\dots,\ell_n(\theta))` (a ``DataLoader``'s batches concatenated)."""
+    loss = check_loss(loss)
+    x, targets = concatenated(x, targets)
 
     def fn(theta):
-        return per_example_loss(flat.call(theta, x), targets, loss)
+        return per_example_loss(flat.call(theta, x), _on(targets, theta), loss)
 
     return fn
 
@@ -160,32 +184,56 @@ def projected_noise_variance(per_example_fn, theta: torch.Tensor, u: torch.Tenso
     return {"sigma1_sq": sigma1_sq, "mean": float(mean), "sigma_u_sq": factors * sigma1_sq, "n": n}
 
 
-def batch_sharpness_ratios(flat: FlatParams, x, targets, loss: str, theta: torch.Tensor, batch_size: int,
-                           *, n_batches: int = 16, generator: torch.Generator | None = None) -> np.ndarray:
-    r"""The ratios :math:`g_B^\top H_Bg_B/\lVert g_B\rVert^2` of ``n_batches`` batches drawn uniformly
-    without replacement (:math:`g_B, H_B` the gradient and Hessian of the batch mean loss)."""
-    n = int(x.shape[0])
+def batch_sharpness_ratios(flat: FlatParams, x, targets, loss: LossLike, theta: torch.Tensor, batch_size: int,
+                           *, n_batches: int = 16, generator: torch.Generator | None = None,
+                           rel_se: float | None = None, max_batches: int = 1000) -> np.ndarray:
+    r"""The ratios :math:`g_B^\top H_Bg_B/\lVert g_B\rVert^2` of batches drawn uniformly without replacement
+    (:math:`g_B, H_B` the gradient and Hessian of the batch mean loss).
+
+    ``n_batches`` batches; with ``rel_se`` more, until the standard error of their mean is at most
+    ``rel_se`` times its modulus (or ``max_batches`` are drawn).  Each batch costs one gradient (whose
+    graph is kept) and one Hessian-vector product through it.
+    """
+    loss = check_loss(loss)
+    x, targets = concatenated(x, targets)
+    n = n_examples(x)
     batch_size = check_int("batch_size", batch_size, low=1, high=n)
     n_batches = check_int("n_batches", n_batches, low=1)
+    if rel_se is not None:
+        rel_se = check_positive("rel_se", rel_se)
+        max_batches = check_int("max_batches", max_batches, low=max(n_batches, 2))
     theta = theta.detach()
     ratios = []
-    for _ in range(n_batches):
+    while True:
         idx = torch.randperm(n, generator=generator)[:batch_size]
-        fn = loss_function(flat, x[idx], targets[idx], loss)
-        g = grad(fn)(theta).detach()
-        hg = HessianOperator(fn, theta)(g)
+        op = HessianOperator(_batch_loss(flat, take(x, idx), targets[idx], loss), theta)
+        g = op.gradient
+        hg = op(g)
         ratios.append(float(torch.dot(g, hg) / torch.dot(g, g)))
+        m = len(ratios)
+        if m < n_batches:
+            continue
+        if rel_se is None or m >= max_batches:
+            break
+        r = np.asarray(ratios)
+        if m >= 2 and r.std(ddof=1) / math.sqrt(m) <= rel_se * abs(r.mean()):
+            break
     return np.asarray(ratios)
 
 
-def batch_sharpness(flat: FlatParams, x, targets, loss: str, theta: torch.Tensor, batch_size: int,
-                    *, n_batches: int = 16, generator: torch.Generator | None = None) -> tuple[float, float]:
+def batch_sharpness(flat: FlatParams, x, targets, loss: LossLike, theta: torch.Tensor, batch_size: int,
+                    *, n_batches: int = 16, generator: torch.Generator | None = None,
+                    rel_se: float | None = None, max_batches: int = 1000) -> tuple[float, float]:
     r"""Batch sharpness :math:`\mathbb E_B\big[g_B^\top H_Bg_B/\lVert g_B\rVert^2\big]` (docs/theory.md#batch-sharpness).
 
-    Average of the ratio over ``n_batches`` batches drawn uniformly without replacement (the
-    Andreyev–Beneventano code's default; `batch_sharpness_ratios`); returns ``(mean, standard error)``.
+    Average of the ratio over batches drawn uniformly without replacement (`batch_sharpness_ratios`):
+    ``n_batches`` of them (16, the Andreyev–Beneventano code's default), or with ``rel_se`` as many as
+    it takes for a standard error of at most ``rel_se`` times the mean (adaptive stop, at least
+    ``n_batches``, at most ``max_batches``).  Returns ``(mean, standard error)``.  ``x`` may be a
+    ``DataLoader`` (``targets=None``); its examples are pooled and batches drawn from them.
     """
-    r = batch_sharpness_ratios(flat, x, targets, loss, theta, batch_size, n_batches=n_batches, generator=generator)
+    r = batch_sharpness_ratios(flat, x, targets, loss, theta, batch_size, n_batches=n_batches, generator=generator,
+                               rel_se=rel_se, max_batches=max_batches)
     se = float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else float("nan")
     return float(r.mean()), se
 
@@ -205,7 +253,7 @@ def project_to_stable_set(loss_fn, theta: torch.Tensor, eig: EigenResult, *, n_n
         g = grad(loss_fn)(theta).detach()
         theta = theta - u * (torch.dot(u, g) / eig.value)
         op = HessianOperator(loss_fn, theta)
-        eig = lanczos_top(op, op.dim, v0=u, tol=tol, max_iter=max_iter, dtype=theta.dtype)
+        eig = lanczos_top(op, op.dim, v0=u, tol=tol, max_iter=max_iter, dtype=theta.dtype, device=theta.device)
         n_hvp += eig.n_hvp
     return theta, eig, n_hvp
 
