@@ -24,7 +24,9 @@ eigenvalues are those of the Gauss–Newton matrix :math:`J^\top J/n` of the mea
 C outputs per example the C residuals of an example are sampled together; the closure
 :math:`\operatorname{BlockDiag}(M)\approx\frac{\operatorname{tr}M}{nC}I` then gives the same sum with
 :math:`N=nC`, i.e. :math:`\mathcal K=\frac1C\times` the one-output formula evaluated at the eigenvalues of
-Θ.  Only MSE (the linear model's loss) is covered.
+Θ.  For another loss the same formula is applied to its Gauss–Newton matrix :math:`J^\top\Omega J/n`
+(:math:`\Omega_i` the loss's Hessian in the outputs): the linearised model of that loss's quadratic
+approximation, whose residuals are :math:`\Omega_i^{1/2}f_i`.
 
 The sum needs every eigenvalue; we compute the top ``n_top`` exactly (Lanczos on Gauss–Newton products
 :math:`J^\top(Jv)/n`) and :math:`\operatorname{tr}\Theta=\frac1n\lVert J\rVert_F^2` from per-example
@@ -44,11 +46,12 @@ import torch
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from .._errors import ParameterError
-from .._validation import check_choice, check_int, check_positive
+from .._validation import check_int, check_positive
 from ..theory import mean_square
-from ._curvature import FlatParams, HessianOperator, lanczos_top
+from ._curvature import FlatParams, HessianOperator, lanczos_top, n_examples, take
+from ._data import concatenated, is_inputs
 from ._edge_directions import TopKResult, project_to_stable_set_k, top_k_eigenpairs
-from ._nets import LOSSES
+from ._losses import LossLike, check_loss, check_mean_of_examples, loss_name, output_hessian
 
 __all__ = ["gradient_flow_rate", "noise_kernel", "ntk_trace", "ntk_trace_per_example", "gauss_newton_top"]
 
@@ -93,93 +96,145 @@ def gradient_flow_rate(loss_fn, theta: torch.Tensor, eig: TopKResult, eta: float
             "n_steps": n_steps, "n_grad": n_steps, "n_hvp": int(n_hvp), "seconds": time.perf_counter() - t0}
 
 
-def ntk_trace_per_example(flat: FlatParams, x: torch.Tensor, theta: torch.Tensor, *, loss: str = "mse",
-                          chunk: int = 64) -> torch.Tensor:
-    r"""Per example :math:`\operatorname{tr}(J_i^\top\Omega_iJ_i)`, :math:`J_i=\partial f(x_i)/\partial\theta`
-    (float64, one value per row of ``x``).
+def _inputs_and_targets(x, targets, loss):
+    """Inputs (a ``DataLoader``'s pooled), and targets where the loss's Gauss–Newton factor needs them."""
+    if is_inputs(x):
+        if targets is None and not isinstance(loss, str):
+            raise ParameterError(f"targets must be given for the callable loss {loss_name(loss)} "
+                                 "(its Gauss-Newton factor may depend on them)")
+        return x, targets
+    return concatenated(x, targets)
 
-    :math:`\Omega_i` is the Hessian of the loss in the outputs: :math:`I` for ``"mse"``,
-    :math:`\operatorname{diag}p_i-p_ip_i^\top` for ``"ce"`` (the Gauss–Newton matrix of its quadratic
-    model).  One ``vmap``-ed per-example gradient per output (on CPU cheaper than ``jacrev``, which
-    materialises the whole Jacobian); for cross-entropy one more, of :math:`p_i\cdot f_i` with :math:`p_i`
-    held fixed: :math:`\operatorname{tr}(J^\top\Omega J)=\sum_cp_c\lVert\nabla f_c\rVert^2-\lVert\nabla(p\cdot f)\rVert^2`.
-    Squares are summed in the parameters' dtype per example, the sums in float64.
+
+def ntk_trace_per_example(flat: FlatParams, x, theta: torch.Tensor, *, loss: LossLike = "mse",
+                          targets: torch.Tensor | None = None, chunk: int = 64) -> torch.Tensor:
+    r"""Per example :math:`\operatorname{tr}(J_i^\top\Omega_iJ_i)`, :math:`J_i=\partial f(x_i)/\partial\theta`
+    (float64, one value per example).
+
+    :math:`\Omega_i` is the Hessian of the loss in the outputs (:mod:`sdeeos.torch._losses`): :math:`I` for
+    ``"mse"``, :math:`\operatorname{diag}p_i-p_ip_i^\top` for ``"ce"`` (the Gauss–Newton matrix of its quadratic
+    model), ``torch.func.hessian`` of a callable loss (which needs ``targets``).  One ``vmap``-ed
+    per-example gradient per output (on CPU cheaper than ``jacrev``, which materialises the whole
+    Jacobian); for cross-entropy one more, of :math:`p_i\cdot f_i` with :math:`p_i` held fixed:
+    :math:`\operatorname{tr}(J^\top\Omega J)=\sum_cp_c\lVert\nabla f_c\rVert^2-\lVert\nabla(p\cdot f)\rVert^2`.
+    For a callable, with :math:`\Omega_i=\sum_k\mu_{ik}w_{ik}w_{ik}^\top` (``eigh``):
+    :math:`\sum_k\mu_{ik}\lVert\nabla(w_{ik}\cdot f_i)\rVert^2`, again one gradient per output.
+    Squares are summed in the parameters' dtype per example, the sums in float64.  ``x`` may be a
+    ``DataLoader`` of ``(inputs, targets)`` batches.  Needs ``flat.mode == "eval"``: with batch
+    statistics an example's output depends on the others' and has no per-example Jacobian.
     """
-    check_choice("loss", loss, LOSSES)
+    loss = check_loss(loss)
     chunk = check_int("chunk", chunk, low=1)
+    if flat.mode != "eval":
+        raise ParameterError(f"the per-example NTK needs FlatParams(mode='eval'), got mode={flat.mode!r} "
+                             "(with batch statistics the examples' outputs are coupled)")
+    x, targets = _inputs_and_targets(x, targets, loss)
     theta = theta.detach()
+    if targets is not None and not isinstance(loss, str):
+        with torch.no_grad():
+            check_mean_of_examples(flat.call(theta, x), targets.to(theta.device), loss)
     # differentiate per parameter tensor, not through the flat vector: scattering every per-example
     # gradient back into a length-P vector costs 3x the gradients themselves on CPU
     values = tuple(flat.unflatten(theta).values())
 
     def output(vals, xi):
-        return functional_call(flat.module, dict(zip(flat.names, vals)), (xi.unsqueeze(0),)).squeeze(0)
+        one = flat.inputs(tuple(t.unsqueeze(0) for t in xi) if isinstance(xi, tuple) else xi.unsqueeze(0), theta)
+        return functional_call(flat.module, flat.tensors(theta, dict(zip(flat.names, vals))), one).squeeze(0)
 
     def squared_norms(fn, xs, *args):  # per-example squared norm of grad(fn), summed over the parameter tensors
         grads = vmap(grad(fn), in_dims=(None, 0) + (0,) * len(args))(values, xs, *args)
         return sum(g.reshape(g.shape[0], -1).square().sum(dim=1).to(torch.float64) for g in grads)
 
     parts = []
-    for i in range(0, int(x.shape[0]), chunk):
-        xs = x[i:i + chunk]
-        with torch.no_grad():
-            out = flat.call(theta, xs).to(torch.float64)
-        n_out = int(out.shape[-1])
-        norms = torch.stack([squared_norms(lambda vals, xi, c=c: output(vals, xi)[c], xs) for c in range(n_out)],
-                            dim=1)
-        if loss == "mse":
-            parts.append(norms.sum(dim=1))
-        else:
-            p = torch.softmax(out, dim=-1)
-            mixed = squared_norms(lambda vals, xi, pi: torch.dot(output(vals, xi), pi), xs, p.to(theta.dtype))
-            parts.append((p * norms).sum(dim=1) - mixed)
+    with flat.measuring():
+        for i in range(0, n_examples(x), chunk):
+            xs = take(x, slice(i, i + chunk))
+            with torch.no_grad():
+                out = flat.call(theta, xs)
+            n_out = int(out.shape[-1])
+            if loss == "mse" or loss == "ce":
+                norms = torch.stack([squared_norms(lambda vals, xi, c=c: output(vals, xi)[c], xs)
+                                     for c in range(n_out)], dim=1)
+            if loss == "mse":
+                parts.append(norms.sum(dim=1))
+            elif loss == "ce":
+                p = torch.softmax(out.to(torch.float64), dim=-1)
+                mixed = squared_norms(lambda vals, xi, pi: torch.dot(output(vals, xi), pi), xs, p.to(theta.dtype))
+                parts.append((p * norms).sum(dim=1) - mixed)
+            else:
+                omega = output_hessian(out, targets[i:i + chunk].to(theta.device), loss).to(torch.float64)
+                mu, w = torch.linalg.eigh(omega)
+                total = torch.zeros(out.shape[0], dtype=torch.float64, device=theta.device)
+                for k in range(n_out):
+                    total = total + mu[:, k] * squared_norms(
+                        lambda vals, xi, wi: torch.dot(output(vals, xi), wi), xs, w[:, :, k].to(theta.dtype))
+                parts.append(total)
     return torch.cat(parts)
 
 
-def ntk_trace(flat: FlatParams, x: torch.Tensor, theta: torch.Tensor, *, chunk: int = 64) -> float:
-    r""":math:`\operatorname{tr}\Theta=\frac1n\sum_i\lVert\partial f(x_i)/\partial\theta\rVert_F^2` from
-    per-example gradients (`ntk_trace_per_example`, MSE)."""
-    return float(ntk_trace_per_example(flat, x, theta, chunk=chunk).mean())
+def ntk_trace(flat: FlatParams, x, theta: torch.Tensor, *, loss: LossLike = "mse",
+              targets: torch.Tensor | None = None, chunk: int = 64) -> float:
+    r"""Gauss–Newton trace :math:`\frac1n\sum_i\operatorname{tr}(J_i^\top\Omega_iJ_i)` of ``loss`` (`ntk_trace_per_example`).
+
+    With the default ``loss="mse"`` this is :math:`\operatorname{tr}\Theta=\frac1n\sum_i\lVert\partial f(x_i)/
+    \partial\theta\rVert_F^2`; for a cross-entropy model pass ``loss="ce"`` (the Jacobian trace is then
+    10-70 times too large).
+    """
+    return float(ntk_trace_per_example(flat, x, theta, loss=loss, targets=targets, chunk=chunk).mean())
 
 
-def gauss_newton_top(flat: FlatParams, x: torch.Tensor, theta: torch.Tensor, n_top: int, *, tol: float = 1e-6,
-                     max_hvp: int = 400, generator=None) -> TopKResult:
-    r"""Top eigenvalues of the Gauss–Newton matrix :math:`J^\top J/n` (= those of Θ) by block Lanczos on
-    :math:`v\mapsto J^\top(Jv)/n` (one JVP and one VJP per product)."""
-    n = int(x.shape[0])
+def gauss_newton_top(flat: FlatParams, x, theta: torch.Tensor, n_top: int, *, loss: LossLike = "mse",
+                     targets: torch.Tensor | None = None, tol: float = 1e-6, max_hvp: int = 400,
+                     generator=None) -> TopKResult:
+    r"""Top eigenvalues of the Gauss–Newton matrix :math:`J^\top\Omega J/n` (:math:`\Omega=I` for ``"mse"``:
+    those of Θ) by block Lanczos on :math:`v\mapsto J^\top\Omega(Jv)/n` (one JVP and one VJP per product)."""
+    loss = check_loss(loss)
+    x, targets = _inputs_and_targets(x, targets, loss)
+    n = n_examples(x)
     theta = theta.detach()
 
     def f(th):
         return flat.call(th, x)
 
-    _, vjp_fn = vjp(f, theta)
+    out, vjp_fn = vjp(f, theta)
+    omega = None if loss == "mse" else output_hessian(out, None if targets is None else targets.to(theta.device),
+                                                      loss).to(theta.dtype)
 
     def gn(v):
         jv = jvp(f, (theta,), (v.to(theta.dtype),))[1]
+        if omega is not None:
+            jv = torch.einsum("ncd,nd->nc", omega, jv)
         return vjp_fn(jv)[0].detach() / n
 
     return top_k_eigenpairs(gn, int(theta.numel()), n_top, tol=tol, max_hvp=max_hvp, dtype=theta.dtype,
                             generator=generator)
 
 
-def noise_kernel(flat: FlatParams, x: torch.Tensor, theta: torch.Tensor, eta: float, batch_size: int, *,
+def noise_kernel(flat: FlatParams, x, theta: torch.Tensor, eta: float, batch_size: int, *,
+                 loss: LossLike = "mse", targets: torch.Tensor | None = None,
                  n_top: int = 8, n_classes: int | None = None, generator=None, tol: float = 1e-5) -> dict:
     r"""Noise kernel norm K (module doc) at ``theta`` for SGD with step ``eta`` and batches of ``batch_size``.
 
-    Returns ``K_lower``, ``K_upper``, ``K_trace``, ``trace``, ``top`` (Θ's top eigenvalues), ``n_hvp``,
-    ``seconds``; K is NaN where a top eigenvalue is outside the kernel's domain (deterministic edge crossed).
+    ``loss`` other than ``"mse"``: the eigenvalues and trace are those of the loss's Gauss–Newton matrix
+    :math:`J^\top\Omega J/n` (its quadratic model at ``theta``, whitened residuals :math:`\Omega_i^{1/2}f_i`),
+    which is the matrix the linearised SGD recursion sees; the Jacobian's own would be 10-70 times larger
+    for cross-entropy.  Returns ``K_lower``, ``K_upper``, ``K_trace``, ``trace``, ``top`` (the top
+    eigenvalues), ``inside_domain``, ``n_hvp``, ``seconds``; K is NaN where a top eigenvalue is outside the
+    kernel's domain (deterministic edge crossed; ``inside_domain`` False).
     """
     t0 = time.perf_counter()
-    n = int(x.shape[0])
+    loss = check_loss(loss)
+    x, targets = _inputs_and_targets(x, targets, loss)
+    n = n_examples(x)
     batch_size = check_int("batch_size", batch_size, low=1, high=n)
     if n_classes is None:
-        n_classes = int(flat.call(theta.detach(), x[:1]).shape[-1])
+        n_classes = int(flat.call(theta.detach(), take(x, slice(0, 1))).shape[-1])
     C = n_classes
     if n_top < 1:
         raise ParameterError(f"n_top must be >= 1, got {n_top}")
-    top = gauss_newton_top(flat, x, theta, n_top, tol=tol, generator=generator)
+    top = gauss_newton_top(flat, x, theta, n_top, loss=loss, targets=targets, tol=tol, generator=generator)
     lam = np.clip(np.asarray(top.values, dtype=float), 0.0, None)
-    tr = ntk_trace(flat, x, theta)
+    tr = ntk_trace(flat, x, theta, loss=loss, targets=targets)
     tail = max(tr - float(lam.sum()), 0.0)
     sampling = "without_replacement"
 
@@ -194,5 +249,6 @@ def noise_kernel(flat: FlatParams, x: torch.Tensor, theta: torch.Tensor, eta: fl
     k_upper = k_top + (tail / lam_min) * k_of([lam_min]) if lam_min > 0 else float("nan")
     c_diag = n * (n - batch_size) / (batch_size * (n - 1))
     return {"K_lower": float(k_lower), "K_upper": float(k_upper),
-            "K_trace": float(eta * c_diag / (2 * n * C) * tr), "trace": tr, "top": lam, "n_hvp": top.n_hvp,
+            "K_trace": float(eta * c_diag / (2 * n * C) * tr), "trace": tr, "top": lam,
+            "inside_domain": bool(np.isfinite(k_top)), "n_hvp": top.n_hvp,
             "seconds": time.perf_counter() - t0}
