@@ -5,8 +5,12 @@ Importing this subpackage imports torch (an optional extra: ``pip install sdeeos
 
 Public API
 ----------
-* curvature: :class:`FlatParams`, :func:`hvp`, :class:`HessianOperator`, :func:`lanczos_top`,
-  :func:`power_iteration_top`, :class:`SharpnessTracker`, :class:`EigenResult`, :func:`disable_tf32`
+* curvature: :class:`FlatParams` (``mode="eval"``/``"batch"``: how buffers are used; never written),
+  :func:`hvp`, :class:`HessianOperator`, :class:`ChunkedLoss` (data as a ``DataLoader``), :func:`lanczos_top`,
+  :func:`power_iteration_top`, :class:`SharpnessTracker`, :class:`EigenResult`, :func:`disable_tf32`,
+  :func:`hessian_trace` (Hutchinson with its standard error, or exact), :class:`TraceResult`
+* losses: ``"mse"``, ``"ce"`` or any callable ``loss(outputs, targets)`` (:func:`check_loss`,
+  :func:`output_hessian`: the loss's Gauss–Newton factor)
 * theory quantities: :func:`loss_function`, :func:`per_example_loss_function`,
   :func:`sharpness_gradient`, :func:`self_stabilization_constants`, :func:`projected_noise_variance`,
   :func:`batch_sharpness`, :func:`project_to_stable_set`, :func:`predicted_gap`
@@ -39,6 +43,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ._curvature import (
+    MEASURE_MODES,
+    ChunkedLoss,
     EigenResult,
     FlatParams,
     HessianOperator,
@@ -58,6 +64,7 @@ from ._edge_directions import (
     top_k_eigenpairs,
 )
 from ._data import DATASETS, ClassificationData, load_data
+from ._losses import check_loss, output_hessian
 from ._edge_optimizer import EdgeStepOptimizer, NonFiniteCurvatureError
 from ._edge_sgd import EDGE_TERMS, REFRESH_MODES, EdgeSGD
 from ._eos_sgd import EoSSGD
@@ -77,14 +84,15 @@ from ._quantities import (
     sharpness_gradient,
     without_replacement_factor,
 )
+from ._trace import TraceResult, hessian_trace
 from ._train import OPTIMIZERS, NonFiniteLossError, TrainConfig, train
 
 __all__ = [
-    "EigenResult", "FlatParams", "HessianOperator", "SharpnessTracker", "disable_tf32", "hvp",
+    "MEASURE_MODES", "ChunkedLoss", "EigenResult", "FlatParams", "HessianOperator", "SharpnessTracker", "disable_tf32", "hvp",
     "lanczos_top", "power_iteration_top",
     "EdgeConstants", "EigenSolveError", "TopKResult", "edge_constants", "project_to_stable_set_k",
     "projected_noise_covariance", "top_k_eigenpairs",
-    "DATASETS", "ClassificationData", "load_data",
+    "DATASETS", "ClassificationData", "load_data", "check_loss", "output_hessian", "TraceResult", "hessian_trace",
     "EDGE_TERMS", "REFRESH_MODES", "EdgeSGD", "EdgeStepOptimizer", "NonFiniteCurvatureError", "EoSSGD",
     "LOSSES", "MODELS", "accuracy", "build_model", "mean_loss", "per_example_loss",
     "gauss_newton_top", "gradient_flow_rate", "noise_kernel", "ntk_trace", "ntk_trace_per_example",
