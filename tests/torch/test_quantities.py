@@ -10,9 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from sdeeos import ParameterError  # noqa: E402
 from sdeeos.torch import (  # noqa: E402
+    FlatParams,
     HessianOperator,
     batch_sharpness,
+    batch_sharpness_ratios,
     lanczos_top,
     loss_function,
     per_example_loss_function,
@@ -167,3 +170,46 @@ def test_predicted_gap_calls_theory():
     # outside the stationary domain eta^2 beta sigma^2 > 2 alpha: exact is NaN
     assert math.isnan(predicted_gap(0.1, 1.0, 100.0, 4.0)["exact"])
 
+
+
+def test_batch_sharpness_adaptive_stop_against_the_exhaustive_expectation(tiny, hessian_of):
+    """E_B over all C(7, 3) = 35 batches, each ratio from a dense batch Hessian.  Batches are drawn
+    independently, so (mean - E) / SE is approximately standard normal once many are drawn: |z| < 4
+    fails with probability 6e-5 for a correct estimator (fixed seed: deterministic)."""
+    flat, x, t, _, theta = tiny("mlp-tanh", "mse", n=7, width=4)
+    ratios = []
+    for idx in itertools.combinations(range(7), 3):
+        idx = list(idx)
+        fb = loss_function(flat, x[idx], t[idx], "mse")
+        Hb = hessian_of(fb, theta)
+        gb = torch.func.grad(fb)(theta)
+        ratios.append(float(gb @ Hb @ gb / (gb @ gb)))
+    exact = float(np.mean(ratios))
+    mean, se = batch_sharpness(flat, x, t, "mse", theta, batch_size=3, n_batches=16, rel_se=0.02,
+                               generator=torch.Generator().manual_seed(0))
+    assert se <= 0.02 * abs(mean)
+    assert abs(mean - exact) < 4 * se
+    r = batch_sharpness_ratios(flat, x, t, "mse", theta, 3, n_batches=16, rel_se=0.02,
+                               generator=torch.Generator().manual_seed(0))
+    assert len(r) > 16  # the fixed default would have stopped at a larger error
+    fixed = batch_sharpness_ratios(flat, x, t, "mse", theta, 3, n_batches=16, generator=torch.Generator().manual_seed(0))
+    assert fixed.std(ddof=1) / 4 > 0.02 * abs(fixed.mean())
+
+
+def test_batch_sharpness_evaluates_each_batch_once():
+    """One forward pass per batch (the gradient's graph is reused for the product); it used to be two."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(10, 3, generator=g, dtype=torch.float64), torch.randn(10, 2, generator=g, dtype=torch.float64)
+    flat = FlatParams(net)
+    batch_sharpness(flat, x, y, "mse", flat.flat(), 4, n_batches=5, generator=g)
+    assert len(calls) == 5
+
+
+def test_batch_sharpness_rel_se_is_checked(tiny):
+    flat, x, t, _, theta = tiny("mlp-tanh", "mse", n=6)
+    with pytest.raises(ParameterError, match="rel_se"):
+        batch_sharpness(flat, x, t, "mse", theta, 3, rel_se=-1.0)
