@@ -103,14 +103,15 @@ def mean_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: LossLike) -> t
     return value
 
 
-def output_hessian(outputs: torch.Tensor, targets: torch.Tensor, loss: LossLike) -> torch.Tensor:
+def output_hessian(outputs: torch.Tensor, targets: torch.Tensor | None, loss: LossLike) -> torch.Tensor:
     r""":math:`\Omega_i=\partial^2\ell_i/\partial f_i^2` for every example: shape ``(n, C, C)`` (outputs ``(n, C)``)."""
     outputs = outputs.detach()
     n, c = int(outputs.shape[0]), int(outputs.shape[-1])
     if outputs.ndim != 2:
         raise ParameterError(f"the Gauss-Newton factor needs outputs of shape (n, C), got {tuple(outputs.shape)}")
-    if isinstance(loss, str):
-        _check_targets(outputs, targets, loss)
+    if isinstance(loss, str):  # neither factor depends on the targets, which may be omitted
+        if targets is not None:
+            _check_targets(outputs, targets, loss)
         if loss == "mse":
             return torch.eye(c, dtype=outputs.dtype, device=outputs.device).expand(n, c, c)
         p = torch.softmax(outputs, dim=-1)

@@ -165,3 +165,38 @@ def test_batch_sharpness_anchor_runner_tiny(tmp_path, tiny):
     np.testing.assert_allclose(ratios, ref, rtol=1e-10)
     assert mean == pytest.approx(np.mean(ref), rel=1e-10) and half > 0
 
+
+
+@pytest.mark.parametrize("loss", ["ce", "huber"])
+def test_ntk_trace_and_noise_kernel_use_the_loss_gauss_newton_matrix(tiny, loss):
+    """Issue: on a cross-entropy model ntk_trace() returned the Jacobian (MSE) trace and noise_kernel
+    gave K = NaN.  Reference: the dense Gauss-Newton matrix J^T Omega J / n from the explicit Jacobian
+    (autograd.functional) and Omega_i (softmax's closed form; a dense Hessian for the Huber callable)."""
+    flat, x, t, labels, theta = tiny("mlp-tanh", "ce" if loss == "ce" else "mse")
+    loss_arg = "ce" if loss == "ce" else torch.nn.HuberLoss(delta=0.3)
+    n = x.shape[0]
+    J = torch.autograd.functional.jacobian(lambda th: flat.call(th, x), theta)  # (n, C, P)
+    out = flat.call(theta, x).detach()
+    if loss == "ce":
+        p = torch.softmax(out, dim=-1)
+        omega = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+    else:
+        omega = torch.stack([torch.autograd.functional.hessian(lambda o: loss_arg(o.unsqueeze(0), t[i:i + 1]), out[i])
+                             for i in range(n)])
+    gn = torch.einsum("ncp,ncd,ndq->pq", J, omega, J) / n
+    eigs = np.linalg.eigvalsh(gn.numpy())[::-1]
+    targets = None if loss == "ce" else t
+    trace = ntk_trace(flat, x, theta, loss=loss_arg, targets=targets)
+    assert trace == pytest.approx(float(torch.trace(gn)), rel=1e-12)
+    jacobian_trace = float((J ** 2).sum()) / n
+    assert jacobian_trace > 2 * trace  # what the loss-blind trace used to report instead
+    eta, B = 0.5, 3
+    K = noise_kernel(flat, x, theta, eta, B, loss=loss_arg, targets=targets, n_top=3, tol=1e-10,
+                     generator=torch.Generator().manual_seed(1))
+    assert K["trace"] == pytest.approx(float(torch.trace(gn)), rel=1e-12)
+    np.testing.assert_allclose(K["top"], eigs[:3], rtol=1e-7)
+    assert K["inside_domain"] and np.isfinite(K["K_lower"]) and np.isfinite(K["K_upper"])
+    C = out.shape[1]
+    full = sum(mean_square.noise_kernel_norm(eta, [lam], B, n, sampling="without_replacement")
+               for lam in eigs if lam > 0) / C
+    assert K["K_lower"] <= full * (1 + 1e-9) and full <= K["K_upper"] * (1 + 1e-9)
