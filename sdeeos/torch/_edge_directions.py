@@ -84,7 +84,8 @@ def _orthonormalise(block: torch.Tensor, basis: torch.Tensor | None) -> torch.Te
 
 def top_k_eigenpairs(matvec, dim: int, k: int, *, v0: torch.Tensor | None = None, block_size: int | None = None,
                      tol: float = 1e-4, max_hvp: int = 400, dtype=torch.float64,
-                     generator: torch.Generator | None = None, raise_on_failure: bool = True) -> TopKResult:
+                     generator: torch.Generator | None = None, raise_on_failure: bool = True,
+                     device=None) -> TopKResult:
     r"""The k largest *algebraic* eigenvalues of a symmetric operator by block Lanczos (Rayleigh–Ritz).
 
     The basis :math:`Q` grows by one block :math:`HQ_{\rm last}` per iteration (re-orthogonalised against
@@ -94,7 +95,8 @@ def top_k_eigenpairs(matvec, dim: int, k: int, *, v0: torch.Tensor | None = None
     size is ``max(k, len(v0))`` (default ``k + 2``: a little oversampling speeds up clustered
     eigenvalues), filled with random rows.  Stops when the k top residuals are all at most
     ``tol * |theta_j|``; after ``max_hvp`` products raises :class:`EigenSolveError` (or, with
-    ``raise_on_failure=False``, returns with ``converged=False``).
+    ``raise_on_failure=False``, returns with ``converged=False``).  Every vector lives on ``device``
+    (default: ``v0``'s device, else the CPU); random rows are drawn on the generator's device.
     """
     dim = check_int("dim", dim, low=1)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= dim:
@@ -105,21 +107,24 @@ def top_k_eigenpairs(matvec, dim: int, k: int, *, v0: torch.Tensor | None = None
     b = min(dim, block_size if block_size is not None else k + 2)
     if b < k:
         raise ParameterError(f"block_size must be >= k = {k}, got {b}")
+    if device is None:
+        device = v0.device if torch.is_tensor(v0) else torch.device("cpu")
     rows = []
     if v0 is not None:
-        v0 = torch.as_tensor(v0, dtype=dtype).reshape(-1, dim)
+        v0 = torch.as_tensor(v0, dtype=dtype, device=device).reshape(-1, dim)
         rows.append(v0[torch.isfinite(v0).all(dim=1)])
     n_have = sum(int(r.shape[0]) for r in rows)
     if n_have < b:
-        rows.append(torch.randn((b - n_have, dim), dtype=dtype, generator=generator))
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        rows.append(torch.randn((b - n_have, dim), dtype=dtype, generator=generator, device=gen_device).to(device))
     block = _orthonormalise(torch.cat(rows), None)
-    Q = torch.empty((0, dim), dtype=dtype)
-    HQ = torch.empty((0, dim), dtype=dtype)
+    Q = torch.empty((0, dim), dtype=dtype, device=device)
+    HQ = torch.empty((0, dim), dtype=dtype, device=device)
     n_hvp, n_blocks = 0, 0
     values = residuals = np.full(k, np.nan)
     vectors = None
     while True:
-        hb = torch.stack([matvec(v).to(dtype) for v in block])
+        hb = torch.stack([matvec(v).to(dtype=dtype, device=device) for v in block])
         n_hvp += block.shape[0]
         n_blocks += 1
         if not bool(torch.isfinite(hb).all()):
@@ -134,7 +139,7 @@ def top_k_eigenpairs(matvec, dim: int, k: int, *, v0: torch.Tensor | None = None
         values = evals[order].cpu().numpy()
         S = evecs[:, order]  # (m, k)
         vectors = S.T @ Q
-        resid_vecs = S.T @ HQ - torch.as_tensor(values, dtype=dtype)[:, None] * vectors
+        resid_vecs = S.T @ HQ - torch.as_tensor(values, dtype=dtype, device=device)[:, None] * vectors
         residuals = torch.linalg.vector_norm(resid_vecs, dim=1).cpu().numpy()
         converged = bool(np.all(residuals <= tol * np.abs(values)))
         if converged or Q.shape[0] >= dim:
@@ -163,7 +168,7 @@ def projected_noise_covariance(per_example_fn, theta: torch.Tensor, vectors: tor
     mean = comps.mean(dim=1)
     centred = comps - mean[:, None]
     cov = (centred @ centred.T) / n
-    return {"sigma1": cov.numpy(), "mean": mean.numpy(), "n": n}
+    return {"sigma1": cov.cpu().numpy(), "mean": mean.cpu().numpy(), "n": n}
 
 
 def project_to_stable_set_k(loss_fn, theta: torch.Tensor, eig: TopKResult, *, n_newton: int = 1, tol: float = 1e-4,
@@ -176,10 +181,11 @@ def project_to_stable_set_k(loss_fn, theta: torch.Tensor, eig: TopKResult, *, n_
     for _ in range(check_int("n_newton", n_newton, low=0)):
         U = eig.vectors.to(theta.dtype)
         g = grad(loss_fn)(theta).detach()
-        lam = torch.as_tensor(eig.values, dtype=theta.dtype)
+        lam = torch.as_tensor(eig.values, dtype=theta.dtype, device=theta.device)
         theta = theta - ((U @ g) / lam) @ U
         op = HessianOperator(loss_fn, theta)
-        eig = top_k_eigenpairs(op, op.dim, k, v0=U, tol=tol, max_hvp=max_hvp, dtype=theta.dtype, generator=generator)
+        eig = top_k_eigenpairs(op, op.dim, k, v0=U, tol=tol, max_hvp=max_hvp, dtype=theta.dtype, generator=generator,
+                               device=theta.device)
         n_hvp += eig.n_hvp
     return theta, eig, n_hvp
 
@@ -225,7 +231,8 @@ def edge_constants(loss_fn, per_example_fn, theta: torch.Tensor, k: int, *, v0=N
     t0 = time.perf_counter()
     theta = theta.detach()
     op = HessianOperator(loss_fn, theta)
-    eig = top_k_eigenpairs(op, op.dim, k, v0=v0, tol=tol, max_hvp=max_hvp, dtype=theta.dtype, generator=generator)
+    eig = top_k_eigenpairs(op, op.dim, k, v0=v0, tol=tol, max_hvp=max_hvp, dtype=theta.dtype, generator=generator,
+                           device=theta.device)
     n_hvp = eig.n_hvp
     U0 = eig.vectors.to(theta.dtype)
     g0 = grad(loss_fn)(theta).detach()

@@ -78,7 +78,8 @@ def gradient_flow_rate(loss_fn, theta: torch.Tensor, eig: TopKResult, eta: float
     for s in range(n_steps + 1):
         if s in marks:
             op = HessianOperator(loss_fn, th)
-            e = lanczos_top(op, op.dim, v0=v, tol=tol, max_iter=max_iter, dtype=th.dtype, generator=generator)
+            e = lanczos_top(op, op.dim, v0=v, tol=tol, max_iter=max_iter, dtype=th.dtype, generator=generator,
+                            device=th.device)
             n_hvp += e.n_hvp
             v = e.vector
             times.append(s * step)
@@ -207,7 +208,7 @@ def gauss_newton_top(flat: FlatParams, x, theta: torch.Tensor, n_top: int, *, lo
         return vjp_fn(jv)[0].detach() / n
 
     return top_k_eigenpairs(gn, int(theta.numel()), n_top, tol=tol, max_hvp=max_hvp, dtype=theta.dtype,
-                            generator=generator)
+                            generator=generator, device=theta.device)
 
 
 def noise_kernel(flat: FlatParams, x, theta: torch.Tensor, eta: float, batch_size: int, *,

@@ -203,9 +203,10 @@ def batch_sharpness_ratios(flat: FlatParams, x, targets, loss: LossLike, theta: 
         rel_se = check_positive("rel_se", rel_se)
         max_batches = check_int("max_batches", max_batches, low=max(n_batches, 2))
     theta = theta.detach()
+    gen_device = generator.device if generator is not None else torch.device("cpu")  # indices follow the generator
     ratios = []
     while True:
-        idx = torch.randperm(n, generator=generator)[:batch_size]
+        idx = torch.randperm(n, generator=generator, device=gen_device)[:batch_size]
         op = HessianOperator(_batch_loss(flat, take(x, idx), targets[idx], loss), theta)
         g = op.gradient
         hg = op(g)

@@ -350,3 +350,25 @@ def test_hessian_operator_linear_operator_on_the_parameters_device():
     op = HessianOperator(loss_function(flat, x, y, "mse"), flat.flat())
     out = op.as_linear_operator().matvec(np.ones(flat.size))
     assert out.dtype == np.float64 and out.shape == (flat.size,)
+
+
+def test_every_tensor_factory_in_the_measurement_modules_names_its_device():
+    """Vectors are made on the parameters' device: a factory without ``device=`` would make CPU tensors
+    (the old ``_random_unit`` and Lanczos bases did).  Static check of the calls in the source."""
+    import ast
+    import pathlib
+
+    import sdeeos.torch as pkg
+
+    factories = {"randn", "rand", "randint", "randperm", "zeros", "ones", "empty", "eye", "arange", "full",
+                 "linspace", "as_tensor", "tensor"}
+    root = pathlib.Path(pkg.__file__).parent
+    missing = []
+    for name in ("_curvature", "_quantities", "_plateau", "_losses", "_trace", "_edge_directions"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in factories
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"
+                    and not any(kw.arg == "device" for kw in node.keywords)):
+                missing.append(f"{name}.py:{node.lineno} torch.{node.func.attr}")
+    assert missing == []
