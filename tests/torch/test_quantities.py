@@ -213,3 +213,22 @@ def test_batch_sharpness_rel_se_is_checked(tiny):
     flat, x, t, _, theta = tiny("mlp-tanh", "mse", n=6)
     with pytest.raises(ParameterError, match="rel_se"):
         batch_sharpness(flat, x, t, "mse", theta, 3, rel_se=-1.0)
+
+
+def test_sigma_u_sq_of_a_callable_loss_matches_exhaustive_batches(tiny):
+    """sigma_u^2 needs per-example losses: for a callable they come from torch.func.vmap of
+    loss(outputs[i:i+1], targets[i:i+1]); the reference averages the callable's own batch gradients
+    over all C(8, 3) batches."""
+    n, batch = 8, 3
+    huber = torch.nn.HuberLoss(delta=0.4)
+    flat, x, t, _, theta = tiny("mlp-tanh", "mse", n=n, width=4)
+    fn = loss_function(flat, x, t, huber)
+    u = _top_eig(fn, theta).vector
+    full_grad = torch.func.grad(fn)(theta)
+    devs = []
+    for subset in itertools.combinations(range(n), batch):
+        idx = torch.tensor(subset)
+        gb = torch.func.grad(loss_function(flat, x[idx], t[idx], huber))(theta)
+        devs.append(float(torch.dot(u, gb - full_grad)))
+    res = projected_noise_variance(per_example_loss_function(flat, x, t, huber), theta, u, [batch])
+    assert res["sigma_u_sq"][0] == pytest.approx(float(np.mean(np.square(devs))), rel=1e-12)
