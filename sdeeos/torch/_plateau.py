@@ -178,8 +178,8 @@ def ntk_trace(flat: FlatParams, x, theta: torch.Tensor, *, loss: LossLike = "mse
     r"""Gauss–Newton trace :math:`\frac1n\sum_i\operatorname{tr}(J_i^\top\Omega_iJ_i)` of ``loss`` (`ntk_trace_per_example`).
 
     With the default ``loss="mse"`` this is :math:`\operatorname{tr}\Theta=\frac1n\sum_i\lVert\partial f(x_i)/
-    \partial\theta\rVert_F^2`; for a cross-entropy model pass ``loss="ce"`` (the Jacobian trace is then
-    10-70 times too large).
+    \partial\theta\rVert_F^2`; for a cross-entropy model pass ``loss="ce"`` (:math:`\Omega_i\preceq I`, so the
+    Jacobian trace overstates it, the more so as the softmax saturates).
     """
     return float(ntk_trace_per_example(flat, x, theta, loss=loss, targets=targets, chunk=chunk).mean())
 
@@ -218,8 +218,8 @@ def noise_kernel(flat: FlatParams, x, theta: torch.Tensor, eta: float, batch_siz
 
     ``loss`` other than ``"mse"``: the eigenvalues and trace are those of the loss's Gauss–Newton matrix
     :math:`J^\top\Omega J/n` (its quadratic model at ``theta``, whitened residuals :math:`\Omega_i^{1/2}f_i`),
-    which is the matrix the linearised SGD recursion sees; the Jacobian's own would be 10-70 times larger
-    for cross-entropy.  Returns ``K_lower``, ``K_upper``, ``K_trace``, ``trace``, ``top`` (the top
+    which is the matrix the linearised SGD recursion sees (for cross-entropy the Jacobian's own
+    overstates it).  Returns ``K_lower``, ``K_upper``, ``K_trace``, ``trace``, ``top`` (the top
     eigenvalues), ``inside_domain``, ``n_hvp``, ``seconds``; K is NaN where a top eigenvalue is outside the
     kernel's domain (deterministic edge crossed; ``inside_domain`` False).
     """
