@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import ast
+import copy
+import pathlib
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from sdeeos import ParameterError  # noqa: E402
 from sdeeos.torch import (  # noqa: E402
+    ChunkedLoss,
     FlatParams,
     HessianOperator,
     SharpnessTracker,
+    batch_sharpness,
     build_model,
+    hessian_trace,
     hvp,
     lanczos_top,
     loss_function,
+    ntk_trace,
     power_iteration_top,
 )
 
@@ -146,10 +155,6 @@ def test_bad_solver_parameters_are_rejected():
 
 
 # ---------------------------------------------------------------- modules with buffers, ties, several inputs
-import copy  # noqa: E402
-
-from sdeeos import ParameterError  # noqa: E402
-from sdeeos.torch import ChunkedLoss, batch_sharpness, hessian_trace, ntk_trace  # noqa: E402
 
 
 class _Tied(torch.nn.Module):
@@ -355,9 +360,6 @@ def test_hessian_operator_linear_operator_on_the_parameters_device():
 def test_every_tensor_factory_in_the_measurement_modules_names_its_device():
     """Vectors are made on the parameters' device: a factory without ``device=`` would make CPU tensors
     (the old ``_random_unit`` and Lanczos bases did).  Static check of the calls in the source."""
-    import ast
-    import pathlib
-
     import sdeeos.torch as pkg
 
     factories = {"randn", "rand", "randint", "randperm", "zeros", "ones", "empty", "eye", "arange", "full",

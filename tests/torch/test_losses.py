@@ -7,6 +7,8 @@ of the loss written out by hand, in float64 (tolerances: see conftest.py).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -180,3 +182,54 @@ def test_callable_ntk_needs_targets():
     flat = FlatParams(model)
     with pytest.raises(ParameterError, match="targets must be given for the callable loss HuberLoss"):
         ntk_trace(flat, x, flat.flat(), loss=torch.nn.HuberLoss())
+
+
+@pytest.mark.parametrize("norm", ["batchnorm+dropout", "layernorm"])
+def test_user_model_and_loss_together(norm):
+    """A BatchNorm+Dropout or LayerNorm net in train mode with BCE-with-logits: lambda_max, batch sharpness
+    and Gauss-Newton trace equal the exact ones of the eval-mode function (dense Hessian, explicit
+    Jacobian and per-example output Hessians), and the state_dict is unchanged."""
+    import copy
+
+    torch.manual_seed(4)
+    mid = [torch.nn.BatchNorm1d(4), torch.nn.Tanh(), torch.nn.Dropout(0.5)] if norm != "layernorm" else \
+        [torch.nn.LayerNorm(4), torch.nn.Tanh()]
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), *mid, torch.nn.Linear(4, 2)).double()
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        net(torch.randn(12, 3, generator=g, dtype=torch.float64) + 1)  # running statistics away from 0/1
+    x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    y = (torch.randn(8, 2, generator=g, dtype=torch.float64) > 0).double()
+    loss = torch.nn.BCEWithLogitsLoss()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    ref_net = copy.deepcopy(net).eval()
+    names = [n for n, _ in ref_net.named_parameters()]
+    shapes = [p.shape for _, p in ref_net.named_parameters()]
+
+    def out_of(th, xs):
+        ps, o = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(np.prod(s))
+            ps[n] = th[o:o + k].reshape(s)
+            o += k
+        return torch.func.functional_call(ref_net, ps, (xs,))
+
+    def ref(th):
+        return loss(out_of(th, x), y)
+
+    flat = FlatParams(net)
+    theta = flat.flat()
+    H = torch.autograd.functional.hessian(ref, theta)
+    fn = loss_function(flat, x, y, loss)
+    assert _lambda_max(fn, theta) == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=LANCZOS_TOL + 1e-12)
+    gr = torch.autograd.functional.jacobian(ref, theta)
+    mean, _ = batch_sharpness(flat, x, y, loss, theta, batch_size=8, n_batches=1)
+    assert mean == pytest.approx(float(gr @ H @ gr / (gr @ gr)), rel=1e-10)
+    J = torch.autograd.functional.jacobian(lambda th: out_of(th, x), theta)  # (n, C, P)
+    f = out_of(theta, x).detach()
+    omega = torch.stack([torch.autograd.functional.hessian(lambda o: loss(o.unsqueeze(0), y[i:i + 1]), f[i])
+                         for i in range(8)])
+    gn_trace = float(torch.einsum("ncp,ncd,ndp->", J, omega, J)) / 8
+    assert ntk_trace(flat, x, theta, loss=loss, targets=y) == pytest.approx(gn_trace, rel=1e-12)
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    assert net.training
