@@ -40,6 +40,7 @@ Jacobians (``torch.func.vmap`` of ``jacrev``, in chunks).  Each term :math:`k(\l
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -249,6 +250,12 @@ def noise_kernel(flat: FlatParams, x, theta: torch.Tensor, eta: float, batch_siz
     k_lower = k_top + slope0 * tail
     k_upper = k_top + (tail / lam_min) * k_of([lam_min]) if lam_min > 0 else float("nan")
     c_diag = n * (n - batch_size) / (batch_size * (n - 1))
+    if not np.isfinite(k_top):
+        edge = 2 / (eta * (1 - (n - batch_size) / (batch_size * (n - 1))))
+        warnings.warn(f"noise_kernel: K is NaN because the top Gauss-Newton eigenvalue {float(lam[0]):.6g} of loss "
+                      f"{loss_name(loss)!r} is beyond the deterministic edge 2/(eta (1 + c_full)) = {edge:.6g}"
+                      + (" (a cross-entropy model? pass loss='ce')" if loss == "mse" else ""),
+                      RuntimeWarning, stacklevel=2)
     return {"K_lower": float(k_lower), "K_upper": float(k_upper),
             "K_trace": float(eta * c_diag / (2 * n * C) * tr), "trace": tr, "top": lam,
             "inside_domain": bool(np.isfinite(k_top)), "n_hvp": top.n_hvp,

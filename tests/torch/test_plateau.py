@@ -200,3 +200,16 @@ def test_ntk_trace_and_noise_kernel_use_the_loss_gauss_newton_matrix(tiny, loss)
     full = sum(mean_square.noise_kernel_norm(eta, [lam], B, n, sampling="without_replacement")
                for lam in eigs if lam > 0) / C
     assert K["K_lower"] <= full * (1 + 1e-9) and full <= K["K_upper"] * (1 + 1e-9)
+
+
+def test_noise_kernel_outside_its_domain_warns_and_says_so(tiny):
+    """K = NaN used to come back without a word; the edge is 2 / (eta (1 + c_full)), c_full = -(n-B)/(B(n-1))."""
+    flat, x, t, _, theta = tiny("mlp-tanh", "mse")
+    n, B = x.shape[0], 3
+    top = noise_kernel(flat, x, theta, 1e-3, B, n_top=1, tol=1e-10)["top"][0]
+    eta = 1.01 * 2 / (top * (1 - (n - B) / (B * (n - 1))))  # just past the edge
+    with pytest.warns(RuntimeWarning, match="K is NaN because the top Gauss-Newton eigenvalue"):
+        K = noise_kernel(flat, x, theta, eta, B, n_top=1, tol=1e-10)
+    assert not K["inside_domain"] and np.isnan(K["K_lower"])
+    eta_in = 0.99 * 2 / (top * (1 - (n - B) / (B * (n - 1))))
+    assert noise_kernel(flat, x, theta, eta_in, B, n_top=1, tol=1e-10)["inside_domain"]
