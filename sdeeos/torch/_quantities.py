@@ -231,7 +231,9 @@ def batch_sharpness(flat: FlatParams, x, targets, loss: LossLike, theta: torch.T
     ``n_batches`` of them (16, the Andreyev–Beneventano code's default), or with ``rel_se`` as many as
     it takes for a standard error of at most ``rel_se`` times the mean (adaptive stop, at least
     ``n_batches``, at most ``max_batches``).  Returns ``(mean, standard error)``.  ``x`` may be a
-    ``DataLoader`` (``targets=None``); its examples are pooled and batches drawn from them.
+    ``DataLoader`` (``targets=None``); its examples are pooled and batches drawn from them.  The
+    adaptive stop looks at the data, which biases the reported error slightly low when few batches
+    are drawn; ``n_batches`` (the minimum) of 16 or more keeps that negligible.
     """
     r = batch_sharpness_ratios(flat, x, targets, loss, theta, batch_size, n_batches=n_batches, generator=generator,
                                rel_se=rel_se, max_batches=max_batches)
