@@ -89,7 +89,23 @@ def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: LossLik
         if loss == "mse":
             return 0.5 * (outputs - targets).square().sum(dim=-1)
         return torch.nn.functional.cross_entropy(outputs, targets, reduction="none")
-    return vmap(_one_example(check_loss(loss)))(outputs, targets)
+    return _vmapped(vmap(_one_example(check_loss(loss))), loss, "per-example losses")(outputs, targets)
+
+
+def _vmapped(fn, loss, what: str):
+    """``fn`` (a ``vmap``) with its failure turned into one line that says what is supported."""
+
+    def run(*args):
+        try:
+            return fn(*args)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ParameterError(
+                f"the {what} of loss {loss_name(loss)} need torch.func.vmap of loss(outputs[i:i+1], targets[i:i+1]), "
+                f"which failed ({first}); write the loss with batched torch operations (no .item(), no "
+                "data-dependent Python branches) or use 'mse'/'ce'") from exc
+
+    return run
 
 
 def mean_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: LossLike) -> torch.Tensor:
@@ -116,7 +132,7 @@ def output_hessian(outputs: torch.Tensor, targets: torch.Tensor | None, loss: Lo
             return torch.eye(c, dtype=outputs.dtype, device=outputs.device).expand(n, c, c)
         p = torch.softmax(outputs, dim=-1)
         return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
-    return vmap(hessian(_one_example(check_loss(loss))))(outputs, targets).detach()
+    return _vmapped(vmap(hessian(_one_example(check_loss(loss)))), loss, "output Hessians")(outputs, targets).detach()
 
 
 def check_mean_of_examples(outputs: torch.Tensor, targets: torch.Tensor, loss: LossLike) -> None:

@@ -233,3 +233,15 @@ def test_user_model_and_loss_together(norm):
     assert ntk_trace(flat, x, theta, loss=loss, targets=y) == pytest.approx(gn_trace, rel=1e-12)
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
     assert net.training
+
+
+def test_a_loss_that_vmap_cannot_batch_is_refused_in_one_line():
+    def branchy(f, t):  # a data-dependent Python branch: fine on a batch, not under vmap
+        return ((f - t) ** 2).mean() if float((f - t).detach().abs().max()) < 1e9 else (f - t).abs().mean()
+
+    out, t = torch.randn(4, 2, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64)
+    assert float(branchy(out, t)) == pytest.approx(float(((out - t) ** 2).mean()))
+    with pytest.raises(ParameterError, match=r"per-example losses of loss branchy need torch.func.vmap"):
+        per_example_loss(out, t, branchy)
+    with pytest.raises(ParameterError, match=r"output Hessians of loss branchy need torch.func.vmap"):
+        output_hessian(out, t, branchy)
