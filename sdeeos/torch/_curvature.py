@@ -114,9 +114,6 @@ class FlatParams:
         self.shapes = [tuple(p.shape) for _, p in named]
         self.sizes = [p.numel() for _, p in named]
         self.size = int(sum(self.sizes))
-        first = next(iter(p for _, p in named), None)
-        self.device = first.device if first is not None else torch.device("cpu")
-        self.dtype = first.dtype if first is not None else torch.get_default_dtype()
 
     def flat(self, dtype=None) -> torch.Tensor:
         params = dict(self.module.named_parameters())
