@@ -374,3 +374,19 @@ def test_every_tensor_factory_in_the_measurement_modules_names_its_device():
                     and not any(kw.arg == "device" for kw in node.keywords)):
                 missing.append(f"{name}.py:{node.lineno} torch.{node.func.attr}")
     assert missing == []
+
+
+def test_batch_mode_batch_sharpness_normalises_each_batch_with_its_own_statistics():
+    net = _net("batchnorm+dropout")
+    x, y = _data()
+    before = _state(net)
+    flat = FlatParams(net, mode="batch")
+    theta = flat.flat()
+    idx = torch.randperm(9, generator=torch.Generator().manual_seed(7))[:4]
+    ref = _reference_fn(net, x[idx], y[idx], "batch")
+    H = torch.autograd.functional.hessian(ref, theta)
+    g = torch.autograd.functional.jacobian(ref, theta)
+    # the same generator state draws the same batch
+    mean, _ = batch_sharpness(flat, x, y, "mse", theta, 4, n_batches=1, generator=torch.Generator().manual_seed(7))
+    assert mean == pytest.approx(float(g @ H @ g / (g @ g)), rel=1e-10)
+    _assert_unchanged(net, before)
