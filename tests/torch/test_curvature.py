@@ -338,6 +338,7 @@ def test_a_dataloader_is_accumulated_chunk_by_chunk():
     assert torch.linalg.vector_norm(op(v) - H @ v) <= HESS_RTOL * torch.linalg.norm(H) * torch.linalg.vector_norm(v)
     assert torch.allclose(op.gradient, torch.func.grad(full)(theta), rtol=0, atol=1e-13)
     assert float(fn(theta)) == pytest.approx(float(full(theta)), rel=1e-14)
+    assert hessian_trace(fn, theta, method="exact").value == pytest.approx(float(torch.trace(H)), rel=1e-10)
     kw = dict(batch_size=3, n_batches=4)
     bs_loader = batch_sharpness(flat, loader, None, "mse", theta, generator=torch.Generator().manual_seed(1), **kw)
     bs_tensor = batch_sharpness(flat, x, y, "mse", theta, generator=torch.Generator().manual_seed(1), **kw)
