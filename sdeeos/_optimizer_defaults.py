@@ -3,13 +3,12 @@
 
 This module does not import torch (the CLI's help and the study files' validation work without it).
 
-How EoS-SGD's were chosen (docs/torch_optimizers.md#defaults): momentum 0 and refresh period 50.  With
-momentum 0.9, on ``sdeeos train`` runs with a fixed curvature batch of 256 (MLP-tanh, width 100,
-:math:`\\eta_{\\max}=1`, seeds 0-2, 1000 steps), digits/MSE/B = 32 diverged in every seed (loss
-0.55 -> inf by step 25 at k = 50; a non-finite step size by step 30-160 at k = 10), MNIST-1D/MSE/B = 64
-in every seed (by step 70-349), digits/CE/B = 32 ended at losses 0.47-3.0 (chance: 2.30); with momentum 0
-every run trained (final losses 0.0006-0.0007, 0.025-0.032, 0.33-0.38), and k = 10 gave the same losses as
-k = 50 (within the seed spread) at twice the refresh cost.
+How EoS-SGD's were chosen (the table in docs/torch_optimizers.md#defaults): momentum 0 and refresh period
+50.  On ``sdeeos train`` runs (fixed curvature batch of 256, MLP-tanh of width 100, :math:`\eta_{\max}=1`,
+seeds 0-2, 1000 steps) momentum 0.9 diverged or stalled in every setting: digits/MSE/B = 32 and
+MNIST-1D/MSE/B = 64 went non-finite in 11 of 12 runs, MNIST-1D/CE/B = 32 ended at losses 4.2-15 (chance
+2.31), digits/CE/B = 32 at 0.47-3.0 (chance 2.30); momentum 0 trained in every run, and k = 10 ended
+within the seed spread of k = 50 at twice the refresh cost.
 """
 
 from __future__ import annotations
