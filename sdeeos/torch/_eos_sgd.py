@@ -112,6 +112,7 @@ class EoSSGD(EdgeStepOptimizer):
     >>> from sdeeos.torch import EoSSGD
     >>> g = torch.Generator().manual_seed(0)
     >>> x, y = torch.randn(64, 3, generator=g), torch.randn(64, 1, generator=g)
+    >>> _ = torch.manual_seed(0)
     >>> model = torch.nn.Linear(3, 1)
     >>> per_example = lambda xb, yb: ((model(xb) - yb) ** 2).sum(1) / 2
     >>> opt = EoSSGD(model.parameters(), curvature_closure=lambda: per_example(x, y), batch_size=16,
