@@ -20,8 +20,8 @@ def main(n_steps: int = 1000) -> None:
         for momentum, k in GRID:
             finals, notes = [], []
             for seed in (0, 1, 2):
-                ds = train(dict(dataset=dataset, loss=loss, batch_size=batch, optimizer="eos-sgd", eos_momentum=momentum,
-                                eos_k=k, eos_eta_max=1.0, n_steps=n_steps, eval_every=100, sharpness_every=0, seed=seed,
+                ds = train(dict(dataset=dataset, loss=loss, batch_size=batch, optimizer="eos-sgd",
+                                eos_momentum=momentum, eos_k=k, eos_eta_max=1.0, n_steps=n_steps, eval_every=100, sharpness_every=0, seed=seed,
                                 threads=1), progress=False, on_nonfinite="stop")
                 finals.append(float(ds.train_loss[-1]))
                 if ds.attrs["stopped_reason"] != "completed":

@@ -435,7 +435,8 @@ class EdgeSGD(EdgeStepOptimizer):
         margin = self.param_groups[0]["margin"]
         steps = [upper]
         for term, sens in self.sensitivities(quantity).items():
-            slack = math.log(margin * self.edges[term] / self._lr) if self._lr > 0 else math.inf  # a cap of 0
+            # the edge's slack above the step in use (infinite under a cap of 0)
+            slack = math.log(margin * self.edges[term] / self._lr) if self._lr > 0 else math.inf
             allowance = (1 - margin) / 2 + max(slack, 0.0)
             steps.append(allowance / (sens * rate))
         return int(min(max(min(steps), 1), upper))
