@@ -320,16 +320,27 @@ def test_gradient_clipping_in_the_closure_is_applied():
         assert torch.equal(p, q)
 
 
-def test_parameter_groups_cap_their_own_step():
+@pytest.mark.parametrize("kind", ["eos", "edge"])
+def test_parameter_groups_cap_their_own_step(kind):
     """Two groups: the weight at the rule's step, the bias at its own smaller cap; the Hessian is over both."""
     x, y, model = _linear()
-    opt = _eos([{"params": [model.weight]}, {"params": [model.bias], "lr": 1e-3}], model, x, y, c=0.0)
-    w0, b0 = model.weight.detach().clone(), model.bias.detach().clone()
-    opt.step(_closure(opt, model, x[:B], y[:B]))
+    groups = [{"params": [model.weight]}, {"params": [model.bias], "lr": 1e-3}]
     A = torch.cat([x, torch.ones(N, 1, dtype=torch.float64)], 1)
     lam = float(torch.linalg.eigvalsh(A.T @ A / N)[-1])  # the Hessian of the mean loss in (w_j, b_j)
-    assert opt.last_lambda == pytest.approx(lam, rel=1e-10)
-    assert opt.last_lr == pytest.approx(2 / lam, rel=1e-10)
+    if kind == "eos":
+        opt = _eos(groups, model, x, y, c=0.0)
+    else:  # the curvature term alone, measured on the whole data set: the edge is 2 / lam
+        opt = EdgeSGD(groups, model=model, loss="mse", loader=DataLoader(TensorDataset(x, y), batch_size=B),
+                      terms=("curvature",), curvature_size=N, eta_max=10.0, lanczos_steps=4, lanczos_tol=1e-14,
+                      max_overhead=None)
+    w0, b0 = model.weight.detach().clone(), model.bias.detach().clone()
+    opt.step(_closure(opt, model, x[:B], y[:B]))
+    if kind == "eos":
+        assert opt.last_lambda == pytest.approx(lam, rel=1e-10)
+        assert opt.last_lr == pytest.approx(2 / lam, rel=1e-10)
+    else:
+        assert opt.estimates["lambda_max"] == pytest.approx(lam, rel=1e-10)
+        assert opt.last_lr == pytest.approx(0.9 * 2 / lam, rel=1e-10)
     assert torch.equal(model.weight.detach(), torch.add(w0, model.weight.grad, alpha=-opt.last_lr))
     assert torch.equal(model.bias.detach(), torch.add(b0, model.bias.grad, alpha=-1e-3))
 
