@@ -1,4 +1,4 @@
-"""The defaults of the edge-following optimizers, declared once: the classes (`sdeeos.torch.EoSSGD`,
+r"""The defaults of the edge-following optimizers, declared once: the classes (`sdeeos.torch.EoSSGD`,
 `sdeeos.torch.EdgeSGD`), ``sdeeos train`` (`TrainConfig`) and the studies all read them from here.
 
 This module does not import torch (the CLI's help and the study files' validation work without it).
