@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import ParameterError
+from ._optimizer_defaults import EDGE_SGD_DEFAULTS, EOS_SGD_DEFAULTS
 from ._validation import check_choice, check_int, check_real
 from .theory import step_size_edges
 
@@ -83,26 +84,26 @@ class TrainConfig:
     momentum: float = _setting(0.9, "heavy-ball momentum of the momentum optimizer", **_unit())
     adam_beta1: float = _setting(0.9, "Adam beta1", **_unit())
     adam_beta2: float = _setting(0.999, "Adam beta2", **_unit())
-    eos_c: float = _setting(1.0, "EoS-SGD noise coefficient c >= 0", low=0.0)
-    eos_eta_max: float = _setting(1.0, "EoS-SGD step-size cap eta_max > 0", low=0.0, low_open=True)
-    eos_k: int = _setting(50, "EoS-SGD curvature refresh period k >= 1", low=1)
-    eos_momentum: float = _setting(0.0, "EoS-SGD heavy-ball momentum", **_unit())
-    eos_lanczos_steps: int = _setting(5, "EoS-SGD Lanczos steps per refresh", low=1)
-    eos_noise_ema: float = _setting(0.9, "EoS-SGD EMA factor of the projected noise variance", **_unit())
-    eos_curvature_batch_size: int = _setting(256, "EoS-SGD examples in the curvature batch", low=1)
-    edge_eta_max: float = _setting(2.0, "edge-SGD step-size cap eta_max > 0", low=0.0, low_open=True)
-    edge_margin: float = _setting(0.9, "edge-SGD margin in (0, 1): eta_t = min(eta_max, margin * edge)",
+    eos_c: float = _setting(EOS_SGD_DEFAULTS["c"], "EoS-SGD noise coefficient c >= 0", low=0.0)
+    eos_eta_max: float = _setting(EOS_SGD_DEFAULTS["eta_max"], "EoS-SGD step-size cap eta_max > 0", low=0.0, low_open=True)
+    eos_k: int = _setting(EOS_SGD_DEFAULTS["k"], "EoS-SGD curvature refresh period k >= 1", low=1)
+    eos_momentum: float = _setting(EOS_SGD_DEFAULTS["momentum"], "EoS-SGD heavy-ball momentum", **_unit())
+    eos_lanczos_steps: int = _setting(EOS_SGD_DEFAULTS["lanczos_steps"], "EoS-SGD Lanczos steps per refresh", low=1)
+    eos_noise_ema: float = _setting(EOS_SGD_DEFAULTS["noise_ema"], "EoS-SGD EMA factor of the projected noise variance", **_unit())
+    eos_curvature_batch_size: int = _setting(EOS_SGD_DEFAULTS["curvature_size"], "EoS-SGD examples in the curvature batch", low=1)
+    edge_eta_max: float = _setting(EDGE_SGD_DEFAULTS["eta_max"], "edge-SGD step-size cap eta_max > 0", low=0.0, low_open=True)
+    edge_margin: float = _setting(EDGE_SGD_DEFAULTS["margin"], "edge-SGD margin in (0, 1): eta_t = min(eta_max, margin * edge)",
                                   low=0.0, high=1.0, low_open=True, high_open=True)
-    edge_momentum: float = _setting(0.0, "edge-SGD heavy-ball momentum (noise_kernel term: 0 only)", **_unit())
+    edge_momentum: float = _setting(EDGE_SGD_DEFAULTS["momentum"], "edge-SGD heavy-ball momentum (noise_kernel term: 0 only)", **_unit())
     edge_terms: str = _setting(",".join(EDGE_TERMS), "edge-SGD terms of the rule (comma-separated subset of "
                                + ", ".join(EDGE_TERMS) + ")", check=_check_edge_terms)
-    edge_refresh: str = _setting("adaptive", "edge-SGD refresh interval rule", choices=("adaptive", "fixed"))
-    edge_refresh_every: int = _setting(10, "edge-SGD refresh interval (adaptive: the first) >= 1", low=1)
-    edge_refresh_max: int = _setting(1000, "edge-SGD adaptive refresh interval cap (>= edge_refresh_every)", low=1)
-    edge_curvature_batch_size: int = _setting(256, "edge-SGD examples in the curvature batch (lambda_max)", low=1)
-    edge_probe_size: int = _setting(32, "edge-SGD probe examples for the NTK trace (K); at most n_train", low=1)
-    edge_bs_batches: int = _setting(4, "edge-SGD batches per batch-sharpness estimate", low=1)
-    edge_max_overhead: float = _setting(0.15, "edge-SGD cost budget: measuring takes at most this fraction of the "
+    edge_refresh: str = _setting(EDGE_SGD_DEFAULTS["refresh"], "edge-SGD refresh interval rule", choices=("adaptive", "fixed"))
+    edge_refresh_every: int = _setting(EDGE_SGD_DEFAULTS["refresh_every"], "edge-SGD refresh interval (adaptive: the first) >= 1", low=1)
+    edge_refresh_max: int = _setting(EDGE_SGD_DEFAULTS["refresh_max"], "edge-SGD adaptive refresh interval cap (>= edge_refresh_every)", low=1)
+    edge_curvature_batch_size: int = _setting(EDGE_SGD_DEFAULTS["curvature_size"], "edge-SGD examples in the curvature batch (lambda_max)", low=1)
+    edge_probe_size: int = _setting(EDGE_SGD_DEFAULTS["probe_size"], "edge-SGD probe examples for the NTK trace (K); at most n_train", low=1)
+    edge_bs_batches: int = _setting(EDGE_SGD_DEFAULTS["batch_sharpness_batches"], "edge-SGD batches per batch-sharpness estimate", low=1)
+    edge_max_overhead: float = _setting(EDGE_SGD_DEFAULTS["max_overhead"], "edge-SGD cost budget: measuring takes at most this fraction of the "
                                               "optimizer time (1 = no budget: a schedule independent of timing)",
                                         low=0.0, high=1.0, low_open=True)
     n_steps: int = _setting(1000, "number of optimizer steps", low=0)

@@ -20,7 +20,8 @@ Public API
   :func:`noise_kernel` (K from the Gauss–Newton/NTK top eigenvalues and trace)
 * data and networks: :func:`load_data`, :func:`build_model`, :func:`per_example_loss`
 * optimizers: :class:`EdgeSGD` (step size = margin x the smallest measured edge: curvature, batch
-  sharpness, noise kernel), :class:`EoSSGD` (the proposal's rule), both :class:`EdgeStepOptimizer`;
+  sharpness, noise kernel), :class:`EoSSGD` (the proposal's rule), both :class:`EdgeStepOptimizer`,
+  drop-in ``torch.optim`` optimizers (docs/torch_optimizers.md);
   :class:`NonFiniteCurvatureError`
 * training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`
 * studies: the real-network study kinds live in `sdeeos.studies` (``STUDY_RUNNERS``, ``real_eos``,

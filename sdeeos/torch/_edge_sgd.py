@@ -78,6 +78,7 @@ estimates: a NaN never becomes a step size.
 from __future__ import annotations
 
 import collections
+import copy
 import math
 from typing import Callable
 
@@ -85,6 +86,7 @@ import numpy as np
 import torch
 
 from .._errors import ParameterError
+from .._optimizer_defaults import EDGE_SGD_DEFAULTS as _D
 from .._validation import check_choice, check_int, check_positive, check_real
 from ..theory import step_size_edges
 from ._curvature import FlatParams
@@ -100,48 +102,94 @@ _DRIFT_WINDOW = 4  # refreshes of a term in its drift regression
 
 
 class EdgeSGD(EdgeStepOptimizer):
-    """Heavy-ball SGD whose step size is the margin times the smallest measured edge (module docstring).
+    """Heavy-ball SGD whose step size is the margin times the smallest measured edge (module docstring);
+    a drop-in ``torch.optim`` optimizer.
+
+    It needs, besides the standard closure, the ``model``, its ``loss`` and the training data: ``loader``
+    (the training ``DataLoader``: it draws its own batches from ``loader.dataset`` with its own generator,
+    which the checkpoint holds; an iterator over the loader itself could not be checkpointed), or
+    ``n_data``, ``batch_size`` and the batches/callable below.
 
     Parameters
     ----------
-    params : iterable of tensors (one parameter group; the parameters of ``model``)
+    params : iterable of tensors or of parameter groups (the parameters of ``model``; a group may set
+        only its own ``lr``, the cap)
     model : torch.nn.Module, evaluated on the batches below
     loss : "mse" | "ce"
-    n_data : int >= 2, training-set size :math:`n`
-    batch_size : int in [1, n], the training batch size :math:`B`
-    eta_max : float > 0, the step-size cap
+    loader : torch.utils.data.DataLoader over a map-style data set of (input, target) pairs, with a
+        ``batch_size``; gives :math:`n`, :math:`B` and every batch below (draws without replacement)
+    n_data : int >= 2, training-set size :math:`n` (without ``loader``)
+    batch_size : int in [1, n], the training batch size :math:`B` (without ``loader``)
+    eta_max : float > 0, the step-size cap (the groups' ``lr``)
     margin : float in (0, 1)
     momentum : float in [0, 1) (the ``noise_kernel`` term needs 0)
     terms : subset of ``("curvature", "batch_sharpness", "noise_kernel")``
     refresh : "adaptive" | "fixed"; refresh_every : int >= 1 (first or fixed interval);
     refresh_max : int >= refresh_every (longest adaptive interval)
-    curvature_batch : (inputs, targets) on which :math:`\\hat\\lambda` is measured
-    probe_batch : (inputs, targets), at most ``n_data`` examples, for the NTK trace (needed by ``noise_kernel``)
+    curvature_batch : (inputs, targets) on which :math:`\\hat\\lambda` is measured (default with ``loader``:
+        ``curvature_size`` examples drawn once)
+    probe_batch : (inputs, targets), at most ``n_data`` examples, for the NTK trace (needed by
+        ``noise_kernel``; default with ``loader``: ``probe_size`` examples drawn once)
     sample_batch : callable () -> (inputs, targets), a fresh training batch of size ``batch_size``
-        (needed by ``batch_sharpness``)
+        (needed by ``batch_sharpness`` without ``loader``)
+    curvature_size, probe_size : int >= 1, sizes of the batches drawn from ``loader`` (at most :math:`n`)
     batch_sharpness_batches : int >= 1
     lanczos_steps : int >= 1; lanczos_tol : float > 0
     max_overhead : float in (0, 1], or None: the cost budget (module docstring); 1 or None: no budget,
         and a schedule that depends on the data and the seed only
-    seed : int >= 0 (the first Lanczos start vector)
+    seed : int >= 0 (the first Lanczos start vector, the batches drawn from ``loader``)
+
+    The defaults are those of ``sdeeos train`` and the studies (``sdeeos._optimizer_defaults``).
 
     Notes
     -----
-    Diagnostics after each step: ``last_lr``, ``edges`` (term -> unmargined edge, ``inf`` if it does
-    not bind or is off), ``binding_term``, ``estimates`` (``lambda_max``, ``lambda_residual`` (relative
-    Lanczos residual), ``batch_sharpness``,
-    ``batch_sharpness_stderr``, ``ntk_trace``, ``ntk_trace_stderr``, ``noise_kernel_at_lr``),
-    ``refresh_count`` (steps with a measurement), ``measurements`` and ``intervals`` (per term),
-    ``refresh_interval`` (the shortest interval), ``overhead_seconds``, ``step_seconds``,
-    ``deferred_steps`` (steps at which a due measurement waited for the budget), ``total_hvp``.
+    ``step(closure)``: the standard closure (``zero_grad``, ``backward``, return the loss), or none with
+    ``.grad`` already filled.  Diagnostics after each step: ``last_lr``, ``edges`` (term -> unmargined
+    edge, ``inf`` if it does not bind or is off), ``binding_term``, ``estimates`` (``lambda_max``,
+    ``lambda_residual`` (relative Lanczos residual), ``batch_sharpness``, ``batch_sharpness_stderr``,
+    ``ntk_trace``, ``ntk_trace_stderr``, ``noise_kernel_at_lr``), ``refresh_count`` (steps with a
+    measurement), ``measurements`` and ``intervals`` (per term), ``refresh_interval`` (the shortest
+    interval), ``overhead_seconds``, ``step_seconds``, ``deferred_steps`` (steps at which a due measurement
+    waited for the budget), ``total_hvp``.
+
+    Examples
+    --------
+    A plain training loop over a ``DataLoader`` (linear regression; every term of the rule on):
+
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> from sdeeos.torch import EdgeSGD
+    >>> g = torch.Generator().manual_seed(0)
+    >>> data = TensorDataset(torch.randn(64, 3, generator=g), torch.randn(64, 1, generator=g))
+    >>> loader = DataLoader(data, batch_size=16, shuffle=True, generator=g)
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = EdgeSGD(model.parameters(), model=model, loss="mse", loader=loader, max_overhead=None)
+    >>> for epoch in range(5):
+    ...     for xb, yb in loader:
+    ...         def closure():
+    ...             opt.zero_grad()
+    ...             loss = ((model(xb) - yb) ** 2).sum(1).mean() / 2
+    ...             loss.backward()
+    ...             return loss
+    ...         loss = opt.step(closure)
+    >>> opt.last_lr == 0.9 * min(opt.edges.values())  # the margin times the smallest measured edge
+    True
     """
 
-    def __init__(self, params, *, model: torch.nn.Module, loss: str, n_data: int, batch_size: int,
-                 eta_max: float, margin: float = 0.9, momentum: float = 0.0, terms=EDGE_TERMS,
-                 refresh: str = "adaptive", refresh_every: int = 10, refresh_max: int = 400,
+    _CONTROLLER_STATE = EdgeStepOptimizer._CONTROLLER_STATE + (
+        "refresh_count", "intervals", "next_refresh", "measurements", "edges", "binding_term", "estimates", "_lr",
+        "deferred_steps")
+
+    def __init__(self, params, *, model: torch.nn.Module, loss: str, loader=None, n_data: int | None = None,
+                 batch_size: int | None = None, eta_max: float = _D["eta_max"], margin: float = _D["margin"],
+                 momentum: float = _D["momentum"], terms=EDGE_TERMS, refresh: str = _D["refresh"],
+                 refresh_every: int = _D["refresh_every"], refresh_max: int = _D["refresh_max"],
                  curvature_batch=None, probe_batch=None, sample_batch: Callable | None = None,
-                 batch_sharpness_batches: int = 4, lanczos_steps: int = 5, lanczos_tol: float = 1e-3,
-                 max_overhead: float | None = 0.15, seed: int = 0):
+                 curvature_size: int = _D["curvature_size"], probe_size: int = _D["probe_size"],
+                 batch_sharpness_batches: int = _D["batch_sharpness_batches"],
+                 lanczos_steps: int = _D["lanczos_steps"], lanczos_tol: float = _D["lanczos_tol"],
+                 max_overhead: float | None = _D["max_overhead"], seed: int = 0):
         # every input is checked before any work
         eta_max = check_positive("eta_max", eta_max)
         margin = check_real("margin", margin, low=0.0, high=1.0, low_open=True, high_open=True)
@@ -151,11 +199,28 @@ class EdgeSGD(EdgeStepOptimizer):
             raise ParameterError("the noise_kernel term is derived for plain SGD: momentum must be 0 with it, got "
                                  f"{momentum} (drop noise_kernel from terms or set momentum = 0)")
         self.loss = check_choice("loss", loss, LOSSES)
+        seed = check_int("seed", seed, low=0)
+        self.sample_generator = None
+        if loader is not None:
+            if n_data is not None or batch_size is not None or sample_batch is not None:
+                raise ParameterError("give either loader or n_data, batch_size and sample_batch, not both "
+                                     "(the loader sets them)")
+            self._dataset, self._collate = loader.dataset, loader.collate_fn
+            self._device = next(model.parameters()).device  # the batches go where the model is
+            if not hasattr(self._dataset, "__getitem__") or not hasattr(self._dataset, "__len__"):
+                raise ParameterError("loader.dataset must be a map-style data set (with __len__ and __getitem__)")
+            n_data, batch_size = len(self._dataset), loader.batch_size
+            if batch_size is None:
+                raise ParameterError("loader.batch_size must be an integer (a loader with a batch_sampler has none)")
+        elif n_data is None or batch_size is None:
+            raise ParameterError("give loader, or n_data and batch_size (and the batches the terms need)")
         self.n_data = check_int("n_data", n_data, low=2)
         self.batch_size = check_int("batch_size", batch_size, low=1, high=self.n_data)
         self.refresh = check_choice("refresh", refresh, REFRESH_MODES)
         refresh_every = check_int("refresh_every", refresh_every, low=1)
         self.refresh_max = check_int("refresh_max", refresh_max, low=refresh_every)
+        curvature_size = check_int("curvature_size", curvature_size, low=1)
+        probe_size = check_int("probe_size", probe_size, low=1)
         n_bs = check_int("batch_sharpness_batches", batch_sharpness_batches, low=1)
         lanczos_steps = check_int("lanczos_steps", lanczos_steps, low=1)
         lanczos_tol = check_positive("lanczos_tol", lanczos_tol)
@@ -163,6 +228,15 @@ class EdgeSGD(EdgeStepOptimizer):
             max_overhead = check_real("max_overhead", max_overhead, low=0.0, high=1.0, low_open=True)
         self.max_overhead = None if max_overhead == 1.0 else max_overhead  # all of the time: no budget
         self.deferred_steps = 0
+        if loader is not None:
+            # fixed subsets drawn once from the seed; the batch-sharpness draws from a generator of its own
+            subsets = torch.Generator().manual_seed(seed)
+            if curvature_batch is None:
+                curvature_batch = self._draw(min(curvature_size, self.n_data), subsets)
+            if probe_batch is None and "noise_kernel" in self.terms:
+                probe_batch = self._draw(min(probe_size, self.n_data), subsets)
+            self.sample_generator = torch.Generator().manual_seed(seed + 1)
+            sample_batch = self._sample_from_loader
         if curvature_batch is None:
             raise ParameterError("curvature_batch must be an (inputs, targets) pair (lambda_max is always measured)")
         if "noise_kernel" in self.terms:
@@ -174,7 +248,7 @@ class EdgeSGD(EdgeStepOptimizer):
                                      f"got {size}")
         if "batch_sharpness" in self.terms and sample_batch is None:
             raise ParameterError("sample_batch must be given when the batch_sharpness term is on")
-        super().__init__(params, dict(eta_max=eta_max, margin=margin, momentum=momentum,
+        super().__init__(params, dict(lr=eta_max, margin=margin, momentum=momentum,
                                       lanczos_steps=lanczos_steps, lanczos_tol=lanczos_tol))
         self.model = model
         self._flat_params = FlatParams(model)
@@ -182,7 +256,7 @@ class EdgeSGD(EdgeStepOptimizer):
         self.probe_batch = probe_batch
         self.sample_batch = sample_batch
         self.batch_sharpness_batches = n_bs
-        self.generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+        self.generator = torch.Generator().manual_seed(seed)
         self.refresh_count = 0
         # what is measured: lambda_max always (the curvature edge, and lambda_top of the kernel bound)
         self.quantities = tuple(q for q, used in (("lambda_max", True),
@@ -192,7 +266,6 @@ class EdgeSGD(EdgeStepOptimizer):
         self.next_refresh = {q: 0 for q in self.quantities}
         self.measurements = {q: 0 for q in self.quantities}
         self._history = {q: collections.deque(maxlen=_DRIFT_WINDOW) for q in self.quantities}
-        self.eigenvector = None
         self.edges = {t: math.inf for t in EDGE_TERMS}
         self.binding_term = "eta_max"
         self.estimates = {k: float("nan") for k in ("lambda_max", "lambda_residual", "batch_sharpness",
@@ -201,6 +274,33 @@ class EdgeSGD(EdgeStepOptimizer):
         self._lr = float("nan")
         self._n_out = None
         step_size_edges.prepare()  # the symbolic derivation runs here, not inside the first timed step
+
+    # ------------------------------------------------------------------ data and checkpoint
+    def _draw(self, size: int, generator: torch.Generator):
+        """``size`` examples of the loader's data set, without replacement, as (inputs, targets)."""
+        idx = torch.randperm(self.n_data, generator=generator)[:size]
+        batch = self._collate([self._dataset[int(i)] for i in idx])
+        return batch[0].to(self._device), batch[1].to(self._device)
+
+    def _sample_from_loader(self):
+        return self._draw(self.batch_size, self.sample_generator)
+
+    def _generators(self) -> dict:
+        gens = {"generator": self.generator}
+        if self.sample_generator is not None:
+            gens["sample_generator"] = self.sample_generator
+        return gens
+
+    def _controller_state(self) -> dict:
+        out = super()._controller_state()
+        out["history"] = {q: list(h) for q, h in self._history.items()}
+        return copy.deepcopy(out)
+
+    def _load_controller_state(self, state: dict) -> None:
+        state = copy.deepcopy(state)
+        super()._load_controller_state(state)
+        for q, pts in state["history"].items():
+            self._history[q] = collections.deque((tuple(p) for p in pts), maxlen=_DRIFT_WINDOW)
 
     # ------------------------------------------------------------------ measurements
     def _lambda_max(self) -> float:
@@ -247,7 +347,6 @@ class EdgeSGD(EdgeStepOptimizer):
 
     # ------------------------------------------------------------------ the rule
     def _refresh(self, due: list[str]) -> None:
-        group = self.param_groups[0]
         t0 = self.clock()
         est = self.estimates
         if "lambda_max" in due:
@@ -260,8 +359,7 @@ class EdgeSGD(EdgeStepOptimizer):
             if not math.isfinite(est[q]):
                 self._fail(q)
         self.edges = self._edges(est)
-        self._lr, self.binding_term = step_size_edges.edge_step_size(
-            {t: self.edges[t] for t in self.terms}, margin=group["margin"], eta_max=group["eta_max"])
+        self._lr, self.binding_term = self._rule(self.eta_max)
         if "noise_kernel" in self.terms and est["lambda_max"] > 0:
             est["noise_kernel_at_lr"] = step_size_edges.noise_kernel_upper(self._lr, **self._kernel_args(est))
         for q in due:
@@ -337,7 +435,9 @@ class EdgeSGD(EdgeStepOptimizer):
         margin = self.param_groups[0]["margin"]
         steps = [upper]
         for term, sens in self.sensitivities(quantity).items():
-            allowance = (1 - margin) / 2 + max(math.log(margin * self.edges[term] / self._lr), 0.0)
+            # the edge's slack above the step in use (infinite under a cap of 0)
+            slack = math.log(margin * self.edges[term] / self._lr) if self._lr > 0 else math.inf
+            allowance = (1 - margin) / 2 + max(slack, 0.0)
             steps.append(allowance / (sens * rate))
         return int(min(max(min(steps), 1), upper))
 
@@ -356,7 +456,7 @@ class EdgeSGD(EdgeStepOptimizer):
         f = self.max_overhead
         return self.overhead_seconds > f / (1 - f) * self.step_seconds
 
-    def _before_gradient(self, closure) -> None:
+    def _before_gradient(self) -> None:
         due = [q for q in self.quantities if self.step_count >= self.next_refresh[q]]
         if not due:
             return
@@ -365,5 +465,13 @@ class EdgeSGD(EdgeStepOptimizer):
             return
         self._refresh(due)
 
-    def _step_size(self, batch_size: int) -> float:
+    def _rule(self, eta_max: float) -> tuple[float, str]:
+        if eta_max == 0:  # an LR scheduler's cap of 0
+            return 0.0, "eta_max"
+        return step_size_edges.edge_step_size({t: self.edges[t] for t in self.terms},
+                                              margin=self.param_groups[0]["margin"], eta_max=eta_max)
+
+    def _step_size(self, eta_max: float) -> float:
+        # the cap may have changed since the last refresh (an LR scheduler): the rule applies it at every step
+        self._lr, self.binding_term = self._rule(eta_max)
         return self._lr

@@ -4,7 +4,7 @@ The algorithm (the proposal's, with its noise statistic made precise)
 ---------------------------------------------------------------------
 Every ``k`` steps (and at the first step) the optimizer *refreshes* its curvature and noise
 estimates on a curvature batch :math:`C` (``curvature_closure()``, e.g. a fixed subset of the training
-set; by default the current mini-batch), whose per-example losses :math:`\ell_i`, :math:`i\in C`, it
+set, or the current mini-batch), whose per-example losses :math:`\ell_i`, :math:`i\in C`, it
 differentiates once with a free weight vector :math:`w` (:math:`L_w=\sum_iw_i\ell_i`, :math:`w_i=1/|C|`):
 
 * :math:`\hat\lambda`: ``lanczos_steps`` Lanczos iterations on the Hessian of :math:`L_w`, warm-started
@@ -62,6 +62,8 @@ import math
 
 import torch
 
+from .._errors import ParameterError
+from .._optimizer_defaults import EOS_SGD_DEFAULTS as _D
 from .._validation import check_int, check_nonnegative, check_positive, check_real
 from ..theory import batch_noise
 from ._edge_optimizer import EdgeStepOptimizer
@@ -70,12 +72,17 @@ __all__ = ["EoSSGD"]
 
 
 class EoSSGD(EdgeStepOptimizer):
-    """EoS-SGD (see the module docstring for the exact rule).
+    """EoS-SGD (see the module docstring for the exact rule); a drop-in ``torch.optim`` optimizer.
+
+    It needs, besides the standard closure, ``curvature_closure`` (the per-example losses of its curvature
+    batch, with graph) and the training ``batch_size`` (the noise is scaled to it).
 
     Parameters
     ----------
-    params : iterable of tensors (one parameter group)
-    eta_max : float > 0, the step-size cap :math:`\\eta_{\\max}`
+    params : iterable of tensors or of parameter groups (a group may set only its own ``lr``, the cap)
+    curvature_closure : callable () -> 1-D tensor of the per-example losses of the curvature batch (with graph)
+    batch_size : int >= 1, the training batch size :math:`B`
+    eta_max : float > 0, the step-size cap :math:`\\eta_{\\max}` (the groups' ``lr``)
     c : float >= 0, noise widening coefficient
     k : int >= 1, curvature refresh period (steps)
     momentum : float in [0, 1)
@@ -84,23 +91,58 @@ class EoSSGD(EdgeStepOptimizer):
     lanczos_tol : float > 0, relative residual at which a refresh stops early
     n_data : int >= 2 or None, training-set size for the without-replacement factor
     edge : float > 0, the numerator's constant :math:`e` (2: the proposal)
-    curvature_closure : callable returning the per-example losses of the curvature batch
-        (None: the current mini-batch)
     seed : int, seeds the random start vector of the first Lanczos refresh (reproducibility)
+
+    The defaults are those of ``sdeeos train`` and the studies (``sdeeos._optimizer_defaults``, where the
+    measurement that chose them is recorded).
 
     Notes
     -----
-    ``step(closure)``: ``closure()`` must return the 1-D tensor of per-example losses of the
-    mini-batch (with graph); the optimizer differentiates their mean itself.  Returns the mean loss (detached).
-    Diagnostics after each step: ``last_lr``, ``last_lambda``, ``noise_variance`` (:math:`\\hat\\sigma^2`),
-    ``per_example_variance``, ``total_hvp``, ``curvature_seconds`` (= ``overhead_seconds``, time spent in
-    refreshes).  Its sibling is :class:`~sdeeos.torch.EdgeSGD`; both subclass the same base,
-    :class:`~sdeeos.torch.EdgeStepOptimizer`.
+    ``step(closure)``: the standard closure (``zero_grad``, ``backward``, return the loss), or none with
+    ``.grad`` already filled.  Diagnostics after each step: ``last_lr``, ``last_lambda``, ``noise_variance``
+    (:math:`\\hat\\sigma^2`), ``per_example_variance``, ``total_hvp``, ``curvature_seconds`` (=
+    ``overhead_seconds``, time spent in refreshes).  Its sibling is :class:`~sdeeos.torch.EdgeSGD`; both
+    subclass :class:`~sdeeos.torch.EdgeStepOptimizer`.
+
+    Examples
+    --------
+    A plain training loop (linear regression; the curvature batch is the whole data set):
+
+    >>> import torch
+    >>> from sdeeos.torch import EoSSGD
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y = torch.randn(64, 3, generator=g), torch.randn(64, 1, generator=g)
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(3, 1)
+    >>> per_example = lambda xb, yb: ((model(xb) - yb) ** 2).sum(1) / 2
+    >>> opt = EoSSGD(model.parameters(), curvature_closure=lambda: per_example(x, y), batch_size=16,
+    ...              n_data=64, eta_max=10.0)
+    >>> for step in range(30):
+    ...     idx = torch.randperm(64, generator=g)[:16]
+    ...     def closure():
+    ...         opt.zero_grad()
+    ...         loss = per_example(x[idx], y[idx]).mean()
+    ...         loss.backward()
+    ...         return loss
+    ...     loss = opt.step(closure)
+    >>> A = torch.cat([x, torch.ones(64, 1)], 1)  # the Hessian is A^T A / n: lambda_hat is its top eigenvalue
+    >>> round(opt.last_lambda / float(torch.linalg.eigvalsh(A.T @ A / 64)[-1]), 5)
+    1.0
+    >>> opt.last_lr > 2 / opt.last_lambda  # the edge 2 / lambda_hat, widened by the noise (c = 1)
+    True
     """
 
-    def __init__(self, params, *, eta_max: float, c: float = 1.0, k: int = 10, momentum: float = 0.9,
-                 noise_ema: float = 0.9, lanczos_steps: int = 5, lanczos_tol: float = 1e-3,
-                 n_data: int | None = None, edge: float = 2.0, curvature_closure=None, seed: int = 0):
+    _CONTROLLER_STATE = EdgeStepOptimizer._CONTROLLER_STATE + (
+        "last_lambda", "prev_lr", "noise_variance", "per_example_variance", "_var_ema_raw", "refresh_count")
+
+    def __init__(self, params, *, curvature_closure, batch_size: int, eta_max: float = _D["eta_max"],
+                 c: float = _D["c"], k: int = _D["k"], momentum: float = _D["momentum"],
+                 noise_ema: float = _D["noise_ema"], lanczos_steps: int = _D["lanczos_steps"],
+                 lanczos_tol: float = _D["lanczos_tol"], n_data: int | None = None, edge: float = _D["edge"],
+                 seed: int = 0):
+        if not callable(curvature_closure):
+            raise ParameterError("curvature_closure must be a callable returning the per-example losses (with "
+                                 f"graph) of the curvature batch, got {type(curvature_closure).__name__}")
         eta_max = check_positive("eta_max", eta_max)
         c = check_nonnegative("c", c)
         k = check_int("k", k, low=1)
@@ -109,39 +151,44 @@ class EoSSGD(EdgeStepOptimizer):
         lanczos_tol = check_positive("lanczos_tol", lanczos_tol)
         if n_data is not None:
             n_data = check_int("n_data", n_data, low=2)
-        defaults = dict(eta_max=eta_max, c=c, k=k, momentum=momentum, noise_ema=noise_ema,
+        self.batch_size = check_int("batch_size", batch_size, low=1, high=n_data)
+        self.edge = check_positive("edge", edge)
+        seed = check_int("seed", seed, low=0)
+        defaults = dict(lr=eta_max, c=c, k=k, momentum=momentum, noise_ema=noise_ema,
                         lanczos_steps=lanczos_steps, lanczos_tol=lanczos_tol)
         super().__init__(params, defaults)
         self.n_data = n_data
         self.curvature_closure = curvature_closure
-        self.edge = check_positive("edge", edge)
-        self.generator = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+        self.generator = torch.Generator().manual_seed(seed)
         self.last_lambda = float("nan")
         self.prev_lr = None
         self.noise_variance = 0.0
         self.per_example_variance = 0.0
         self._var_ema_raw = 0.0
         self.refresh_count = 0
-        self.eigenvector = None
 
     @property
     def curvature_seconds(self) -> float:
         """Time spent in refreshes (the name EoS-SGD's records use)."""
         return self.overhead_seconds
 
+    def _generators(self) -> dict:
+        return {"generator": self.generator}
+
     def _estimates(self) -> dict:
         return {"lambda_hat": self.last_lambda, "noise_variance": self.noise_variance}
 
-    def _before_gradient(self, closure) -> None:
+    def _before_gradient(self) -> None:
         if self.step_count % self.param_groups[0]["k"] == 0:
-            self._refresh(closure)
+            self._refresh()
 
-    def _refresh(self, closure):
+    def _refresh(self):
         group = self.param_groups[0]
         t0 = self.clock()
         with torch.enable_grad():
-            losses = self.curvature_closure() if self.curvature_closure is not None else closure()
-            losses = losses.reshape(-1)
+            losses = self.curvature_closure()
+            if not isinstance(losses, torch.Tensor) or losses.dim() != 1:
+                raise ValueError("EoSSGD curvature_closure must return the 1-D tensor of per-example losses")
             c = losses.numel()
             w = torch.full((c,), 1.0 / c, dtype=losses.dtype, requires_grad=True)
             loss = (w * losses).sum()
@@ -161,15 +208,16 @@ class EoSSGD(EdgeStepOptimizer):
             self.per_example_variance = self._var_ema_raw / (1 - rho ** self.refresh_count)
         self.overhead_seconds += self.clock() - t0
 
-    def _step_size(self, batch_size: int) -> float:
+    def _step_size(self, eta_max: float) -> float:
         group = self.param_groups[0]
-        self.noise_variance = self.batch_noise_factor(batch_size, self.n_data) * self.per_example_variance
+        self.noise_variance = self.batch_noise_factor(self.batch_size, self.n_data) * self.per_example_variance
         lam = self.last_lambda
         if self.prev_lr is None:
-            self.prev_lr = min(self.edge / lam, group["eta_max"]) if lam > 0 else group["eta_max"]
-        lr = self.step_size_rule(lam, self.prev_lr, self.noise_variance, c=group["c"],
-                                 eta_max=group["eta_max"], edge=self.edge)
-        self.prev_lr = lr
+            self.prev_lr = min(self.edge / lam, eta_max) if lam > 0 else eta_max
+        lr = self.step_size_rule(lam, self.prev_lr, self.noise_variance, c=group["c"], eta_max=eta_max,
+                                 edge=self.edge)
+        if math.isfinite(lr):  # a non-finite one stops the run (the base) and is never a later step's eta_{t-1}
+            self.prev_lr = lr
         return lr
 
     @staticmethod
@@ -184,7 +232,10 @@ class EoSSGD(EdgeStepOptimizer):
     @staticmethod
     def step_size_rule(lam: float, prev_lr: float, noise_variance: float, *, c: float, eta_max: float,
                        edge: float = 2.0) -> float:
-        r""":math:`\min\{(e+c\sqrt{\eta_{t-1}\hat\sigma^2})/\hat\lambda,\ \eta_{\max}\}` as a pure function."""
+        r""":math:`\min\{(e+c\sqrt{\eta_{t-1}\hat\sigma^2})/\hat\lambda,\ \eta_{\max}\}` as a pure function
+        (NaN when :math:`\hat\lambda` or :math:`\hat\sigma^2` is: the caller refuses it)."""
+        if math.isnan(lam) or math.isnan(noise_variance):
+            return math.nan
         if lam <= 0:
             return eta_max
         return min((edge + c * (prev_lr * noise_variance) ** 0.5) / lam, eta_max)

@@ -223,9 +223,9 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         def curvature_closure():
             return per_example_loss(model(xc), tc, cfg.loss)
 
-        opt = EoSSGD(params, eta_max=cfg.eos_eta_max, c=cfg.eos_c, k=cfg.eos_k, momentum=cfg.eos_momentum,
-                     noise_ema=cfg.eos_noise_ema, lanczos_steps=cfg.eos_lanczos_steps,
-                     n_data=n, curvature_closure=curvature_closure, seed=cfg.seed)
+        opt = EoSSGD(params, curvature_closure=curvature_closure, batch_size=batch_size, eta_max=cfg.eos_eta_max,
+                     c=cfg.eos_c, k=cfg.eos_k, momentum=cfg.eos_momentum, noise_ema=cfg.eos_noise_ema,
+                     lanczos_steps=cfg.eos_lanczos_steps, n_data=n, seed=cfg.seed)
 
     rec: dict[str, list] = {k: [] for k in ("step", "train_loss", "train_accuracy", "test_loss",
                                             "test_accuracy", "learning_rate", "elapsed_train_s")}
@@ -314,18 +314,22 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         else:
             idx = batch_indices(n, batch_size, gen)
             xb, tb = data.x_train[idx], data.targets_train[idx]
-        if cfg.optimizer == "eos-sgd":
-            loss_val = opt.step(lambda: per_example_loss(model(xb), tb, cfg.loss))
-            current_lr = opt.last_lr
-        elif cfg.optimizer == "edge-sgd":
+        if cfg.optimizer in ADAPTIVE_STEP_OPTIMIZERS:
+            def closure():
+                opt.zero_grad(set_to_none=True)
+                mean_loss = per_example_loss(model(xb), tb, cfg.loss).mean()
+                mean_loss.backward()
+                return mean_loss
+
             try:
-                loss_val = opt.step(lambda: per_example_loss(model(xb), tb, cfg.loss))
+                loss_val = opt.step(closure)
             except NonFiniteCurvatureError as exc:
                 t_train += time.perf_counter() - t0
                 nonfinite_curvature, stopped, diverged_step = exc, "non-finite curvature", step
                 break
             current_lr = opt.last_lr
-            binding_steps[opt.binding_term] += 1
+            if cfg.optimizer == "edge-sgd":
+                binding_steps[opt.binding_term] += 1
         else:
             if cfg.lr_schedule == "cosine":
                 current_lr = cosine_lr(cfg.lr, step, cfg.n_steps)

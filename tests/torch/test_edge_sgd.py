@@ -58,7 +58,12 @@ def _controller(x_t, y_t, model, B, seed=1, **kw):
 
 
 def _one_step(opt, x_t, y_t, model):
-    return opt.step(lambda: per_example_loss(model(x_t[:2]), y_t[:2], "mse"))
+    def closure():  # the standard one
+        opt.zero_grad()
+        loss = per_example_loss(model(x_t[:2]), y_t[:2], "mse").mean()
+        loss.backward()
+        return loss
+    return opt.step(closure)
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5])
@@ -127,7 +132,7 @@ def test_all_terms_take_the_smallest_edge():
 def test_eta_max_caps_the_step():
     _, _, x_t, y_t, model = _problem()
     opt = _controller(x_t, y_t, model, 3, terms=("curvature",))
-    opt.param_groups[0]["eta_max"] = 1e-3
+    opt.param_groups[0]["lr"] = 1e-3  # the cap
     _one_step(opt, x_t, y_t, model)
     assert opt.last_lr == 1e-3 and opt.binding_term == "eta_max"
 
@@ -203,7 +208,7 @@ def test_cost_budget_defers_measurements_until_the_fraction_allows():
     for s in range(60):
         before = opt.measurements["lambda_max"]
         clock.tick = 5.0  # a measurement reads the clock at its start and end: 5 units
-        opt._before_gradient(None)
+        opt._before_gradient()
         clock.tick = 0.5  # the plain step likewise: 0.5 units
         opt.next_refresh["lambda_max"] = min(opt.next_refresh["lambda_max"], 10**9)
         _one_step_without_refresh(opt, x_t, y_t, model)
@@ -217,7 +222,7 @@ def test_cost_budget_defers_measurements_until_the_fraction_allows():
 
 
 def _one_step_without_refresh(opt, x_t, y_t, model):
-    due, opt._before_gradient = opt._before_gradient, lambda closure: None
+    due, opt._before_gradient = opt._before_gradient, lambda: None
     try:
         _one_step(opt, x_t, y_t, model)
     finally:

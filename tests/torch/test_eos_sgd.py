@@ -28,18 +28,35 @@ def _quadratic(n=10, seed=0):
     return theta, b, per_example
 
 
+def _closure(opt, loss_fn):
+    """The standard closure: zero_grad, backward, return the loss."""
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+    return closure
+
+
+class _Current:
+    """The current mini-batch's indices: a curvature closure that measures on the training batch."""
+    idx = None
+
+
 @pytest.mark.parametrize("c,eta_max", [(0.0, 10.0), (0.7, 10.0), (0.7, 0.3)])
 def test_step_size_rule_on_quadratic(c, eta_max):
     n, batch = 10, 4
     theta, b, per_example = _quadratic(n)
+    cur = _Current()
     opt = EoSSGD([theta], eta_max=eta_max, c=c, k=2, momentum=0.0, noise_ema=0.5, lanczos_steps=4,
-                 lanczos_tol=1e-14, n_data=n)
+                 lanczos_tol=1e-14, n_data=n, batch_size=batch, curvature_closure=lambda: per_example(cur.idx))
     lam_max = float(EIGS.max())
     idx_seq = [torch.tensor([0, 3, 5, 7]), torch.tensor([1, 2, 8, 9]), torch.tensor([4, 6, 0, 2])]
     prev_lr, ema_raw, refreshes = None, 0.0, 0
     for t, idx in enumerate(idx_seq):
         th0 = theta.detach().clone()
-        opt.step(lambda: per_example(idx))
+        cur.idx = idx
+        opt.step(_closure(opt, lambda: per_example(idx).mean()))
         # Lanczos in 4 = dim steps is exact on the 4x4 Hessian
         assert opt.last_lambda == pytest.approx(lam_max, rel=1e-12)
         if t % 2 == 0:  # refresh on this batch: u = +-e_3, u . grad l_i = +-(4 th_3 - b_i3)
@@ -68,10 +85,10 @@ def test_noise_estimate_equals_sigma_u_sq_on_a_network(tiny):
     flat.assign(theta)
     model = flat.module
     opt = EoSSGD(model.parameters(), eta_max=0.01, c=1.0, k=5, momentum=0.0, noise_ema=0.0,
-                 lanczos_steps=6, n_data=n,
+                 lanczos_steps=6, n_data=n, batch_size=batch,
                  curvature_closure=lambda: per_example_loss(model(x), t, "mse"))
     theta0 = flat.flat()
-    opt.step(lambda: per_example_loss(model(x[:batch]), t[:batch], "mse"))
+    opt.step(_closure(opt, lambda: per_example_loss(model(x[:batch]), t[:batch], "mse").mean()))
     ref = projected_noise_variance(per_example_loss_function(flat, x, t, "mse"), theta0,
                                    opt.eigenvector, [batch])
     assert opt.noise_variance == pytest.approx(ref["sigma_u_sq"][0], rel=1e-10)
@@ -79,13 +96,14 @@ def test_noise_estimate_equals_sigma_u_sq_on_a_network(tiny):
 
 def test_momentum_buffer_is_heavy_ball():
     theta, b, per_example = _quadratic()
-    opt = EoSSGD([theta], eta_max=0.1, c=0.0, k=1, momentum=0.5, lanczos_steps=4)
     idx = torch.arange(4)
+    opt = EoSSGD([theta], eta_max=0.1, c=0.0, k=1, momentum=0.5, lanczos_steps=4, batch_size=4,
+                 curvature_closure=lambda: per_example(idx))
     th0 = theta.detach().clone()
-    opt.step(lambda: per_example(idx))
+    opt.step(_closure(opt, lambda: per_example(idx).mean()))
     g0 = EIGS * th0 - b[idx].mean(0)
     th1 = theta.detach().clone()
-    opt.step(lambda: per_example(idx))
+    opt.step(_closure(opt, lambda: per_example(idx).mean()))
     g1 = EIGS * th1 - b[idx].mean(0)
     assert torch.allclose(theta.detach(), th1 - 0.1 * (0.5 * g0 + g1), rtol=0, atol=1e-14)
 
@@ -111,15 +129,16 @@ def test_step_size_rule_pure_function():
 def test_bad_hyperparameters_are_rejected(kwargs, name):
     theta = torch.nn.Parameter(torch.zeros(3))
     with pytest.raises(ParameterError) as info:
-        EoSSGD([theta], **kwargs)
+        EoSSGD([theta], curvature_closure=lambda: theta, batch_size=2, **kwargs)
     msg = str(info.value)
     assert msg.startswith(name + " ")
     # the allowed range is stated (or, for a non-integer or non-finite value, what is required)
     assert "[" in msg or "(" in msg or "finite" in msg or "integer" in msg
 
 
-def test_closure_must_return_per_example_losses():
+def test_curvature_closure_must_return_per_example_losses():
     theta, b, per_example = _quadratic()
-    opt = EoSSGD([theta], eta_max=0.1, lanczos_steps=4)
+    opt = EoSSGD([theta], eta_max=0.1, lanczos_steps=4, batch_size=4,
+                 curvature_closure=lambda: per_example(torch.arange(4)).mean())  # a scalar, not per-example losses
     with pytest.raises(ValueError, match="per-example"):
-        opt.step(lambda: per_example(torch.arange(4)).mean())  # a scalar, not per-example losses
+        opt.step(_closure(opt, lambda: per_example(torch.arange(4)).mean()))
