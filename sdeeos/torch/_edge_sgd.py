@@ -305,7 +305,8 @@ class EdgeSGD(EdgeStepOptimizer):
     # ------------------------------------------------------------------ measurements
     def _lambda_max(self) -> float:
         x, t = self.curvature_batch
-        with torch.enable_grad():
+        # measured like every sdeeos.torch measurement: no buffer written, dropout off (FlatParams.measuring)
+        with torch.enable_grad(), self._flat_params.measuring():
             loss = per_example_loss(self.model(x), t, self.loss).mean()
         res, _ = self._hessian_top(loss, self.eigenvector, self.generator)
         if bool(torch.isfinite(res.vector).all()):
@@ -319,7 +320,7 @@ class EdgeSGD(EdgeStepOptimizer):
         ratios = []
         for _ in range(self.batch_sharpness_batches):
             x, t = self.sample_batch()
-            with torch.enable_grad():
+            with torch.enable_grad(), self._flat_params.measuring():
                 loss = per_example_loss(self.model(x), t, self.loss).mean()
                 g = self._flat(torch.autograd.grad(loss, params, create_graph=True))
                 gd = g.detach()
@@ -334,14 +335,14 @@ class EdgeSGD(EdgeStepOptimizer):
     def _ntk_trace(self) -> tuple[float, float]:
         r"""Mean over the probe examples of :math:`\operatorname{tr}(J_i^\top\Omega_iJ_i)`, and its standard error."""
         x, _ = self.probe_batch
-        v = ntk_trace_per_example(self._flat_params, x, self._flat_params.flat(), loss=self.loss).numpy()
+        v = ntk_trace_per_example(self._flat_params, x, self._flat_params.flat(), loss=self.loss).cpu().numpy()
         se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
         return float(v.mean()), se
 
     def _n_outputs(self) -> int:
         if self._n_out is None:
             x, _ = self.probe_batch
-            with torch.no_grad():
+            with torch.no_grad(), self._flat_params.measuring():
                 self._n_out = int(self.model(x[:1]).shape[-1])
         return self._n_out
 

@@ -276,3 +276,22 @@ def test_a_non_finite_estimate_stops_the_run_before_any_step():
     with pytest.raises(NonFiniteCurvatureError, match=r"non-finite lambda_max estimate at step 0"):
         _one_step(opt, x_t, y_t, model)
     assert torch.equal(model.weight.detach(), before)  # no NaN step was taken
+
+
+def test_edge_sgd_measurements_leave_batch_norm_and_dropout_state_unchanged():
+    """The controller's own measurements (lambda_max, batch sharpness, NTK trace) write no buffer and
+    leave the training flags alone, like every sdeeos.torch measurement; the old code ran the module in
+    train mode, so BatchNorm's running statistics moved and Dropout was active."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(D, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(),
+                                torch.nn.Dropout(0.3), torch.nn.Linear(6, 1)).double()
+    model.train()
+    X, y, x_t, y_t, _ = _problem()
+    opt = _controller(x_t, y_t, model, 4, terms=("curvature", "batch_sharpness", "noise_kernel"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt._lambda_max()
+    opt._batch_sharpness()
+    opt._ntk_trace()
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
