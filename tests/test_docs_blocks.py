@@ -35,12 +35,14 @@ Conventions for the blocks (authors of the README and of docs pages follow these
 
 Other fenced blocks must use one of ``OTHER_LANGUAGES`` (not run).
 
-Blocks that cannot pass until another branch lands are listed in ``KNOWN_FAILING`` and run as strict
+A block that needs an optional extra (``NEEDS``: PyTorch, Dask) is skipped without it.  Blocks that
+cannot pass until another branch lands are listed in ``KNOWN_FAILING`` and run as strict
 expected failures: once they pass, this test fails until the entry is removed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -67,6 +69,8 @@ KNOWN_FAILING = {
     ("README.md", "n_shards=8"): "the embedded Dask cluster cannot start in a script without a main guard "
                                  "(fixed on the dask-shards branch)",
 }
+# a block containing the key needs the module (an optional extra); without it the block is skipped
+NEEDS = {"sdeeos.torch": "torch", "sdeeos train": "torch", "n_shards": "distributed"}
 # relative links of the README to pages that another branch adds -> that branch
 PENDING_PAGES = {"docs/findings-edge-regimes.md": "edge-regimes"}
 
@@ -117,6 +121,11 @@ def _params(blocks):
     for b in blocks:
         marks = [pytest.mark.xfail(strict=True, reason=why) for (page, key), why in KNOWN_FAILING.items()
                  if b.page.relative_to(ROOT).as_posix() == page and key in b.text]
+        for key, module in NEEDS.items():
+            if key in b.text and importlib.util.find_spec(module) is None:
+                marks.append(pytest.mark.skip(reason=f"needs {module}, an optional extra"))
+        if "sdeeos.torch" in b.text or "sdeeos train" in b.text:
+            marks.append(pytest.mark.torch)
         out.append(pytest.param(b, id=b.id, marks=marks))
     return out
 
