@@ -24,7 +24,7 @@ Conventions for the blocks (authors of the README and of docs pages follow these
     standard output (none: not checked); ``...`` matches any text within a line, and a line that is
     only ``...`` matches any number of lines.
 
-    * ``# exit status N`` at the end of a command: the expected exit status (default 0); the expected
+    * a comment that ends in ``exit status N``: the command's expected exit status (default 0); the expected
       text is then matched against standard error (where the one-line error message goes).
     * ``# not run: REASON`` at the end of a command: not run; an ``sdeeos`` command is still parsed by
       the command-line parser (its subcommand and options must exist) and ``bash FILE`` needs FILE.
@@ -76,7 +76,7 @@ PENDING_PAGES = {"docs/findings-edge-regimes.md": "edge-regimes"}
 
 _NOT_RUN = re.compile(r"^#\s*not run\b")
 _SUBST = re.compile(r"^#\s*in the tests:\s*(.+)$")
-_EXIT = re.compile(r"#\s*exit status (\d+)\s*$")
+_EXIT = re.compile(r"#.*\bexit status (\d+)\s*$")
 _CMD_NOT_RUN = re.compile(r"\s#\s*not run\b.*$")
 
 
