@@ -169,7 +169,7 @@ def _substituted(block: Block) -> str | None:
     m = _SUBST.match(first)
     if not m:
         return block.text
-    source = block.text
+    _, _, source = block.text.lstrip("\n").partition("\n")  # the directive names OLD itself
     for pair in m.group(1).split(";"):
         old, sep, new = pair.partition("->")
         old, new = old.strip(), new.strip()
@@ -313,3 +313,21 @@ def test_readme_links_resolve():
     assert not broken, f"README links to what does not exist: {broken}"
     landed = sorted(p for p in set(pending) if (ROOT / p).exists())
     assert not landed, f"{landed} now exist: remove them from PENDING_PAGES so that their links are checked"
+
+
+def test_conventions_fail_where_they_should():
+    page = ROOT / "README.md"
+    bad_option = Block(page, 1, "console", "$ sdeeos simulate self-stabilization --no-such-option 1   # not run: x\n")
+    command, = _commands(bad_option)
+    assert not command.run
+    with pytest.raises(pytest.fail.Exception, match="not a valid sdeeos command line"):
+        _check_not_run(bad_option, command)
+    stale = Block(page, 1, "python", "# in the tests: 10**9 -> 10\nn = 10**8\n")
+    with pytest.raises(AssertionError, match="does not contain"):
+        _substituted(stale)
+    stated = Block(page, 1, "python", "# in the tests: 10**8 -> 10\nprint(10**8)  # -> 100000000\n")
+    with pytest.raises(AssertionError, match="cannot state"):
+        _substituted(stated)
+    assert _substituted(Block(page, 1, "python", "# not run: needs a cluster\nx = 1\n")) is None
+    status, = _commands(Block(page, 1, "console", "$ false   # fails; exit status 1\n"))
+    assert status.status == 1 and status.run
