@@ -213,8 +213,10 @@ class HessianOperator:
     graph, about twice the cost of a gradient.  ``method="func"`` is the stateless forward-over-reverse
     ``torch.func`` product of :func:`hvp` (about four gradients each on CPU, no graph kept).  Both are
     exact Hessian-vector products; they differ only in round-off.  A :class:`ChunkedLoss` (data given
-    as a ``DataLoader``) is always differentiated chunk by chunk with the ``"func"`` product, summing
-    :math:`\sum_kw_kH_kv`: memory of one chunk, the same numbers up to round-off.
+    as a ``DataLoader``) is differentiated chunk by chunk, summing :math:`\sum_kw_kH_kv` with a double
+    backward pass per chunk that keeps no graph between products: memory of one chunk, the same numbers
+    up to round-off.  (Double backward rather than ``torch.func.jvp``: forward-mode AD is missing for
+    some losses, e.g. ``huber_loss_backward``.)
     """
 
     def __init__(self, loss_fn, theta: torch.Tensor, *, method: str = "autograd"):
@@ -227,8 +229,7 @@ class HessianOperator:
         self.method = method
         self._parts = None
         if isinstance(loss_fn, ChunkedLoss):
-            self.method = "func"
-            self._parts = [(w, grad(fn)) for w, fn in loss_fn.parts]
+            self._parts = loss_fn.parts
         elif method == "func":
             self._grad_fn = grad(loss_fn)
         else:
@@ -241,7 +242,7 @@ class HessianOperator:
         self.n_hvp += 1
         v = v.to(dtype=self.theta.dtype, device=self.theta.device)
         if self._parts is not None:
-            return sum(w * jvp(g, (self.theta,), (v,))[1].detach() for w, g in self._parts)
+            return sum(w * _chunk_hvp(fn, self.theta, v) for w, fn in self._parts)
         if self.method == "func":
             return jvp(self._grad_fn, (self.theta,), (v,))[1].detach()
         with torch.enable_grad():
@@ -252,7 +253,7 @@ class HessianOperator:
     def gradient(self) -> torch.Tensor:
         r""":math:`\nabla L(\theta)` (``method="autograd"``: the gradient whose graph the products reuse, free)."""
         if self._parts is not None:
-            return sum(w * g(self.theta).detach() for w, g in self._parts)
+            return sum(w * _chunk_gradient(fn, self.theta) for w, fn in self._parts)
         if self.method == "func":
             return self._grad_fn(self.theta).detach()
         return self._grad.detach()
@@ -264,6 +265,23 @@ class HessianOperator:
             return self(v).to(torch.float64).cpu().numpy()
 
         return LinearOperator((self.dim, self.dim), matvec=matvec, dtype=np.float64)
+
+
+def _chunk_gradient(loss_fn, theta: torch.Tensor) -> torch.Tensor:
+    """:math:`\\nabla L_k(\\theta)` of one chunk's loss, no graph kept."""
+    leaf = theta.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(loss_fn(leaf), leaf)
+    return g.detach()
+
+
+def _chunk_hvp(loss_fn, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """:math:`\\nabla^2L_k(\\theta)v` of one chunk's loss by double backward, the graph freed afterwards."""
+    leaf = theta.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(loss_fn(leaf), leaf, create_graph=True)
+        (hv,) = torch.autograd.grad(g, leaf, grad_outputs=v)
+    return hv.detach()
 
 
 @dataclasses.dataclass

@@ -350,6 +350,23 @@ def test_a_dataloader_is_accumulated_chunk_by_chunk():
         loss_function(flat, x, None, "mse")
 
 
+def test_a_dataloader_with_a_loss_that_has_no_forward_mode_derivative():
+    """Huber's backward has no forward-mode (jvp) rule in PyTorch: the chunked products (double backward
+    per chunk) still equal the dense Hessian of the full-batch loss; the old jvp-based chunks raised."""
+    net = _net("layernorm")
+    x, y = _data()
+    flat = FlatParams(net)
+    theta = flat.flat()
+    huber = torch.nn.HuberLoss(delta=0.5)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    op = HessianOperator(loss_function(flat, loader, None, huber), theta)
+    full = loss_function(flat, x, y, huber)
+    H = torch.autograd.functional.hessian(full, theta)
+    v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.linalg.vector_norm(op(v) - H @ v) <= HESS_RTOL * torch.linalg.norm(H) * torch.linalg.vector_norm(v)
+    assert torch.allclose(op.gradient, torch.func.grad(full)(theta), rtol=0, atol=1e-13)
+
+
 def test_hessian_operator_linear_operator_on_the_parameters_device():
     flat = FlatParams(_net("layernorm"))
     x, y = _data()
