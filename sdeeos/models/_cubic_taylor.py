@@ -275,10 +275,14 @@ class CubicTaylor(EnsembleModel):
     def engine(self, backend: str):
         return _CubicTaylorEngine(super().engine(backend))
 
+    def symbolic_bytes(self, method: str) -> int:
+        """`SYMBOLIC_BYTES_PER_PARAM` per parameter symbol of the step (a lower bound)."""
+        return SYMBOLIC_BYTES_PER_PARAM * _n_params(self.d)
+
     def work_bytes(self, spec) -> int:
-        """The symbolic derivation of the step (`SYMBOLIC_BYTES_PER_PARAM` per parameter symbol, a
-        lower bound) and, for ``pgd``, the Hessians, their eigenvectors and ``T[theta]`` (n_traj, d, d)."""
-        work = SYMBOLIC_BYTES_PER_PARAM * _n_params(self.d)
+        """The symbolic derivation of the step (`symbolic_bytes`) and, for ``pgd``, the Hessians, their
+        eigenvectors and ``T[theta]`` (n_traj, d, d)."""
+        work = self.symbolic_bytes(spec.method)
         if spec.method == "pgd":
             work += 8 * 4 * spec.n_traj * self.d**2
         return work

@@ -20,7 +20,7 @@ from sdeeos import _resources
 from sdeeos._contract import RunSpec
 from sdeeos._errors import ResourceError
 from sdeeos._resources import check_run_memory, run_memory_bytes
-from sdeeos.models import CubicTaylor, QuadraticRegression
+from sdeeos.models import CubicTaylor, CubicTaylorSME, QuadraticRegression
 from sdeeos.models._cubic_taylor import construction_bytes
 from sdeeos.models.quadratic_regression._model import data_bytes
 from sdeeos.theory import cubic_taylor_construction as construction
@@ -102,6 +102,14 @@ def test_symbolic_step_too_large_is_refused_before_sympy_starts(monkeypatch):
     spec = RunSpec.checked(model, "gd", n_traj=2, n_steps=4)
     with pytest.raises(ResourceError, match="needs about"):
         check_run_memory(spec)
+
+
+def test_sme_of_a_too_large_step_is_refused_before_sympy_starts(monkeypatch):
+    """The SME derives its base's step when it is built: that derivation is checked first."""
+    _small_memory(monkeypatch)
+    with pytest.raises(ResourceError, match="deriving the sgd step of CubicTaylor") as info:
+        CubicTaylorSME(eta=0.01, alpha=1.0, beta=100.0, d=300, sigma=1.0, dt=0.01)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("args, fragment", [
