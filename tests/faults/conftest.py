@@ -20,14 +20,22 @@ FAULT_SEED = int(os.environ.get("SDEEOS_FAULT_SEED") or secrets.randbits(32))
 FAULT_TIMEOUT = float(os.environ.get("SDEEOS_FAULT_TIMEOUT") or 300)
 
 
-def pytest_report_header(config):
+def _seed_line() -> str:
     return f"sdeeos fault seed: {FAULT_SEED} (replay: SDEEOS_FAULT_SEED={FAULT_SEED})"
+
+
+def pytest_report_header(config):
+    return _seed_line()  # shown when pytest is started on this folder
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(_seed_line())  # shown however pytest was started, -q included
 
 
 @pytest.fixture
 def fault_seed() -> int:
     """The run's fault seed (also printed, so that a captured failure shows it)."""
-    print(f"sdeeos fault seed: {FAULT_SEED} (replay: SDEEOS_FAULT_SEED={FAULT_SEED})")
+    print(_seed_line())
     return FAULT_SEED
 
 
