@@ -102,7 +102,10 @@ def check_run_memory(spec, available: int | None = None) -> int:
     have = available_memory_bytes() if available is None else available
     # the engine's own arrays first: measuring the run state may itself need them (a symbolic step)
     work = int(spec.model.work_bytes(spec))
-    need = work if have is not None and work > have else run_memory_bytes(spec)
+    if have is not None and work > have:
+        check_allocation(f"the {spec.method} engine of model {spec.model.name!r} (its step and work arrays)", work,
+                         have, hint="a smaller model" + ("" if spec.n_traj == 1 else " or fewer trajectories"))
+    need = run_memory_bytes(spec)
     if have is not None and need > have:
         hint = "fewer trajectories (n_traj), split the ensemble into several runs with different seeds"
         if spec.record_every:
