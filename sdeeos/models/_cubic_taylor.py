@@ -27,8 +27,9 @@ PGD_PROJECTION_STEPS = 5
 #: A lower bound on the memory SymPy takes per parameter symbol while deriving the step (tracemalloc
 #: peak / parameters: 10 KiB at d = 4, 15 KiB at d = 6, 33 KiB at d = 10, growing with d).
 SYMBOLIC_BYTES_PER_PARAM = 8 * 1024
-#: Bytes per index triple of the list of coupled triples (a 3-tuple and its list slot).
-_TRIPLE_BYTES = 72
+#: Bytes per index triple of the coupled triples: the 3-tuple (64) and its slots in two lists (16), its
+#: RNG key and increment (16) and its draw (8).
+_TRIPLE_BYTES = 104
 
 
 def _n_params(d: int) -> int:

@@ -69,7 +69,7 @@ def test_quadratic_regression_run_estimate_covers_the_engine_arrays(n, P, q, met
     assert peak <= est, (peak, est)
 
 
-@pytest.mark.parametrize("d, seed, coupling", [(40, 5, 0.3), (60, 0, 0.0)])
+@pytest.mark.parametrize("d, seed, coupling", [(32, 5, 0.3), (60, 0, 0.0)])
 def test_cubic_taylor_construction_estimate_covers_the_allocation(d, seed, coupling):
     loss, peak = _traced_peak(lambda: construction.construct(0.01, 1.0, 100.0, d=d, loss_seed=seed,
                                                              coupling=coupling))
