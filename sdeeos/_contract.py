@@ -148,6 +148,11 @@ class Model(abc.ABC):
                 f"(supported: {list(self.dtypes(method))})")
         return dtype
 
+    def work_bytes(self, spec) -> int:
+        """Peak bytes of the engine's transient arrays in a run of ``spec`` that are not part of the
+        run state (workspaces, blocks of Jacobians or Hessians); counted by the memory check."""
+        return 0
+
     def run_notes(self, method: str) -> dict[str, object]:
         """Attributes describing the regime of this run (e.g. whether a stationary state exists)."""
         return {}

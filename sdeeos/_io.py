@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import shutil
+import tempfile
 import sys
 from pathlib import Path
 
@@ -112,6 +113,14 @@ def _check_parent_writable(p: Path, name: str) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ParameterError(f"{name} {str(p)!r} cannot be written: {str(probe)!r} is not a writable folder")
+    # permission bits do not tell (root, read-only mounts, /proc): create and remove a file there
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".sdeeos-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ParameterError(f"{name} {str(p)!r} cannot be written: creating a file in {str(probe)!r} failed "
+                             f"({exc.strerror or exc})") from None
 
 
 def write_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:

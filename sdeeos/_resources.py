@@ -1,7 +1,9 @@
 """Memory estimates made before allocating, so a too-large run is refused with numbers, not killed.
 
 A run's host memory is its run state (every per-trajectory array an engine advances) plus the
-dataset built from it, which copies each of those arrays once.  The run state's size is measured,
+dataset built from it, which copies each of those arrays once, plus the engine's transient arrays
+(`Model.work_bytes`).  A model whose construction allocates large arrays (a data set, a dense
+tensor) checks their size with `check_allocation` before allocating them.  The run state's size is measured,
 not modelled: a fresh state is built for one and two trajectories, with no and with one record,
 and the size is bilinear in (trajectories, records): every array is fixed, per trajectory, per
 record or per record and trajectory.
@@ -14,7 +16,8 @@ import os
 
 from ._errors import ResourceError
 
-__all__ = ["available_cores", "max_threads", "available_memory_bytes", "run_memory_bytes", "check_run_memory", "format_bytes"]
+__all__ = ["available_cores", "max_threads", "available_memory_bytes", "run_memory_bytes", "check_run_memory",
+           "check_allocation", "format_bytes"]
 
 #: The dataset built at the end copies every per-trajectory array of the run state once.
 _COPIES_AT_PEAK = 2
@@ -79,11 +82,11 @@ def _coefficients(spec) -> tuple[int, int, int, int]:
 
 
 def run_memory_bytes(spec) -> int:
-    """Peak host bytes of a run of ``spec`` (run state and its dataset)."""
+    """Peak host bytes of a run of ``spec`` (run state, its dataset and the engine's transient arrays)."""
     b10, per_traj, per_rec, per_rec_traj = _coefficients(spec)
     n, r = spec.n_traj, spec.n_records
     state = b10 + per_traj * (n - 1) + r * (per_rec + per_rec_traj * n)
-    return _COPIES_AT_PEAK * max(state, 0)
+    return _COPIES_AT_PEAK * max(state, 0) + int(spec.model.work_bytes(spec))
 
 
 def format_bytes(n: float) -> str:
@@ -96,8 +99,13 @@ def format_bytes(n: float) -> str:
 
 def check_run_memory(spec, available: int | None = None) -> int:
     """Raise `ResourceError` (with the estimate and a suggestion) if ``spec`` cannot fit in memory."""
-    need = run_memory_bytes(spec)
     have = available_memory_bytes() if available is None else available
+    # the engine's own arrays first: measuring the run state may itself need them (a symbolic step)
+    work = int(spec.model.work_bytes(spec))
+    if have is not None and work > have:
+        check_allocation(f"the {spec.method} engine of model {spec.model.name!r} (its step and work arrays)", work,
+                         have, hint="a smaller model" + ("" if spec.n_traj == 1 else " or fewer trajectories"))
+    need = run_memory_bytes(spec)
     if have is not None and need > have:
         hint = "fewer trajectories (n_traj), split the ensemble into several runs with different seeds"
         if spec.record_every:
@@ -108,3 +116,13 @@ def check_run_memory(spec, available: int | None = None) -> int:
             + (f", record_every={spec.record_every}" if spec.record_every else "")
             + f" needs about {format_bytes(need)} of memory but {format_bytes(have)} is available; use {hint}")
     return need
+
+
+def check_allocation(what: str, nbytes: int, available: int | None = None, hint: str = "") -> int:
+    """Raise `ResourceError` (one line: ``what``, the estimate, what is available, ``hint``) if
+    ``nbytes`` cannot fit in memory; else return ``nbytes``.  Called before allocating."""
+    have = available_memory_bytes() if available is None else available
+    if have is not None and nbytes > have:
+        raise ResourceError(f"{what} needs about {format_bytes(nbytes)} of memory but {format_bytes(have)} "
+                            "is available" + (f"; use {hint}" if hint else ""))
+    return nbytes

@@ -36,8 +36,8 @@ def _segment_length(n_traj: int, n_steps: int, work: float = _SEGMENT_WORK) -> i
     return min(seg, n_steps)
 
 
-def _spec_digest(spec: RunSpec) -> str:
-    key = json.dumps({
+def _spec_digest(spec: RunSpec, backend: str) -> str:
+    key = json.dumps({"backend": backend,
         "model": type(spec.model).__name__, "params": spec.model.parameters(),
         "init": {k: repr(v) for k, v in spec.model.initial_state().items()}, "method": spec.method, "n_traj": spec.n_traj,
         "n_steps": spec.n_steps, "burn_in": spec.burn_in, "seed": spec.seed,
@@ -46,14 +46,14 @@ def _spec_digest(spec: RunSpec) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _save_checkpoint(path: Path, spec: RunSpec, run) -> None:
+def _save_checkpoint(path: Path, spec: RunSpec, backend: str, run) -> None:
     """Write ``run`` (a committed state: arrays and step counter of the same step) atomically."""
-    save_run_arrays(path, _spec_digest(spec), run.arrays())
+    save_run_arrays(path, _spec_digest(spec, backend), run.arrays(), backend=backend)
 
 
-def _load_checkpoint(path: Path, spec: RunSpec, run) -> None:
-    """Overwrite the fresh ``run`` with the checkpoint at ``path``, if there is one."""
-    arrays = load_run_arrays(path, _spec_digest(spec))
+def _load_checkpoint(path: Path, spec: RunSpec, backend: str, run) -> None:
+    """Overwrite the fresh ``run`` with the checkpoint at ``path``, if there is one (of this backend)."""
+    arrays = load_run_arrays(path, _spec_digest(spec, backend), backend=backend)
     if arrays is None:
         return
     if set(arrays) != set(run.arrays()):
@@ -150,12 +150,12 @@ def simulate(
     check_run_memory(spec)
     if scheduler is not None or n_shards is not None:
         run, shard_attrs = run_sharded(spec, backend, n_shards=n_shards, scheduler=scheduler, checkpoint=ckpt,
-                                       digest=_spec_digest(spec), n_threads=n_threads,
+                                       digest=_spec_digest(spec, backend), n_threads=n_threads,
                                        keep_shards=keep_checkpoint)
         return _to_dataset(spec, run, backend, shard_attrs["sharded_wall_time_s"], 0, shard_attrs)
     run = model.new_run(spec)
     if ckpt:
-        _load_checkpoint(ckpt, spec, run)
+        _load_checkpoint(ckpt, spec, backend, run)
     resumed_from = run.t
 
     # An engine may ask for longer segments (a GPU engine copies state back after each one).
@@ -181,14 +181,14 @@ def simulate(
                 committed = True
                 bar.update((t1 - t0) * n_traj)
                 if ckpt and time.perf_counter() - last_save > _CHECKPOINT_EVERY_S:
-                    _save_checkpoint(ckpt, spec, run)
+                    _save_checkpoint(ckpt, spec, backend, run)
                     last_save = time.perf_counter()
                 guard.commit_point()
             if ckpt and keep_checkpoint and run.t > resumed_from:
-                _save_checkpoint(ckpt, spec, run)  # the finished state: a re-run only rebuilds the output
+                _save_checkpoint(ckpt, spec, backend, run)  # the finished state: a re-run only rebuilds the output
     except KeyboardInterrupt:
         if ckpt and committed:
-            _save_checkpoint(ckpt, spec, run)
+            _save_checkpoint(ckpt, spec, backend, run)
         raise
     finally:
         if bar is not None:

@@ -50,6 +50,13 @@ class EnsembleModel(Model):
         """The symbolic step of ``method``."""
 
     # ------------------------------------------------------------------ generic machinery
+    def symbolic_bytes(self, method: str) -> int:
+        """A lower bound on the memory deriving ``step(method)`` takes (0: small); checked before deriving."""
+        return 0
+
+    def work_bytes(self, spec) -> int:
+        return self.symbolic_bytes(spec.method)
+
     def dtypes(self, method: str) -> tuple[str, ...]:
         return ("float64", "float32")
 

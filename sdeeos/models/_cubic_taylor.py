@@ -12,6 +12,7 @@ import sympy as sp
 
 from .._contract import Engine
 from .._errors import ParameterError
+from .._resources import check_allocation
 from .._validation import check_int, check_nonnegative, check_positive, check_real
 from ..engines import NumpyEngine
 from ..theory import cubic_taylor_construction as construction
@@ -23,6 +24,33 @@ __all__ = ["CubicTaylor", "PGD_PROJECTION_STEPS"]
 
 #: linearised projections onto the stable set after each PGD gradient step (Damian et al. use 3)
 PGD_PROJECTION_STEPS = 5
+#: A lower bound on the memory SymPy takes per parameter symbol while deriving the step (tracemalloc
+#: peak / parameters: 10 KiB at d = 4, 15 KiB at d = 6, 33 KiB at d = 10, growing with d).
+SYMBOLIC_BYTES_PER_PARAM = 8 * 1024
+#: Bytes per index triple of the coupled triples: the 3-tuple (64) and its slots in two lists (16), its
+#: RNG key and increment (16) and its draw (8).
+_TRIPLE_BYTES = 104
+
+
+def _n_params(d: int) -> int:
+    """Parameters of the symbolic step: eta, S0, g, the unique entries of H and T, u, w, dS, and for
+    full noise the unique entries of the noise square root (an upper bound over the methods)."""
+    pairs, triples = d * (d + 1) // 2, d * (d + 1) * (d + 2) // 6
+    return 3 + 4 * d + 2 * pairs + triples
+
+
+def construction_bytes(d: int, loss_seed: int = 0, coupling: float = 0.0) -> int:
+    r"""Peak bytes `construct` allocates: the tensor :math:`T` (d, d, d) float64, three of them at once
+    when ``loss_seed`` > 0 (rotation and symmetrisation), the (d, d) matrices, and with ``coupling`` > 0
+    the list of coupled index triples."""
+    cube = 8 * d**3 * (3 if loss_seed > 0 else 1)
+    triples = _TRIPLE_BYTES * (d * (d + 1) * (d + 2) // 6) if coupling > 0 and d > 2 else 0
+    return cube + 8 * 6 * d * d + triples
+
+
+def _check_memory(what: str, nbytes: int, d: int) -> None:
+    check_allocation(f"cubic-taylor {what} with d={d}", nbytes, hint="a smaller d (the model stores the dense "
+                     "d x d x d tensor T and derives one symbol per entry of it)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -137,6 +165,7 @@ class CubicTaylor(EnsembleModel):
         self.sigma_perp = check_nonnegative("sigma_perp", sigma_perp)
         self.coupling = check_nonnegative("coupling", coupling)
         self.loss_seed = check_int("loss_seed", loss_seed, low=0, high=2**64 - 1)
+        _check_memory("tensors g, H, T", construction_bytes(self.d, self.loss_seed, self.coupling), self.d)
         self.loss = construction.construct(self.eta, self.alpha, self.beta, self.d, gap, coupling=self.coupling,
                                            loss_seed=self.loss_seed, sigma=self.sigma, sigma_perp=self.sigma_perp)
         self.gap = float(construction.damian_constants(self.loss.g, self.loss.H, self.loss.T)["eigengap"])
@@ -161,6 +190,8 @@ class CubicTaylor(EnsembleModel):
         self.d = construction.check_dimension(g.shape[0])
         if not np.all(np.isfinite(g)):
             raise ParameterError("g must be finite")
+        # T's float64 copy, its symmetrisation's running sum and result, and one deviation at a time
+        _check_memory("tensor T", 4 * 8 * self.d**3, self.d)
         H = construction.check_symmetric_matrix("H", H, self.d)
         T = construction.check_symmetric_tensor("T", T, self.d)
         cov = np.zeros((self.d, self.d)) if noise_cov is None else \
@@ -244,6 +275,18 @@ class CubicTaylor(EnsembleModel):
 
     def engine(self, backend: str):
         return _CubicTaylorEngine(super().engine(backend))
+
+    def symbolic_bytes(self, method: str) -> int:
+        """`SYMBOLIC_BYTES_PER_PARAM` per parameter symbol of the step (a lower bound)."""
+        return SYMBOLIC_BYTES_PER_PARAM * _n_params(self.d)
+
+    def work_bytes(self, spec) -> int:
+        """The symbolic derivation of the step (`symbolic_bytes`) and, for ``pgd``, the Hessians, their
+        eigenvectors and ``T[theta]`` (n_traj, d, d)."""
+        work = self.symbolic_bytes(spec.method)
+        if spec.method == "pgd":
+            work += 8 * 4 * spec.n_traj * self.d**2
+        return work
 
     def dtypes(self, method: str) -> tuple[str, ...]:
         return ("float64",) if method == "pgd" else super().dtypes(method)  # pgd's NumPy step is float64

@@ -16,6 +16,7 @@ import numpy as np
 import sympy as sp
 
 from .._errors import ParameterError
+from .._resources import check_allocation
 from .._validation import check_choice, check_positive, check_real
 from ..theory import sde as ou_theory
 from ..theory import sde_schemes as schemes
@@ -93,6 +94,9 @@ class StochasticModifiedEquation(EnsembleModel):
         allowed = self.sme_base_methods(base)
         self.base_method = check_choice("base_method", base.default_method() if base_method is None
                                         else base_method, allowed)
+        # the base's step is derived here: too large a derivation is refused before SymPy starts
+        check_allocation(f"deriving the {self.base_method} step of {base!r}", base.symbolic_bytes(self.base_method),
+                         hint="a smaller model (fewer parameter symbols)")
         if "eta" not in base.step(self.base_method).param_names:
             raise ParameterError("base model must have a step-size parameter 'eta' (SME time is t = k*eta)")
 
@@ -127,6 +131,9 @@ class StochasticModifiedEquation(EnsembleModel):
             _SME_STEPS[key] = sde_step(base_step.state, base_step.params + (DT,), drift, B, base_step.noise,
                                        method, base_step.observables)
         return _SME_STEPS[key]
+
+    def symbolic_bytes(self, method: str) -> int:
+        return self.base.symbolic_bytes(self.base_method)  # the SME is derived from it: at least as large
 
     def param_vector(self, method: str) -> np.ndarray:
         return np.append(self.base.param_vector(self.base_method), self.dt)

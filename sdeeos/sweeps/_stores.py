@@ -13,6 +13,10 @@ A store made by a *different* sweep (other grid, settings or model) is never ove
 Damage is detected: every finished point carries a checksum (in its part file, or in the Zarr
 store's ``point_checksum``); on resume each finished point is verified, and one that fails -- a
 truncated or deleted chunk, a corrupt part -- is recomputed and reported in one line on stderr.
+A Zarr store's skeleton -- every array's metadata (``.zarray``, ``.zattrs``), the coordinates and the
+variables known before running -- is compared with the one this sweep would write and rewritten
+where it differs (reported in one line); only a store whose root attributes (which identify the
+sweep) cannot be read is refused, in one line naming it.
 The caller holds the store's lock (`sdeeos._storelock`) for as long as a store object is open.
 """
 
@@ -31,11 +35,14 @@ import numpy as np
 import xarray as xr
 
 from .._checksum import STATIC_ATTR, arrays_digest, point_checksum
-from .._errors import DistExtraMissingError, ParameterError
+from .._errors import DamagedDataError, DistExtraMissingError, ParameterError
 from .._io import netcdf_safe, open_dataset, write_dataset
 from .._storelock import remove_stale_temps, unique_temp_path
 
 __all__ = ["Store", "Layout", "LONG_NAMES", "open_store"]
+
+#: Per-point results that are counts: stored as int64, so that they read back as integers.
+INTEGER_RESULTS = ("n_alive", "n_diverged")
 
 # Chunks of the per-point scalar variables hold at most this many points (one chunk write per
 # point and variable: small grids are a single chunk, large ones stay cheap to rewrite).
@@ -250,6 +257,19 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
 
 
+def _read_json(path: Path):
+    """The JSON value stored at ``path``, or None if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _is_result_name(name: str) -> bool:
+    """A name `run_point` can give a result variable (no metadata-like or hidden names)."""
+    return bool(name) and not name.startswith(".") and name.replace("_", "a").isalnum()
+
+
 def _json_ok(path: Path) -> bool:
     try:
         json.loads(path.read_text())
@@ -285,40 +305,119 @@ class _ZarrStore(Store):
         self.labels = labels or {}
         remove_stale_temps(path.parent, path)
         if path.exists():
-            try:
-                group = zarr.open_group(str(path), mode="r+", zarr_format=2)
-                found = group.attrs.get("sweep_digest")
-            except Exception as exc:  # noqa: BLE001
-                raise ParameterError(f"{str(path)!r} exists but is not a sweep store ({exc}); "
-                                     "delete it or choose another path") from None
-            if found != digest:
+            root = _read_json(path / ".zattrs")
+            if not path.is_dir() or (root is None and not (path / ".zarray").exists() and _read_json(path / ".zgroup") is None):
+                raise ParameterError(f"{str(path)!r} exists but is not a sweep store; delete it or choose another path")
+            if not isinstance(root, dict) or not isinstance(root.get("sweep_digest"), str):
+                raise DamagedDataError(f"sweep store {str(path)!r} is damaged: its root attributes (.zattrs), which "
+                                       "identify the sweep, cannot be read; delete it to compute the sweep again")
+            if root["sweep_digest"] != digest:
                 raise ParameterError(f"{str(path)!r} holds a different sweep (other grid, model or settings); "
                                      "delete it or choose another store path")
             for f in path.rglob("*.partial"):  # temp files of a killed write
                 f.unlink(missing_ok=True)
-            self.group = group
+            self._repair_skeleton(static, attrs)
+            try:
+                self.group = zarr.open_group(str(path), mode="r+", zarr_format=2)
+            except Exception as exc:  # noqa: BLE001 - the skeleton was just rewritten: should not happen
+                raise DamagedDataError(f"sweep store {str(path)!r} is damaged and cannot be opened "
+                                       f"({_reason(exc)}); delete it to compute the sweep again") from None
             self._repair()
         else:
-            coords = {d: (d, np.asarray(v)) for d, v in layout.coords.items()}
-            coords.update(layout.extra_coords())
-            template = xr.Dataset({**static, "point_done": (tuple(layout.dims), np.zeros(layout.shape, np.int8)),
-                                   "point_checksum": (tuple(layout.dims), np.zeros(layout.shape, np.uint64))},
-                                  coords=coords, attrs=attrs)
-            template["point_done"].attrs["long_name"] = LONG_NAMES["point_done"][0]
-            template["point_checksum"].attrs.update(long_name=LONG_NAMES["point_checksum"][0],
-                                                    **{STATIC_ATTR: " ".join(sorted(static))})
-            enc = {"point_done": {"chunks": layout.scalar_chunks()},
-                   "point_checksum": {"chunks": layout.scalar_chunks()}}
-            for k in static:
-                enc[k] = {"chunks": layout.scalar_chunks()}
             tmp = unique_temp_path(path, ".zarr")
             try:
-                netcdf_safe(template).to_zarr(tmp, mode="w-", consolidated=False, zarr_format=2, encoding=enc)
+                self._write_template(tmp, static, attrs)
                 os.replace(tmp, path)  # a store either exists completely or not at all
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-            group = zarr.open_group(str(path), mode="r+", zarr_format=2)
-        self.group = group
+            self.group = zarr.open_group(str(path), mode="r+", zarr_format=2)
+
+    def _write_template(self, target: Path, static: dict, attrs: dict) -> None:
+        """The store before any point: coordinates, the variables known before running, done flags."""
+        layout = self.layout
+        coords = {d: (d, np.asarray(v)) for d, v in layout.coords.items()}
+        coords.update(layout.extra_coords())
+        template = xr.Dataset({**static, "point_done": (tuple(layout.dims), np.zeros(layout.shape, np.int8)),
+                               "point_checksum": (tuple(layout.dims), np.zeros(layout.shape, np.uint64))},
+                              coords=coords, attrs=attrs)
+        template["point_done"].attrs["long_name"] = LONG_NAMES["point_done"][0]
+        template["point_checksum"].attrs.update(long_name=LONG_NAMES["point_checksum"][0],
+                                                **{STATIC_ATTR: " ".join(sorted(static))})
+        enc = {"point_done": {"chunks": layout.scalar_chunks()},
+               "point_checksum": {"chunks": layout.scalar_chunks()}}
+        for k in static:
+            enc[k] = {"chunks": layout.scalar_chunks()}
+        netcdf_safe(template).to_zarr(target, mode="w-", consolidated=False, zarr_format=2, encoding=enc)
+
+    # -- the skeleton: what this sweep writes before any point, and the metadata of the result arrays.
+    def _repair_skeleton(self, static: dict, attrs: dict) -> None:
+        """Compare every metadata file, coordinate and pre-known variable with what this sweep writes;
+        rewrite what differs (one line each).  Result arrays keep their chunks, which the points'
+        checksums verify; an array whose metadata had to be rewritten may fail them and be recomputed."""
+        zarr = _import_zarr()
+        fresh = unique_temp_path(self.path, ".zarr")
+        try:
+            self._write_template(fresh, static, attrs)
+            group = zarr.open_group(str(fresh), mode="r+", zarr_format=2)
+            if _read_json(self.path / ".zgroup") != _read_json(fresh / ".zgroup"):
+                _report(f"sweep store {str(self.path)!r}: metadata .zgroup is damaged; rewriting it")
+                self._replace_file(fresh / ".zgroup", ".zgroup")
+            root, expected = _read_json(self.path / ".zattrs"), _read_json(fresh / ".zattrs")
+            if any(root.get(k) != v for k, v in expected.items()):
+                # the sweep's own attributes; a later session's (wall time, scheduler) are not rebuilt
+                _report(f"sweep store {str(self.path)!r}: root attributes .zattrs are damaged; rewriting them")
+                self._replace_file(fresh / ".zattrs", ".zattrs")
+            templated = sorted(p.name for p in fresh.iterdir() if p.is_dir())
+            for name in templated:  # coordinates, static variables, point_done, point_checksum
+                meta_ok = self._repair_metadata(fresh, name)
+                if name in ("point_done", "point_checksum"):
+                    continue  # their chunks are verified point by point in _repair
+                if not meta_ok or not self._same_array(fresh, name):
+                    _report(f"sweep store {str(self.path)!r}: {name!r} is damaged; rewriting it")
+                    shutil.rmtree(self.path / name, ignore_errors=True)
+                    shutil.copytree(fresh / name, self.path / name)
+            for sub in sorted(p for p in self.path.iterdir() if p.is_dir() and p.name not in templated):
+                name = sub.name
+                if not _is_result_name(name):
+                    continue  # not an array this sweep writes: left alone
+                found = _read_json(sub / ".zarray")
+                # stores written before the counts were int64 keep their float64 counts
+                old_float = isinstance(found, dict) and found.get("dtype") == "<f8" and name in INTEGER_RESULTS
+                self._create(group, name, "float64" if old_float else None)
+                self._repair_metadata(fresh, name)
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
+
+    def _replace_file(self, source: Path, rel: str) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = unique_temp_path(target)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _repair_metadata(self, fresh: Path, name: str) -> bool:
+        """Rewrite ``name``'s ``.zarray``/``.zattrs`` where they differ from ``fresh``'s; True if none did."""
+        ok = True
+        for meta in (".zarray", ".zattrs"):
+            expected = _read_json(fresh / name / meta)
+            if expected is not None and _read_json(self.path / name / meta) != expected:
+                _report(f"sweep store {str(self.path)!r}: metadata {name}/{meta} is damaged; rewriting it")
+                self._replace_file(fresh / name / meta, f"{name}/{meta}")
+                ok = False
+        return ok
+
+    def _same_array(self, fresh: Path, name: str) -> bool:
+        zarr = _import_zarr()
+        want = np.asarray(zarr.open_array(str(fresh / name), mode="r", zarr_format=2)[...])
+        try:
+            got = np.asarray(zarr.open_array(str(self.path / name), mode="r", zarr_format=2)[...])
+        except Exception:  # noqa: BLE001 - unreadable: rewritten
+            return False
+        return got.dtype == want.dtype and got.shape == want.shape and \
+            bool(np.array_equal(got, want, equal_nan=want.dtype.kind == "f"))
 
     # -- damage: unreadable chunks are removed (their points read as missing), then every point
     # marked done is checked against its checksum; failures are recomputed, each one reported.
@@ -375,15 +474,22 @@ class _ZarrStore(Store):
     def _array(self, name: str):
         if name in self.group:
             return self.group[name]
+        return self._create(self.group, name)
+
+    def _create(self, group, name: str, dtype: str | None = None):
+        """Result array ``name`` in ``group``: float64, NaN where no point wrote it; the counts
+        (`INTEGER_RESULTS`) int64 without a fill value (a fill value would make readers mask it and
+        turn them into floats), 0 where no point wrote them (``point_done`` tells)."""
+        dtype = dtype or ("int64" if name in INTEGER_RESULTS else "float64")
+        fill = None if dtype == "int64" else np.nan
         attrs = {"_ARRAY_DIMENSIONS": list(self.layout.var_dims(name))}
         if name in LONG_NAMES:
             ln, units = LONG_NAMES[name]
             attrs["long_name"] = ln
             if units:
                 attrs["units"] = units
-        return self.group.create_array(name, shape=self.layout.var_shape(name), dtype="float64",
-                                       chunks=self.layout.var_chunks(name), fill_value=np.nan,
-                                       attributes=attrs)
+        return group.create_array(name, shape=self.layout.var_shape(name), dtype=dtype,
+                                  chunks=self.layout.var_chunks(name), fill_value=fill, attributes=attrs)
 
     def write(self, result: dict) -> None:
         idx = tuple(result["index"])

@@ -65,6 +65,7 @@ from numba import njit, prange
 
 from ..._contract import Model
 from ..._errors import BackendUnavailableError, OutsideDomainError, ParameterError
+from ..._resources import check_allocation, max_threads
 from ..._rng import normals, stream_keys, uniform_nb, ndtri_nb
 from ..._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
 from ...theory import mean_square as ms
@@ -83,6 +84,10 @@ SAMPLING_SCHEMES = ("without_replacement", "with_replacement", "bernoulli")
 DATA_STREAM_OFFSET = 2**63
 #: Largest number of stored Q entries (n * P * P) accepted (32 GiB of float64).
 MAX_Q_ENTRIES = 2**32
+#: Trajectories per block of the observation step (the larger of the two engines' blocks).
+_OBSERVE_BLOCK = 32
+#: Trajectories per block of the NumPy engine's SGD step.
+_NUMPY_STEP_BLOCK = 16
 #: Largest n for which exact mean-square predictions (bisection on the exact operator) are computed.
 EXACT_PREDICTION_MAX_N = 128
 #: Largest NTK rank for which the exact operator's spectral radius is predicted (dense, O(rank^6)).
@@ -121,6 +126,18 @@ def random_ensemble(n: int, P: int, q_scale: float, z0_scale: float, data_seed: 
     Q = np.empty((n, P, P)) if with_q else np.empty((0, 0, 0))
     _generate_data_nb(keys, gammas, float(q_scale), float(z0_scale), J0, Q, z0, with_q)
     return J0, (Q if with_q else None), z0
+
+
+def data_bytes(n: int, P: int, with_q: bool) -> int:
+    """Bytes of the float64 data ``J0`` (n, P), ``z0`` (n,), if ``with_q`` ``Q`` (n, P, P), and the data
+    points' RNG keys (two uint64 per point)."""
+    return 8 * (n * P + 3 * n + (n * P * P if with_q else 0))
+
+
+def _check_data_memory(n: int, P: int, with_q: bool, copies: int = 1) -> None:
+    arrays = "J0 (n x P)" + (", Q (n x P x P)" if with_q else "")
+    check_allocation(f"quadratic-regression data {arrays} with n={n}, P={P}", copies * data_bytes(n, P, with_q),
+                     hint="a smaller n or P")
 
 
 def _array_digest(*arrays) -> str:
@@ -205,6 +222,7 @@ class QuadraticRegression(Model):
         data_seed = check_int("data_seed", data_seed, low=0, high=2**64 - 1)
         if q_scale > 0:
             self._check_q_size(n, P)
+        _check_data_memory(n, P, q_scale > 0)
         J0, Q, z0 = random_ensemble(n, P, q_scale, z0_scale, data_seed)
         self._setup(J0, Q, z0, eta=eta, batch_size=batch_size, sampling=sampling, theta0_scale=theta0_scale,
                     momentum=momentum, lanczos_iters=lanczos_iters)
@@ -227,10 +245,12 @@ class QuadraticRegression(Model):
         if n < 1 or P < 1:
             raise ParameterError(f"J0 must have shape (n, P) with n, P >= 1, got {J0.shape}")
         if Q is not None:
-            Q = cls._check_array("Q", Q, ndim=3)
-            if Q.shape != (n, P, P):
-                raise ParameterError(f"Q must have shape (n, P, P) = {(n, P, P)} to match J0, got {Q.shape}")
+            if np.shape(Q) != (n, P, P):
+                raise ParameterError(f"Q must have shape (n, P, P) = {(n, P, P)} to match J0, got {np.shape(Q)}")
             cls._check_q_size(n, P)
+            # the float64 copy, Q + Q^T and its half exist together
+            _check_data_memory(n, P, True, copies=3)
+            Q = cls._check_array("Q", Q, ndim=3)
             Q = np.ascontiguousarray(0.5 * (Q + Q.transpose(0, 2, 1)))
         if z0 is None:
             z0 = np.zeros(n)
@@ -309,6 +329,37 @@ class QuadraticRegression(Model):
 
     def new_run(self, spec):
         return QRRunState.initial(spec)
+
+    def work_bytes(self, spec) -> int:
+        r"""Peak bytes of the engines' transient arrays (the larger of the Numba and NumPy engines).
+
+        With :math:`M` trajectories, blocks of :math:`b=\min(M, 32)` and :math:`r=\min(n,P)`, float64:
+
+        * observation of the linear model: residuals and their squares (M, n), gradients (M, P), the
+          Gram matrix of :math:`J_0` and its eigen-workspace (r, r) twice;
+        * observation (every record and the end): :math:`W, J` (b, n, P), curvature or Hessian,
+          its eigenvectors and a temporary (b, P, P), the Gram matrix (b, r, r), the block's NTKs (b, n, n),
+          and the NTKs of all trajectories (M, n, n) when K_exact is recorded;
+        * SGD/GD step: batch indices and marks (M, n), gradients (M, P), per-pair contributions of the
+          quadratic model (M x rows per step, P), the NumPy engine's (16, n, P) J and W;
+        * PGD: per thread (Numba) a Jacobian (n, P), ``Q u`` (n, P) and a curvature matrix (P, P).
+        """
+        M, n, P = spec.n_traj, self.n, self.P
+        b = min(M, _OBSERVE_BLOCK)
+        if self.is_linear:
+            observe = 8 * (2 * M * n + M * P + 2 * min(n, P) ** 2)
+        else:
+            observe = 8 * b * (2 * n * P + 3 * P * P + min(n, P) ** 2 + n * n)
+        if self.records_exact_kernel():
+            observe += 8 * M * n * n
+        if spec.method == "pgd":
+            step = 8 * max_threads() * (2 * n * P + P * P)
+        else:
+            step = 9 * M * n + 8 * M * P
+            if not self.is_linear:
+                rows = n if spec.method == "gd" else min(n, 2 * self.batch_size + 16)
+                step += 8 * M * rows * P + 8 * 2 * min(M, _NUMPY_STEP_BLOCK) * n * P
+        return observe + step
 
     def engine(self, backend: str):
         return get_qr_engine(backend)
