@@ -24,8 +24,8 @@ is kept and becomes the mean (``inf``, ``-inf`` or ``nan``, as ``numpy.mean`` wo
 >>> a, b = EnsembleStat.of(np.array([0.1])), EnsembleStat.of(np.array([0.2, 0.3]))
 >>> (a + b) == s
 True
->>> EnsembleStat.of(np.array([1.0, 2.0, 3.0])).stderr()   # s = 1, n = 3: 1/sqrt(3)
-0.5773502691896258
+>>> EnsembleStat.of(np.array([1.0, 2.0, 3.0])).stderr()   # s = 1, n = 3: 1/sqrt(3) = 0.57735026918962576...
+0.5773502691896257
 """
 
 from __future__ import annotations

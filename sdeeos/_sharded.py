@@ -105,8 +105,10 @@ def run_shard(spec: RunSpec, backend: str, n_threads: int | None = None, on_segm
     return {name: value for name, value in run.arrays().items()}
 
 
-def summary_chunk_traj(spec: RunSpec, budget: int = SUMMARY_CHUNK_BYTES) -> int:
-    """Trajectories per chunk in summary mode: as many as fit in ``budget`` bytes (at least one)."""
+def summary_chunk_traj(spec: RunSpec, budget: int | None = None) -> int:
+    """Trajectories per chunk in summary mode: as many as fit in ``budget`` bytes (default
+    `SUMMARY_CHUNK_BYTES`), at least one."""
+    budget = SUMMARY_CHUNK_BYTES if budget is None else budget
     one = run_memory_bytes(spec.shard(0, 1))
     per_traj = max(1, run_memory_bytes(spec.shard(0, 2)) - one)
     return int(min(spec.n_traj, max(1, (budget - one) // per_traj)))
@@ -118,8 +120,8 @@ def run_shard_summary(spec: RunSpec, backend: str, n_threads: int | None = None,
     once (`ShardSummary`): memory of one chunk, whatever the shard's size (a Dask task)."""
     chunk = summary_chunk_traj(spec) if chunk is None else chunk
     total = None
-    for a in range(0, spec.n_traj, chunk):
-        part = spec.shard(a, min(spec.n_traj, a + chunk))
+    for a, b in shard_bounds(spec.n_traj, -(-spec.n_traj // chunk)):  # equal chunks, none of one stray trajectory
+        part = spec.shard(a, b)
         check_run_memory(part)
         run = spec.model.new_run(part)
         _advance(part, run, backend, n_threads, on_segment)
