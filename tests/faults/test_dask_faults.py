@@ -256,3 +256,50 @@ def test_ctrl_c_of_a_sharded_run_is_one_line_and_resumes_exactly(tmp_path):
     got = json.loads(done.stdout)
     for name in ("sharpness_mean", "sharpness_mean_stderr", "x_sq_mean", "n_diverged"):
         assert got[name] == reference[name].item(), name
+
+
+def test_the_scheduler_dying_mid_sharded_run_is_one_line_and_keeps_finished_shards(tmp_path):
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                       env={"NUMBA_NUM_THREADS": "1"})
+    address = cluster.scheduler_address
+    killer = threading.Timer(4.0, cluster.close)
+    killer.start()
+    model = SelfStabilization(eta=0.01, alpha=1.0, beta=100.0, sigma=10.0)
+    start = time.monotonic()
+    try:
+        with pytest.raises(SchedulerUnreachableError) as info:
+            sdeeos.simulate(model, n_traj=64, n_steps=4_000_000, scheduler=address, n_shards=32,
+                            checkpoint=tmp_path / "run.ckpt", progress=False)
+    finally:
+        killer.join()
+        cluster.close()
+    text = str(info.value)
+    assert "\n" not in text and "lost the" in text and "re-run to resume" in text, text
+    assert time.monotonic() - start < 4 + 30  # seconds, not the 60 s no-workers timeout or a hang
+
+
+def test_ctrl_c_of_a_run_on_a_scheduler_is_one_line(tmp_path):
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                       env={"NUMBA_NUM_THREADS": "1"})
+    ckpt = tmp_path / "run.ckpt"
+    try:
+        run = subprocess.Popen(_simulate_cmd("--n-traj", "64", "--steps", "4000000", "--n-shards", "16",
+                                             "--scheduler", cluster.scheduler_address, "--checkpoint", str(ckpt)),
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not any((tmp_path / "run.ckpt.shards").glob("*.npz")):
+                assert run.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            os.killpg(run.pid, signal.SIGINT)
+            _, err = run.communicate(timeout=60)
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+    finally:
+        cluster.close()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert run.returncode == 130, err
+    assert "Traceback" not in err and lines[-1] == "sdeeos: interrupted" and len(lines) <= 2, err
+    assert list((tmp_path / "run.ckpt.shards").glob("*.npz"))
