@@ -303,3 +303,24 @@ def test_ctrl_c_of_a_run_on_a_scheduler_is_one_line(tmp_path):
     assert run.returncode == 130, err
     assert "Traceback" not in err and lines[-1] == "sdeeos: interrupted" and len(lines) <= 2, err
     assert list((tmp_path / "run.ckpt.shards").glob("*.npz"))
+
+
+@pytest.mark.parametrize("per_trajectory", [True, False])
+def test_one_worker_killed_mid_sharded_run_does_not_change_the_result(per_trajectory):
+    model = SelfStabilization(eta=0.01, alpha=1.0, beta=100.0, sigma=10.0)
+    kw = dict(n_traj=64, n_steps=400_000, seed=2, progress=False, per_trajectory=per_trajectory)
+    reference = sdeeos.simulate(model, **kw)
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                       env={"NUMBA_NUM_THREADS": "1"})
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        pids = list(client.run(os.getpid).values())
+        killer = threading.Timer(2.0, lambda: os.kill(pids[0], signal.SIGKILL))
+        killer.start()
+        ds = sdeeos.simulate(model, **kw, scheduler=client, n_shards=8)
+        killer.join()
+    finally:
+        client.close()
+        cluster.close()
+    for name in reference.data_vars:
+        np.testing.assert_array_equal(reference[name].values, ds[name].values, err_msg=name)
