@@ -89,7 +89,8 @@ def _advance(spec: RunSpec, run, backend: str, n_threads, on_segment=None) -> No
     """Advance ``run`` to ``spec.n_steps`` in segments (bit-identical to one call), calling
     ``on_segment(trajectory-steps done)`` after each: a commit point for Ctrl-C and a progress update."""
     engine = spec.model.engine(backend)
-    seg = int(_SEGMENT_WORK // max(spec.n_traj, 1))
+    # an engine may ask for longer segments (a GPU engine copies the state back after each one)
+    seg = int(max(_SEGMENT_WORK, getattr(engine, "segment_work", 0.0)) // max(spec.n_traj, 1))
     seg = max(FOLD, seg - seg % FOLD)
     while run.t < spec.n_steps:
         t0 = run.t
