@@ -160,6 +160,7 @@ def simulate(
     method, n_traj, n_steps = spec.method, spec.n_traj, spec.n_steps
     ckpt = check_checkpoint_path(checkpoint) if checkpoint is not None else None
     sharded = scheduler is not None or n_shards is not None
+    asked = per_trajectory
     per_trajectory = _check_per_trajectory(spec, per_trajectory, sharded)
     if sharded or not per_trajectory:
         if not isinstance(no_workers_timeout, (int, float)) or not no_workers_timeout > 0:
@@ -171,7 +172,9 @@ def simulate(
         wall = shard_attrs["sharded_wall_time_s"]
         if per_trajectory:
             return _to_dataset(spec, result, backend, wall, 0, shard_attrs)
-        shard_attrs["per_trajectory"] = "no: summaries only (per_trajectory=False), reduced on each shard"
+        shard_attrs["per_trajectory"] = ("no: summaries only (per_trajectory=False), exact sums reduced on each shard"
+                                         if asked is False else "no: summaries only, exact sums reduced on each shard "
+                                         "(the per-trajectory arrays would not fit in memory)")
         return _to_dataset(spec, None, backend, wall, 0, shard_attrs, collected=({}, {}, result.summary()))
     run = model.new_run(spec)
     if ckpt:

@@ -286,3 +286,16 @@ def test_summary_mode_memory_does_not_grow_with_n_traj(monkeypatch):
     assert abs(big - small) < budget, (small, big)
     per_traj_small, per_traj_big = peak(20_000, True), peak(80_000, True)
     assert per_traj_big - per_traj_small > 60_000 * 100  # >= 100 bytes per trajectory kept on the client
+
+
+def test_a_sharded_run_too_large_for_memory_switches_to_summaries(monkeypatch):
+    kw = dict(n_traj=4000, n_steps=256, seed=6, progress=False)
+    reference = sdeeos.simulate(REDUCED, **kw)
+    need = sdeeos._resources.run_memory_bytes(RunSpec.checked(REDUCED, None, n_traj=4000, n_steps=256))
+    monkeypatch.setattr(sdeeos._resources, "available_memory_bytes", lambda: need // 4)
+    monkeypatch.setattr(sdeeos._sharded, "SUMMARY_CHUNK_BYTES", need // 16)
+    ds = sdeeos.simulate(REDUCED, **kw, n_shards=2)
+    assert "would not fit" in ds.attrs["per_trajectory"]
+    assert_same_summaries(ds, reference)
+    with pytest.raises(sdeeos._errors.ResourceError, match="per_trajectory=False"):
+        sdeeos.simulate(REDUCED, **kw)  # unsharded: refused before any work, naming the mode that fits
