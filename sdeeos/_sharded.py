@@ -302,7 +302,7 @@ def _run_here(job: _Job, todo: list[int], progress: bool | None) -> None:
     spec = job.spec
     remaining = sum(job.bounds[i][1] - job.bounds[i][0] for i in todo)
     bar = tqdm(total=remaining * spec.n_steps, unit="traj-step", unit_scale=True,
-               desc=f"{spec.model.name} {spec.method} ({len(job.bounds)} shards)", disable=(progress is False),
+               desc=f"{spec.model.name} {spec.method} ({len(job.bounds)} shard{'s' * (len(job.bounds) > 1)})", disable=(progress is False),
                delay=0 if progress else 2.0, leave=False)
     try:
         with SigintDeferred() as guard:

@@ -124,7 +124,7 @@ def simulate(
         resolution; see docs/architecture.md#float32.
     scheduler : None, str or distributed.Client
         Run the trajectories as shards on this Dask cluster (an address such as
-        ``"tcp://host:8786"``, or a client); ``None`` with ``n_shards > 1``: an embedded local cluster.
+        ``"tcp://host:8786"``, or a client); ``None`` with ``n_shards``: the shards run in this process.
     n_shards : int >= 1, optional
         Split the trajectories into this many contiguous ranges (default with a scheduler: one per
         worker; without one the shards run one after another in this process, each on every
@@ -163,7 +163,8 @@ def simulate(
     asked = per_trajectory
     per_trajectory = _check_per_trajectory(spec, per_trajectory, sharded)
     if sharded or not per_trajectory:
-        if not isinstance(no_workers_timeout, (int, float)) or not no_workers_timeout > 0:
+        if isinstance(no_workers_timeout, bool) or not isinstance(no_workers_timeout, (int, float)) \
+                or not no_workers_timeout > 0:
             raise ParameterError(f"no_workers_timeout must be a number of seconds > 0, got {no_workers_timeout!r}")
         result, shard_attrs = run_sharded(spec, backend, n_shards=n_shards, scheduler=scheduler, checkpoint=ckpt,
                                           digest=_spec_digest(spec), n_threads=n_threads,

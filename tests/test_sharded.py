@@ -299,3 +299,13 @@ def test_a_sharded_run_too_large_for_memory_switches_to_summaries(monkeypatch):
     assert_same_summaries(ds, reference)
     with pytest.raises(sdeeos._errors.ResourceError, match="per_trajectory=False"):
         sdeeos.simulate(REDUCED, **kw)  # unsharded: refused before any work, naming the mode that fits
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(per_trajectory="no"), "per_trajectory must be True, False or None"),
+    (dict(n_shards=2, no_workers_timeout=0), "no_workers_timeout must be a number of seconds > 0"),
+    (dict(n_shards=2, no_workers_timeout=True), "no_workers_timeout must be a number of seconds > 0"),
+])
+def test_bad_summary_mode_settings_are_one_line(kw, match):
+    with pytest.raises(ParameterError, match=match):
+        sdeeos.simulate(REDUCED, n_traj=10, n_steps=10, **kw)
