@@ -14,7 +14,7 @@ Public API (everything else is private and may change):
 from . import _moved, theory
 from ._errors import BackendUnavailableError, Float32ResolutionWarning, OutsideDomainError, ParameterError, SdeeosError
 from ._rng import RNG_SCHEME, RNG_SCHEME_F32
-from ._sharded import SchedulerUnreachableError, ShardFailedError
+from ._sharded import NoWorkersError, SchedulerUnreachableError, ShardFailedError
 from ._simulate import simulate
 from .sweeps import sweep
 from ._version import __version__
@@ -59,6 +59,7 @@ __all__ = [
     "SdeeosError",
     "Float32ResolutionWarning",
     "ShardFailedError",
+    "NoWorkersError",
     "SchedulerUnreachableError",
     "ParameterError",
     "BackendUnavailableError",

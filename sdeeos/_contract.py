@@ -21,6 +21,7 @@ import numpy as np
 import sympy as sp
 
 from ._errors import ParameterError
+from ._exact_sums import EnsembleStat
 from ._rng import as_seed, stream_keys
 from ._validation import check_choice, check_int
 
@@ -289,11 +290,9 @@ def ensemble_summary(per_traj_mean: np.ndarray, alive: np.ndarray) -> tuple[floa
     """Mean over surviving trajectories and its standard error, std(ddof=1)/sqrt(n_alive).
 
     Trajectories are independent, so per-trajectory time averages give an honest error bar
-    whatever the autocorrelation within a trajectory.
+    whatever the autocorrelation within a trajectory.  Both come from exact sums
+    (`sdeeos._exact_sums.EnsembleStat`): the mean is correctly rounded, and a sharded run that
+    reduces each shard to its sums gives the same two numbers bit for bit.
     """
-    vals = per_traj_mean[alive]
-    if vals.size == 0:
-        return float("nan"), float("nan")
-    mean = float(np.mean(vals))
-    se = float(np.std(vals, ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else float("nan")
-    return mean, se
+    stat = EnsembleStat.of(per_traj_mean, alive)
+    return stat.mean(), stat.stderr()

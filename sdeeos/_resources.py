@@ -16,7 +16,7 @@ import os
 
 from ._errors import ResourceError
 
-__all__ = ["available_cores", "max_threads", "available_memory_bytes", "run_memory_bytes", "check_run_memory",
+__all__ = ["available_cores", "max_threads", "available_memory_bytes", "run_memory_bytes", "check_run_memory", "check_work_memory",
            "check_allocation", "format_bytes"]
 
 #: The dataset built at the end copies every per-trajectory array of the run state once.
@@ -97,14 +97,23 @@ def format_bytes(n: float) -> str:
     return f"{n:.3g} PiB"  # pragma: no cover
 
 
-def check_run_memory(spec, available: int | None = None) -> int:
-    """Raise `ResourceError` (with the estimate and a suggestion) if ``spec`` cannot fit in memory."""
+def check_work_memory(spec, available: int | None = None) -> int:
+    """Raise `ResourceError` if the engine's own arrays (``model.work_bytes``) cannot fit in memory.
+
+    Checked in every mode, summaries included: these arrays do not shrink with the trajectories kept."""
     have = available_memory_bytes() if available is None else available
-    # the engine's own arrays first: measuring the run state may itself need them (a symbolic step)
     work = int(spec.model.work_bytes(spec))
     if have is not None and work > have:
         check_allocation(f"the {spec.method} engine of model {spec.model.name!r} (its step and work arrays)", work,
                          have, hint="a smaller model" + ("" if spec.n_traj == 1 else " or fewer trajectories"))
+    return work
+
+
+def check_run_memory(spec, available: int | None = None) -> int:
+    """Raise `ResourceError` (with the estimate and a suggestion) if ``spec`` cannot fit in memory."""
+    have = available_memory_bytes() if available is None else available
+    # the engine's own arrays first: measuring the run state may itself need them (a symbolic step)
+    check_work_memory(spec, have)
     need = run_memory_bytes(spec)
     if have is not None and need > have:
         hint = "fewer trajectories (n_traj), split the ensemble into several runs with different seeds"

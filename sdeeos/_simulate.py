@@ -14,12 +14,12 @@ from tqdm.auto import tqdm
 from . import _rng
 from ._checkpoint import load_run_arrays, save_run_arrays
 from ._contract import FOLD, Model, RunSpec, ensemble_summary
-from ._errors import DamagedDataError, ParameterError
+from ._errors import DamagedDataError, ParameterError, ResourceError
 from ._interrupts import SigintDeferred
 from ._io import check_checkpoint_path
 from ._provenance import provenance_attrs
-from ._resources import check_run_memory, max_threads
-from ._sharded import run_sharded
+from ._resources import check_run_memory, check_work_memory, format_bytes, max_threads, run_memory_bytes
+from ._sharded import DEFAULT_NO_WORKERS_TIMEOUT_S, SUMMARY_CHUNK_BYTES, run_sharded
 from ._validation import check_int
 
 __all__ = ["simulate", "ensemble_summary"]
@@ -79,6 +79,8 @@ def simulate(
     scheduler=None,
     n_shards: int | None = None,
     keep_checkpoint: bool = False,
+    per_trajectory: bool | None = None,
+    no_workers_timeout: float = DEFAULT_NO_WORKERS_TIMEOUT_S,
 ) -> xr.Dataset:
     r"""Run ``n_traj`` independent trajectories of ``model`` for ``n_steps`` steps.
 
@@ -122,10 +124,20 @@ def simulate(
         resolution; see docs/architecture.md#float32.
     scheduler : None, str or distributed.Client
         Run the trajectories as shards on this Dask cluster (an address such as
-        ``"tcp://host:8786"``, or a client); ``None`` with ``n_shards > 1``: an embedded local cluster.
+        ``"tcp://host:8786"``, or a client); ``None`` with ``n_shards``: the shards run in this process.
     n_shards : int >= 1, optional
         Split the trajectories into this many contiguous ranges (default with a scheduler: one per
-        worker).  Per-trajectory results are bit-identical to an unsharded run (`sdeeos._sharded`).
+        worker; without one the shards run one after another in this process, each on every
+        core).  Per-trajectory results are bit-identical to an unsharded run (`sdeeos._sharded`).
+    per_trajectory : bool, optional
+        ``True``: return the per-trajectory variables (dim ``traj``); the whole ensemble is held in
+        memory.  ``False`` (summary mode): every shard is reduced to exact sums where it runs, in
+        chunks, and only the ensemble summaries come back (bit-identical to an unsharded run's);
+        memory does not grow with ``n_traj``.  Default: ``True``, except for a sharded run
+        (``n_shards`` or ``scheduler`` given) whose per-trajectory arrays would not fit in memory.
+    no_workers_timeout : float > 0
+        A sharded run on a scheduler stops (`NoWorkersError`, one line, finished shards kept in the
+        checkpoint) once the cluster has had no worker for this many seconds.
     keep_checkpoint : bool
         Leave the checkpoint (holding the finished run; for a sharded run, its shards) in place:
         for callers that remove it only once the result is safely written (the CLI does this
@@ -147,12 +159,24 @@ def simulate(
         raise ParameterError(f"dtype {spec.dtype!r} is not supported by backend {backend!r} (supported: {list(engine.dtypes)})")
     method, n_traj, n_steps = spec.method, spec.n_traj, spec.n_steps
     ckpt = check_checkpoint_path(checkpoint) if checkpoint is not None else None
-    check_run_memory(spec)
-    if scheduler is not None or n_shards is not None:
-        run, shard_attrs = run_sharded(spec, backend, n_shards=n_shards, scheduler=scheduler, checkpoint=ckpt,
-                                       digest=_spec_digest(spec, backend), n_threads=n_threads,
-                                       keep_shards=keep_checkpoint)
-        return _to_dataset(spec, run, backend, shard_attrs["sharded_wall_time_s"], 0, shard_attrs)
+    sharded = scheduler is not None or n_shards is not None
+    asked = per_trajectory
+    per_trajectory = _check_per_trajectory(spec, per_trajectory, sharded)
+    if sharded or not per_trajectory:
+        if isinstance(no_workers_timeout, bool) or not isinstance(no_workers_timeout, (int, float)) \
+                or not no_workers_timeout > 0:
+            raise ParameterError(f"no_workers_timeout must be a number of seconds > 0, got {no_workers_timeout!r}")
+        result, shard_attrs = run_sharded(spec, backend, n_shards=n_shards, scheduler=scheduler, checkpoint=ckpt,
+                                          digest=_spec_digest(spec, backend), n_threads=n_threads,
+                                          keep_shards=keep_checkpoint, per_trajectory=per_trajectory,
+                                          no_workers_timeout=float(no_workers_timeout), progress=progress)
+        wall = shard_attrs["sharded_wall_time_s"]
+        if per_trajectory:
+            return _to_dataset(spec, result, backend, wall, 0, shard_attrs)
+        shard_attrs["per_trajectory"] = ("no: summaries only (per_trajectory=False), exact sums reduced on each shard"
+                                         if asked is False else "no: summaries only, exact sums reduced on each shard "
+                                         "(the per-trajectory arrays would not fit in memory)")
+        return _to_dataset(spec, None, backend, wall, 0, shard_attrs, collected=({}, {}, result.summary()))
     run = model.new_run(spec)
     if ckpt:
         _load_checkpoint(ckpt, spec, backend, run)
@@ -199,9 +223,32 @@ def simulate(
     return _to_dataset(spec, run, backend, wall, resumed_from)
 
 
-def _to_dataset(spec: RunSpec, run, backend: str, wall: float, resumed_from: int, extra: dict | None = None) -> xr.Dataset:
+def _check_per_trajectory(spec: RunSpec, per_trajectory, sharded: bool) -> bool:
+    """Resolve ``per_trajectory`` and check that what it keeps fits in memory (before any work).
+
+    Per-trajectory runs hold the whole ensemble; summary mode holds one chunk of trajectories
+    (`SUMMARY_CHUNK_BYTES`) whatever ``n_traj``.  The error names the mode that fits.
+    """
+    if per_trajectory is not None and not isinstance(per_trajectory, bool):
+        raise ParameterError(f"per_trajectory must be True, False or None, got {per_trajectory!r}")
+    check_work_memory(spec)  # the model's own arrays, whatever the mode
+    if per_trajectory is False:
+        return False
+    try:
+        check_run_memory(spec)
+    except ResourceError as exc:
+        if per_trajectory is None and sharded:
+            return False  # summary mode: a chunk at a time
+        chunk = min(run_memory_bytes(spec), SUMMARY_CHUNK_BYTES)
+        raise ResourceError(f"{exc}; or per_trajectory=False (summaries only, exact: about "
+                            f"{format_bytes(chunk)} per running shard, whatever n_traj)") from None
+    return True
+
+
+def _to_dataset(spec: RunSpec, run, backend: str, wall: float, resumed_from: int, extra: dict | None = None,
+                collected: tuple | None = None) -> xr.Dataset:
     model, method = spec.model, spec.method
-    data, coords, summary = model.collect(spec, run)
+    data, coords, summary = model.collect(spec, run) if collected is None else collected
     n_div = int(summary.get("n_diverged", 0))
     if summary.get("n_alive", 1):
         summary.update(model.summarize(method, summary))

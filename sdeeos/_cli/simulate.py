@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from .._dask_connect import DEFAULT_NO_WORKERS_TIMEOUT_S
 from .._io import check_checkpoint_path, check_output_path, write_dataset
 from .._simulate import simulate
 from ..models import MODEL_REGISTRY
@@ -69,7 +70,17 @@ def register(subparsers) -> None:
                         help="run the trajectories as shards on the Dask scheduler at this address (tcp://host:port)")
         mp.add_argument("--n-shards", type=int, default=None,
                         help="split the trajectories into this many shards (Dask tasks; default with --scheduler: "
-                             "one per worker; without: an embedded local cluster)")
+                             "one per worker; without: run one after another in this process)")
+        keep = mp.add_mutually_exclusive_group()
+        keep.add_argument("--per-trajectory", dest="per_trajectory", action="store_const", const=True, default=None,
+                          help="keep the per-trajectory variables (default, unless a sharded run's would not fit "
+                               "in memory)")
+        keep.add_argument("--summaries", dest="per_trajectory", action="store_const", const=False,
+                          help="summaries only: each shard reduced to exact sums where it runs; memory independent "
+                               "of --traj")
+        mp.add_argument("--no-workers-timeout", type=float, default=DEFAULT_NO_WORKERS_TIMEOUT_S, metavar="S",
+                        help="with --scheduler: stop once the cluster has had no worker for S seconds "
+                             f"(default {DEFAULT_NO_WORKERS_TIMEOUT_S:g}); finished shards stay in the checkpoint")
         mp.add_argument("--out", default=None, help="write the dataset here (.nc NetCDF, or .zarr)")
         mp.add_argument("--json", action="store_true", help="print the ensemble summary as one JSON object")
         mp.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -111,7 +122,8 @@ def _run(args) -> int:
                   seed=args.seed, backend=args.backend, record_every=args.record_every,
                   n_threads=args.threads, progress=False if args.no_progress else None,
                   checkpoint=args.checkpoint, dtype=args.dtype, scheduler=args.scheduler, n_shards=args.n_shards,
-                  keep_checkpoint=bool(args.out))
+                  keep_checkpoint=bool(args.out), per_trajectory=args.per_trajectory,
+                  no_workers_timeout=args.no_workers_timeout)
     if args.out:
         write_dataset(ds, args.out)
         if args.checkpoint:  # only now: the output is safely in place

@@ -18,8 +18,9 @@ Storage (``store=``):
 Re-running a finished sweep reads the store and computes nothing.  A store made by a *different*
 sweep (other grid, settings or model) is never overwritten: that is an error.
 
-Execution (``scheduler=``): by default a local `dask.distributed` cluster is started for the sweep
-(one single-threaded worker process per core, ``NUMBA_NUM_THREADS=1``) and closed afterwards; a
+Execution (``scheduler=``): by default a local `dask.distributed` cluster is started in this process
+for the sweep (one thread per core, each point on one Numba thread; no worker processes, so a plain
+script needs no ``__main__`` guard) and closed afterwards; a
 scheduler address (``"tcp://host:8786"``) or a ``distributed.Client`` runs the same sweep on an
 existing cluster; ``"serial"`` runs the points one after another in this process (no dask).  Points
 with ``backend="cupy"`` ask for the worker resource ``GPU=1``, so they only go to GPU workers
@@ -121,7 +122,7 @@ def sweep(
     scheduler : None, "local", "serial", address or distributed.Client
         Where points run (default: an embedded local Dask cluster).
     n_workers : int, optional
-        Workers of the local cluster (default: one per core, at most one per point).
+        Threads of the local cluster, points run at once (default: one per core, at most one per point).
     connect_timeout : float
         Seconds to wait for a scheduler given by address before raising `SchedulerUnreachableError`.
     n_threads : int, optional

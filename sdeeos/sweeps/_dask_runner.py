@@ -1,34 +1,36 @@
 """Where a sweep's points run: in this process, on an embedded local Dask cluster or on a remote one.
 
-The default local cluster has one single-threaded worker process per core (``NUMBA_NUM_THREADS=1``) and is
-closed afterwards; points with a GPU backend ask for the worker resource ``GPU=1``, so they only go to GPU
-workers (``dask worker ADDR --resources GPU=1``).  dask/distributed is optional (the ``dist`` extra).
+The default local cluster runs in this process: one worker with one thread per core, each point on one
+Numba thread (the compiled kernels release the GIL).  Threads, not processes: worker processes are
+started with ``spawn``, which re-imports the caller's script, so a plain script without an
+``if __name__ == "__main__":`` guard failed ("Nanny failed to start"); threads work from scripts,
+notebooks and the CLI alike.  Its HTTP server takes a free port (no "Port 8787 is already in use").
+The cluster is closed afterwards.  Points with a GPU backend ask for the worker resource ``GPU=1``,
+so they only go to GPU workers (``dask worker ADDR --resources GPU=1``).  dask/distributed is optional
+(the ``dist`` extra).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import importlib
 import inspect
 import logging
 import os
 import time
 
-from .._dask_connect import SchedulerUnreachableError, connect_client
+import numba
+
+from .._dask_connect import (DEFAULT_NO_WORKERS_TIMEOUT_S, NoWorkersError, QuietClientLogs,
+                             SchedulerUnreachableError, WorkerWatch, connect_client)
 from .._errors import BackendUnavailableError, DistExtraMissingError, ParameterError, SdeeosError
 from .._resources import available_cores
 from .._validation import check_int
 from ._points import PointSpec, run_point
 
 __all__ = ["Runner", "SchedulerUnreachableError", "NoWorkersError", "DEFAULT_NO_WORKERS_TIMEOUT_S"]
-
-DEFAULT_NO_WORKERS_TIMEOUT_S = 60.0
-_POLL_S = 1.0
-
-
-class NoWorkersError(SdeeosError, RuntimeError):
-    """The Dask cluster had no workers for longer than ``no_workers_timeout``."""
-
 
 def _import_distributed():
     try:
@@ -46,6 +48,7 @@ class Runner:
     def __init__(self, scheduler, n_workers, connect_timeout, need_gpu, n_todo,
                  no_workers_timeout=DEFAULT_NO_WORKERS_TIMEOUT_S):
         self.no_workers_timeout = no_workers_timeout
+        self.one_thread = False
         self.client = None
         self.cluster = None
         self.own = False
@@ -58,20 +61,18 @@ class Runner:
             n = check_int("n_workers", n, low=1)
             if need_gpu:
                 _require_local_gpu()
-            self.cluster = distributed.LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                     "OPENBLAS_NUM_THREADS": "1", "TQDM_DISABLE": "1"},
-                resources={"GPU": 1} if need_gpu else None, silence_logs=logging.ERROR)
+            # several points at once need a thread-safe Numba threading layer (omp, tbb); with
+            # workqueue, one point at a time, each on every core
+            self.one_thread = numba_threadsafe()
+            n = n if self.one_thread else 1
+            self.cluster = local_thread_cluster(distributed, n, {"GPU": 1} if need_gpu else None)
             self.client = distributed.Client(self.cluster, set_as_default=False)
             self.own = True
-            self.description = f"local dask cluster, {n} worker(s) x 1 thread"
+            self.description = f"local dask cluster (threads), {n} thread(s)"
         elif isinstance(scheduler, (str, distributed.Client)):
             self.client, self.description, self.own = connect_client(scheduler, connect_timeout)
             if self.own:
-                # a lost scheduler is reported by `run` in one line; the client's reconnect attempts
-                # would log tracebacks meanwhile
-                self._quieted = _ClientLogQuiet()
+                self._quieted = QuietClientLogs()
         else:
             raise ParameterError(f"scheduler must be None, 'local', 'serial', an address or a "
                                  f"distributed.Client, got {scheduler!r}")
@@ -94,11 +95,13 @@ class Runner:
         futures = {}
         try:
             for spec in specs:
-                fut = self.client.submit(run_point, spec, pure=False, resources=spec.resources,
+                task = dataclasses.replace(spec, n_threads=1) if self.one_thread and spec.n_threads is None else spec
+                fut = self.client.submit(run_point, task, pure=False, resources=spec.resources,
                                          key=f"sdeeos-point-{'-'.join(map(str, spec.index))}-{os.urandom(4).hex()}")
                 futures[fut] = spec
             finished = distributed.as_completed(list(futures), loop=self.client.loop)
-            idle_since, last_check = None, time.monotonic()
+            watch = WorkerWatch(self.client, self.description, self.no_workers_timeout,
+                                "finished points are stored, re-run to resume")
             while not finished.is_empty():
                 # never block for good: between polls, notice a cluster without workers or a lost scheduler
                 done = finished.next_batch(block=False)
@@ -117,8 +120,8 @@ class Runner:
                             f"running ({type(exc).__name__}); finished points are stored, re-run to resume") from None
                     yield spec, result
                     fut.release()
-                if self.cluster is None and time.monotonic() - last_check > _POLL_S:
-                    idle_since, last_check = self._check_workers(idle_since), time.monotonic()
+                if self.cluster is None:
+                    watch.check()
         except SdeeosError:
             raise
         except OSError as exc:  # CommClosedError included
@@ -132,24 +135,6 @@ class Runner:
                         fut.cancel()
                     except Exception:  # noqa: BLE001 - the scheduler may be gone
                         pass
-
-    def _check_workers(self, idle_since):
-        try:
-            n = len(self.client.nthreads())
-        except Exception as exc:  # noqa: BLE001 - the scheduler died
-            raise SchedulerUnreachableError(
-                f"lost the connection to the Dask scheduler ({self.description}): {type(exc).__name__}; "
-                "finished points are stored, re-run to resume") from None
-        if n:
-            return None
-        now = time.monotonic()
-        if idle_since is None:
-            return now
-        if now - idle_since > self.no_workers_timeout:
-            raise NoWorkersError(
-                f"the Dask cluster ({self.description}) has had no workers for {self.no_workers_timeout:g} s; "
-                "start workers (dask worker ADDRESS) or raise no_workers_timeout; finished points are stored")
-        return idle_since
 
     def close(self):
         try:
@@ -165,23 +150,33 @@ class Runner:
                 self._quieted = None
 
 
-class _ClientLogQuiet:
-    """Raise the ``distributed.client`` logger to CRITICAL until `restore`."""
-
-    def __init__(self):
-        self.logger = logging.getLogger("distributed.client")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.CRITICAL)
-
-    def restore(self):
-        self.logger.setLevel(self.level)
-
-
 def _accepts_n_workers(client) -> bool:
     try:
         return "n_workers" in inspect.signature(client.scheduler_info).parameters
     except (TypeError, ValueError):  # pragma: no cover
         return False
+
+
+def local_thread_cluster(distributed, n_threads: int, resources):
+    """An in-process `distributed.LocalCluster`: one worker, ``n_threads`` threads, no dashboard and its
+    HTTP server on a free port (``:0``; the default ``:8787`` warns whenever that port is taken)."""
+    return distributed.LocalCluster(
+        n_workers=1, threads_per_worker=n_threads, processes=False, dashboard_address=":0",
+        scheduler_kwargs={"dashboard": False}, resources=resources, silence_logs=logging.ERROR)
+
+
+def numba_threadsafe() -> bool:
+    """Whether compiled parallel kernels may run from several threads at once (Numba's omp or tbb
+    threading layer is available and not overridden by ``NUMBA_THREADING_LAYER=workqueue``)."""
+    if str(numba.config.THREADING_LAYER).lower() == "workqueue":
+        return False
+    for name in ("numba.np.ufunc.tbbpool", "numba.np.ufunc.omppool"):
+        try:
+            importlib.import_module(name)
+            return True
+        except ImportError:
+            continue
+    return False
 
 
 def _require_local_gpu():

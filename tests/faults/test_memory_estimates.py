@@ -134,3 +134,14 @@ def test_unwritable_out_is_refused_before_the_run(out, tmp_path):
                            "--no-progress", "--out", out], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "cannot be written" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("kw", [dict(per_trajectory=False), dict(n_shards=2)])
+def test_summary_mode_still_checks_the_models_own_arrays(kw, monkeypatch):
+    """Summary mode keeps fewer trajectories, not a smaller model: the engine's arrays (here the symbolic
+    step of d = 300) are refused in one line before any work, instead of switching to summaries."""
+    _small_memory(monkeypatch)
+    model = CubicTaylor(eta=0.01, alpha=1.0, beta=100.0, d=300)
+    with pytest.raises(ResourceError, match="engine of model") as info:
+        sdeeos.simulate(model, "gd", n_traj=2, n_steps=4, progress=False, **kw)
+    assert "\n" not in str(info.value)
