@@ -11,7 +11,7 @@ Public API (everything else is private and may change):
   (`RNG_SCHEME_F32`: its float32 variant, used by ``dtype="float32"`` runs)
 """
 
-from . import _moved, theory
+from . import theory
 from ._errors import BackendUnavailableError, Float32ResolutionWarning, OutsideDomainError, ParameterError, SdeeosError
 from ._rng import RNG_SCHEME, RNG_SCHEME_F32
 from ._sharded import SchedulerUnreachableError, ShardFailedError
@@ -33,8 +33,6 @@ from .models import (
     SelfStabilizationSME,
     StochasticModifiedEquation,
 )
-
-_moved.install()  # old module paths (sdeeos._sweep, ...) still import, with a DeprecationWarning
 
 __all__ = [
     "__version__",
