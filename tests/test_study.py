@@ -188,6 +188,7 @@ def test_added_kinds_are_run_with_and_without_scheduler(tmp_path, monkeypatch):
     assert seen["plain"][0]["lr"] == 0.5
     with pytest.raises(ParameterError, match="takes no scheduler"):
         run_study(p, tmp_path / "o", scheduler="tcp://x:1")
+    assert run_study(p, tmp_path / "o", progress=False, scheduler="serial") == "plain-result"  # in process anyway
     q = _write(tmp_path, 'kind = "test_scheduled"\nn = 3\n', "scheduled.toml")
     assert run_study(q, tmp_path / "o", scheduler="serial") == "scheduled-result" and seen["scheduled"] == "serial"
     bad = _write(tmp_path, 'kind = "test_scheduled"\nn = 3\nm = 4\n', "bad.toml")

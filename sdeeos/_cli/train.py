@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import sys
 
+from .._labels import label_dataset
 from .._toml import read_toml
 from .._train_config import TrainConfig, setting_type
 from ._plain import plain_text
@@ -57,7 +58,7 @@ def run(args) -> int:
         if getattr(args, f.name) is not None:
             settings[f.name] = getattr(args, f.name)
     ds = train(settings, progress=not args.no_progress, on_nonfinite="stop")
-    ds.to_netcdf(args.out, engine="h5netcdf")
+    label_dataset(ds).to_netcdf(args.out, engine="h5netcdf")
     a = ds.attrs
     if a.get("diverged_step", -1) >= 0:
         print(f"sdeeos train: stopped: {a['stopped_reason']}; partial dataset written to {args.out}",

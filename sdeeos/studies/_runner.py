@@ -152,7 +152,7 @@ def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool
             _notice("dask.distributed is not installed (the 'dist' extra): running the points in this process")
             scheduler = "serial"
         kwargs["scheduler"] = scheduler
-    elif scheduler not in (None, "local"):
+    elif scheduler not in (None, "local", "serial"):  # "serial" is what an in-process kind does anyway
         raise ParameterError(f"study kind {cfg.kind!r} runs in this process and takes no scheduler; "
                              "drop --scheduler")
     output = cfg.get("output")

@@ -45,13 +45,14 @@ from .. import _rng
 from .._errors import BackendUnavailableError, ParameterError
 from .._interrupts import SigintDeferred
 from .._io import NETCDF_SUFFIXES as NC_SUFFIXES
+from .._labels import label_dataset
 from .._provenance import provenance_attrs
 from .._resources import max_threads
 from .._storelock import StoreLock
 from .._validation import check_int, check_nonnegative, check_positive
 from ._dask_runner import DEFAULT_NO_WORKERS_TIMEOUT_S, Runner
 from ._points import GPU_BACKENDS, jsonable, make_points, normalize_grid, resolve_model, sweep_parameter_names
-from ._stores import LONG_NAMES, Layout, open_store
+from ._stores import Layout, open_store
 
 __all__ = ["sweep", "DEFAULT_CONNECT_TIMEOUT_S"]
 
@@ -279,13 +280,7 @@ def _static_variables(points, layout, cls) -> tuple[dict, dict]:
 
 def _decorate(ds: xr.Dataset) -> xr.Dataset:
     ds = ds[sorted(ds.data_vars)]  # the same order whichever store the sweep used
-    for name, (ln, units) in LONG_NAMES.items():
-        if name in ds:
-            ds[name].attrs.setdefault("long_name", ln)
-            if units:
-                ds[name].attrs.setdefault("units", units)
-    if "sharpness_gap" in ds:
-        ds["sharpness_gap"].attrs.setdefault("long_name", "sharpness gap 2/eta - <S>")
+    label_dataset(ds)
     if "point_done" in ds and bool(ds["point_done"].all()):
         for k in ("n_diverged", "n_alive"):
             if k in ds and np.all(np.isfinite(ds[k].values)):

@@ -70,9 +70,9 @@ def test_real_gap_runs_one_setting_of_the_regime_study(tmp_path):
         bs_batches = 2
         """))
     ds = run_study(p, tmp_path / "out", progress=False)
-    np.testing.assert_array_equal(ds.gap_gd.sel(batch_size="full").values, 0.0)
+    np.testing.assert_array_equal(ds.gap_from_gd_sharpness.sel(batch_size="full").values, 0.0)
     sgd = ds.sel(batch_size="16")
-    np.testing.assert_allclose(sgd.gap_2eta.values, 2 / 0.4 - sgd.S.values, rtol=1e-14)
+    np.testing.assert_allclose(sgd.gap_from_2_over_eta.values, 2 / 0.4 - sgd.sharpness.values, rtol=1e-14)
     assert "alpha_used" in ds.attrs
     assert (tmp_path / "out" / "real_gap.png").exists() and (tmp_path / "out" / "real_gap.nc").exists()
     bad = tmp_path / "bad.toml"
