@@ -59,7 +59,7 @@ def test_every_quick_study_output_is_labelled(study, quick_outputs):
 
 MODEL_ARGS = {
     "self-stabilization": ["--eta", "0.01", "--alpha", "1", "--beta", "1", "--sigma", "2"],
-    "quadratic-regression": ["--n", "8", "--P", "4", "--eta", "0.1", "--batch-size", "2"],
+    "quadratic-regression": ["--n", "8", "--n-params", "4", "--eta", "0.1", "--batch-size", "2"],
     "multi-direction": ["--eta", "0.01", "--alpha", "1,0.5", "--sigma", "2,1", "--coupling", "1,0.2;0.2,1"],
     "minimalist": ["--eta", "0.1", "--sigma", "0.1"],
     "cubic-taylor": ["--eta", "0.01", "--alpha", "1", "--beta", "1", "--sigma", "2"],

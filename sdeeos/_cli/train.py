@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 
 from .._labels import label_dataset
@@ -30,7 +31,10 @@ _TRAIN_FLAGS = [f for f in dataclasses.fields(TrainConfig) if setting_type(f.nam
 def _help(f: dataclasses.Field) -> str:
     choices = f.metadata["choices"]
     default = "" if f.default is None else f" (default: {f.default})"
-    return f.metadata["help"] + (f": {' | '.join(choices)}" if choices else "") + default
+    text = f.metadata["help"]
+    # the help already names every choice (as a word): not twice
+    named = choices and all(re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text) for c in choices)
+    return text + (f": {' | '.join(choices)}" if choices and not named else "") + default
 
 
 def register(subparsers) -> None:

@@ -161,9 +161,18 @@ def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool
         cfg = StudyConfig({**cfg, "output": {**output, "format": "netcdf"}}, cfg.path, cfg.lines,
                           kind=cfg.kind, name=cfg.name, quick=cfg.quick)
     _check_writable_folder(out)
+    made = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
-    with StoreLock(out, wait=wait_for_lock, what="study output folder", lock_file=out / ".sdeeos-study.lock"):
-        return module.run(cfg, out, **kwargs)
+    try:
+        with StoreLock(out, wait=wait_for_lock, what="study output folder", lock_file=out / ".sdeeos-study.lock"):
+            return module.run(cfg, out, **kwargs)
+    except BaseException:
+        for d in made:  # a run that failed before writing anything leaves no empty folder behind
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _check_writable_folder(out: Path) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -50,7 +51,7 @@ from .._provenance import provenance_attrs
 from .._resources import max_threads
 from .._storelock import StoreLock
 from .._validation import check_int, check_nonnegative, check_positive
-from ._dask_runner import DEFAULT_NO_WORKERS_TIMEOUT_S, Runner
+from ._dask_runner import DEFAULT_NO_WORKERS_TIMEOUT_S, Runner, SchedulerUnreachableError
 from ._points import GPU_BACKENDS, jsonable, make_points, normalize_grid, resolve_model, sweep_parameter_names
 from ._stores import Layout, open_store
 
@@ -200,6 +201,10 @@ def sweep(
     if path is not None and path.suffix != ".zarr" and path.is_dir():
         raise ParameterError(f"store {str(path)!r} is a directory; give a file name ending in .nc")
     lock = None
+    # folders this call makes, and whether the store is new: an unreachable scheduler leaves neither behind
+    made = [d for d in (path.parent, *path.parent.parents) if not d.exists()][::-1] if path is not None else []
+    fresh = path is not None and not path.exists() and not path.with_name(path.name + ".parts").exists()
+    discard = False
     if path is not None:  # one writer per store: a second one fails at once, naming this one
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = StoreLock(path, wait=wait_for_lock, what="sweep store").acquire()
@@ -212,8 +217,12 @@ def sweep(
         workers_used: set[str] = set()
         description = "none (every point was already done)"
         if todo:
-            runner = Runner(scheduler, n_workers, connect_timeout, any(p.resources for p in todo), len(todo),
-                            no_workers_timeout)
+            try:
+                runner = Runner(scheduler, n_workers, connect_timeout, any(p.resources for p in todo), len(todo),
+                                no_workers_timeout)
+            except SchedulerUnreachableError:
+                discard = fresh  # nothing was computed: remove the new, empty store
+                raise
             description = runner.description
             bar = tqdm(total=len(points), initial=n_resumed, unit="point", desc=f"sweep {cls.name}",
                        disable=(progress is False), delay=0 if progress else 2.0, leave=bool(progress))
@@ -241,6 +250,22 @@ def sweep(
     finally:
         if lock is not None:
             lock.release()
+        if discard:
+            _remove_empty_store(path, made)
+
+
+def _remove_empty_store(path: Path, made: list[Path]) -> None:
+    """Remove a store no point was written to, then the folders made for it (deepest first, if empty)."""
+    for p in (path, path.with_name(path.name + ".parts")):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    for d in reversed(made):
+        try:
+            d.rmdir()
+        except OSError:  # not empty (another writer's files): keep it
+            break
 
 
 def _check_backend(cls, backend, points) -> None:

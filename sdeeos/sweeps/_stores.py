@@ -33,6 +33,7 @@ import xarray as xr
 from .._checksum import STATIC_ATTR, arrays_digest, point_checksum
 from .._errors import DistExtraMissingError, ParameterError
 from .._io import netcdf_safe, open_dataset, write_dataset
+from .._labels import describe, label_dataset
 from .._storelock import remove_stale_temps, unique_temp_path
 
 __all__ = ["Store", "Layout", "LONG_NAMES", "open_store"]
@@ -313,7 +314,7 @@ class _ZarrStore(Store):
                 enc[k] = {"chunks": layout.scalar_chunks()}
             tmp = unique_temp_path(path, ".zarr")
             try:
-                netcdf_safe(template).to_zarr(tmp, mode="w-", consolidated=False, zarr_format=2, encoding=enc)
+                label_dataset(netcdf_safe(template)).to_zarr(tmp, mode="w-", consolidated=False, zarr_format=2, encoding=enc)
                 os.replace(tmp, path)  # a store either exists completely or not at all
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -376,11 +377,9 @@ class _ZarrStore(Store):
         if name in self.group:
             return self.group[name]
         attrs = {"_ARRAY_DIMENSIONS": list(self.layout.var_dims(name))}
-        if name in LONG_NAMES:
-            ln, units = LONG_NAMES[name]
-            attrs["long_name"] = ln
-            if units:
-                attrs["units"] = units
+        label = describe(name)  # the registry of sdeeos._labels (arrays are made point by point)
+        if label is not None:
+            attrs.update(label.attrs())
         return self.group.create_array(name, shape=self.layout.var_shape(name), dtype="float64",
                                        chunks=self.layout.var_chunks(name), fill_value=np.nan,
                                        attributes=attrs)
