@@ -24,7 +24,8 @@ from collections.abc import Mapping
 
 import xarray as xr
 
-__all__ = ["Label", "LABELS", "describe", "label_dataset", "unlabelled", "step_labels", "is_prediction"]
+__all__ = ["Label", "LABELS", "as_label", "describe", "label_dataset", "unlabelled", "step_labels", "model_labels",
+           "is_prediction"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,16 +399,45 @@ def _describe(name: str, known: Mapping[str, Label], depth: int) -> Label | None
     return None
 
 
-def step_labels(step) -> dict[str, Label]:
-    """Labels of a symbolic step's state variables and observables (its SymPy expressions)."""
+def step_labels(step, *, all_names: bool = False) -> dict[str, Label]:
+    """Labels of a symbolic step's state variables and observables (its SymPy expressions); only of
+    the names the registry does not know unless ``all_names``."""
     out = {}
     for name in getattr(step, "state_names", ()):
-        if name not in LABELS:
+        if all_names or name not in LABELS:
             out[name] = Label(f"state variable {name}")
     for name, expr in dict(getattr(step, "observables", {}) or {}).items():
-        if name not in LABELS:
+        if all_names or name not in LABELS:
             out[name] = Label(f"observable {name} = {expr}")
     return out
+
+
+def as_label(value) -> Label:
+    """A `Label` from a Label, a long name, or a tuple ``(long_name[, units[, formula]])``.
+
+    >>> as_label(("gap", "1/step size")).units
+    '1/step size'
+    """
+    if isinstance(value, Label):
+        return value
+    if isinstance(value, str):
+        return Label(value)
+    return Label(*value)
+
+
+def model_labels(model, step=None, method: str | None = None) -> dict[str, Label]:
+    """A model's labels: its step's variables and observables, then the model's own ``labels``
+    (name -> `Label` or tuple).  Both win over the registry, whose names are those of the built-in
+    models: a user model's ``x_sq`` is labelled by its own expression, its ``x_sq_predicted`` by its
+    own formula, never by a built-in model's."""
+    own = {k: as_label(v) for k, v in dict(getattr(model, "labels", None) or {}).items()}
+    builtin = type(model).__module__.startswith("sdeeos.")
+    unlabelled_predictions = {}
+    if not builtin and method is not None:  # say where an unlabelled prediction comes from, nothing more
+        where = f"{type(model).__name__}.predictions({method!r})"
+        unlabelled_predictions = {k: Label(f"{k}, a prediction of {where}", None, where)
+                                  for k in model.predictions(method) if k not in own}
+    return {**step_labels(step, all_names=not builtin), **unlabelled_predictions, **own}
 
 
 def is_prediction(name: str) -> bool:
