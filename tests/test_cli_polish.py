@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import xarray as xr
 
 from sdeeos._cli import SUBCOMMANDS, build_parser, main
 from sdeeos.sweeps import SchedulerUnreachableError, sweep
@@ -76,12 +77,31 @@ def test_train_help_names_each_choice_once(capsys):
     assert out.count("constant | cosine") == 1
 
 
+TINY = ('kind = "sharpness_gap"\n[model]\neta = 0.01\nalpha = 1.0\nbeta = 1.0\n'
+        '[batch_noise]\nn_data = 64\nsigma_1 = 4.0\n[grid]\nbatch_size = [8, 16]\n'
+        '[run]\nn_traj = 4\nduration_tau = 2.0\nburn_in_tau = 1.0\nmax_steps = 200\n')
+
+
+def test_an_edited_study_stops_naming_out_and_force_recomputes(tmp_path, capsys):
+    study, out = tmp_path / "s.toml", tmp_path / "out"
+    study.write_text(TINY)
+    run = ["study", str(study), "--scheduler", "serial", "--out", str(out), "--no-progress", "--json"]
+    assert main(run) == 0
+    study.write_text(TINY.replace("batch_size = [8, 16]", "batch_size = [8, 16, 32]"))
+    capsys.readouterr()
+    assert main(run) == 2
+    assert capsys.readouterr().err == (
+        f"sdeeos: error: --out {str(out)!r} holds sweep points of an earlier version of study 's' (its grid, model "
+        "or run settings differ); re-run with --force to discard them and recompute, or choose another --out\n")
+    assert main([*run, "--force"]) == 0
+    with xr.open_dataset(out / "s.nc") as ds:
+        assert list(ds.batch_size.values) == [8, 16, 32] and bool(ds.point_done.all())
+
+
 def test_an_unreachable_scheduler_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "a" / "b"
     study = tmp_path / "s.toml"
-    study.write_text('kind = "sharpness_gap"\n[model]\neta = 0.01\nalpha = 1.0\nbeta = 1.0\n'
-                     '[batch_noise]\nn_data = 64\nsigma_1 = 4.0\n[grid]\nbatch_size = [8, 16]\n'
-                     '[run]\nn_traj = 4\nduration_tau = 2.0\nburn_in_tau = 1.0\nmax_steps = 200\n')
+    study.write_text(TINY)
     assert main(["study", str(study), "--scheduler", "tcp://127.0.0.1:1", "--out", str(out), "--no-progress"]) == 2
     assert "could not reach the Dask scheduler" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]

@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from .._checksum import STATIC_ATTR, arrays_digest, point_checksum
-from .._errors import DistExtraMissingError, ParameterError
+from .._errors import DistExtraMissingError, ParameterError, StoreMismatchError
 from .._io import netcdf_safe, open_dataset, write_dataset
 from .._labels import describe, label_dataset
 from .._storelock import remove_stale_temps, unique_temp_path
@@ -193,7 +193,7 @@ class _NetCDFStore(_MemoryStore):
                 _report(f"{str(ident)!r} is damaged; rewriting it (each finished point is checked on its own)")
                 found = digest
             if found != digest:
-                raise ParameterError(f"{str(self.parts)!r} holds points of a different sweep; "
+                raise StoreMismatchError(f"{str(self.parts)!r} holds points of a different sweep; "
                                      "delete it or choose another store path")
         if found is None or not _json_ok(ident):
             tmp = unique_temp_path(ident)
@@ -293,7 +293,7 @@ class _ZarrStore(Store):
                 raise ParameterError(f"{str(path)!r} exists but is not a sweep store ({exc}); "
                                      "delete it or choose another path") from None
             if found != digest:
-                raise ParameterError(f"{str(path)!r} holds a different sweep (other grid, model or settings); "
+                raise StoreMismatchError(f"{str(path)!r} holds a different sweep (other grid, model or settings); "
                                      "delete it or choose another store path")
             for f in path.rglob("*.partial"):  # temp files of a killed write
                 f.unlink(missing_ok=True)
@@ -409,7 +409,7 @@ class _FinishedNetCDFStore(Store):
     def __init__(self, layout: Layout, path: Path, digest: str):
         ds = open_dataset(path)
         if ds.attrs.get("sweep_digest") != digest:
-            raise ParameterError(f"{str(path)!r} holds a different sweep (other grid, model or settings); "
+            raise StoreMismatchError(f"{str(path)!r} holds a different sweep (other grid, model or settings); "
                                  "delete it or choose another store path")
         self.layout, self.ds = layout, ds
 
