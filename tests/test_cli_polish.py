@@ -110,3 +110,13 @@ def test_an_unreachable_scheduler_leaves_no_folder(tmp_path, capsys):
         sweep(SelfStabilization(eta=0.01, alpha=1.0, beta=1.0, sigma=1.0), {"sigma": [1.0, 2.0]}, n_traj=2,
               n_steps=10, store=store, scheduler="tcp://127.0.0.1:1", connect_timeout=1.0, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+def test_replot_redraws_every_sharpness_gap_figure(tmp_path, capsys):
+    study, out, again = tmp_path / "s.toml", tmp_path / "out", tmp_path / "again"
+    study.write_text(TINY)
+    assert main(["study", str(study), "--scheduler", "serial", "--out", str(out), "--no-progress", "--json"]) == 0
+    drawn = sorted(p.name for p in out.iterdir() if p.suffix in (".png", ".pdf"))
+    assert "s_gap_vs_batch.png" in drawn and "s_gap_vs_sigma2.pdf" in drawn
+    assert main(["study", "--replot", str(out / "s.nc"), "--out", str(again)]) == 0
+    assert sorted(p.name for p in again.iterdir()) == drawn

@@ -110,6 +110,11 @@ def _replot(path: str, out: str | None) -> int:
     if not hasattr(module, "plot"):
         raise ParameterError(f"study kind {kind!r} has no plot function; re-run the study instead")
     out_dir = out or str(Path(path).parent)
-    for p in save_figure(module.plot(ds), out_dir, str(ds.attrs.get("study", kind)), dpi=130):
-        print(f"wrote {p}")
+    name = str(ds.attrs.get("study", kind))
+    figures = module.plot(ds)
+    # one figure, or several by name suffix (as the study itself names them)
+    named = figures.items() if isinstance(figures, dict) else [("", figures)]
+    for suffix, fig in named:
+        for p in save_figure(fig, out_dir, f"{name}_{suffix}" if suffix else name, dpi=130):
+            print(f"wrote {p}")
     return 0
