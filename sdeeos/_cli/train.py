@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import re
 import sys
 
@@ -55,7 +56,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..torch import train  # the optional torch extra (BackendUnavailableError without it)
+    # the optional torch extra, loaded by name (BackendUnavailableError without it)
+    train = importlib.import_module("sdeeos.torch").train
 
     settings = read_toml(args.config, "config file")[0] if args.config else {}
     for f in dataclasses.fields(TrainConfig):
