@@ -26,6 +26,10 @@ Across seeds: means with 95 % Student-t confidence intervals.  The regime label 
 ``"nonlinear"`` where :math:`\eta\Delta S>0.5` (outside the small-gap expansion), ``"stochastic-edge"``
 where the trace form of K (``K_trace``; the full K diverges at the deterministic edge) is ≥ 0.5, else ``"1-D"``/``"k-direction"``/``"neither"`` by which prediction's 95 % interval of the
 ratio measured/predicted contains 1 (within a factor 1.5 when the interval is wider).
+
+The short names above are those of the formulas; the dataset names say what each field is
+(`OUTPUT_NAMES`, `output_name`: ``pred_k`` is written as ``predicted_gap_k_direction``, across-seed
+statistics end in ``_seed_mean`` and ``_seed_ci95``; docs/datasets.md).
 """
 
 from __future__ import annotations
