@@ -437,7 +437,8 @@ def model_labels(model, step=None, method: str | None = None) -> dict[str, Label
         where = f"{type(model).__name__}.predictions({method!r})"
         unlabelled_predictions = {k: Label(f"{k}, a prediction of {where}", None, where)
                                   for k in model.predictions(method) if k not in own}
-    return {**step_labels(step, all_names=not builtin), **unlabelled_predictions, **own}
+    parameters = {k: Label(f"model parameter {k}") for k in model.parameters() if not builtin or k not in LABELS}
+    return {**parameters, **step_labels(step, all_names=not builtin), **unlabelled_predictions, **own}
 
 
 def is_prediction(name: str) -> bool:

@@ -46,7 +46,7 @@ from .. import _rng
 from .._errors import BackendUnavailableError, ParameterError
 from .._interrupts import SigintDeferred
 from .._io import NETCDF_SUFFIXES as NC_SUFFIXES
-from .._labels import label_dataset
+from .._labels import label_dataset, model_labels
 from .._provenance import provenance_attrs
 from .._resources import max_threads
 from .._storelock import StoreLock
@@ -246,7 +246,7 @@ def sweep(
         attrs.update(final)
         ds = st.assemble(static, attrs, final if todo else None)
         ds.attrs.update(final)
-        return _decorate(ds)
+        return _decorate(ds, _point_labels(cls, points))
     finally:
         if lock is not None:
             lock.release()
@@ -303,9 +303,22 @@ def _static_variables(points, layout, cls) -> tuple[dict, dict]:
     return static, constant
 
 
-def _decorate(ds: xr.Dataset) -> xr.Dataset:
+def _point_labels(cls, points) -> dict:
+    """The model's own labels (its observables' expressions, its predictions' formulas), from one point."""
+    if not points:
+        return {}
+    model = cls(**points[0].model_kwargs)
+    method = model.check_method(points[0].method)
+    try:
+        step = model.step(method)
+    except (AttributeError, NotImplementedError):  # not a symbolic model
+        step = None
+    return model_labels(model, step, method)
+
+
+def _decorate(ds: xr.Dataset, labels: dict | None = None) -> xr.Dataset:
     ds = ds[sorted(ds.data_vars)]  # the same order whichever store the sweep used
-    label_dataset(ds)
+    label_dataset(ds, labels)
     if "point_done" in ds and bool(ds["point_done"].all()):
         for k in ("n_diverged", "n_alive"):
             if k in ds and np.all(np.isfinite(ds[k].values)):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdeeos import ParameterError, simulate
+from sdeeos import ParameterError, simulate, sweep
 from sdeeos._contract import RunSpec, RunState
 from sdeeos._labels import unlabelled
 from sdeeos.engines import get_engine
@@ -108,3 +108,11 @@ def test_a_model_without_methods_is_refused_in_one_line(user_script):
     with pytest.raises(ParameterError, match=r"^model class NoMethods must declare its update rules as a class "
                                              r"attribute, e.g. methods = \('gd', 'sgd'\); got None$"):
         simulate(NoMethods(), n_traj=2, n_steps=4, backend="numpy", progress=False)
+
+
+def test_a_sweep_of_a_user_model_carries_its_labels(user_script):
+    ds = sweep(user_script.AR1, {"a": [0.5, 0.8]}, params={"s": 1.0}, n_traj=8, n_steps=40, scheduler="serial",
+               progress=False)
+    assert unlabelled(ds) == []
+    assert ds.x_sq_stationary.attrs["formula"] == "s**2/(1 - a**2)"
+    assert ds.x_sq_mean.attrs["long_name"].endswith("observable x_sq = x**2")
