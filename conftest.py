@@ -6,8 +6,8 @@ entry point ``sdeeos/__main__.py`` runs the CLI when imported, so it is never co
 
 import importlib.util
 
-# the entry point, and the deprecated aliases (no doctests; importing them only warns)
-collect_ignore = ["sdeeos/__main__.py", "sdeeos/toy_studies.py", "sdeeos/torch/_studies.py", "sdeeos/torch/studies.py"]
+# the entry point (importing it runs the CLI)
+collect_ignore = ["sdeeos/__main__.py"]
 collect_ignore_glob = []
 if importlib.util.find_spec("torch") is None:
     collect_ignore_glob += ["sdeeos/torch/*", "sdeeos/studies/_real.py", "sdeeos/studies/real_*.py",

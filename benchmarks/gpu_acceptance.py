@@ -5,6 +5,9 @@ From a plain source checkout, no pip install, no network::
     PYTHONPATH=. python benchmarks/gpu_acceptance.py [--json gpu_acceptance.json]
     PYTHONPATH=. python benchmarks/gpu_acceptance.py --cpu-smoke     # the same on the CPU, tiny sizes
 
+The GPU run writes ``gpu_acceptance.json`` unless ``--json`` names another file; ``--cpu-smoke``
+writes a file only when ``--json`` names one (its numbers mean nothing).
+
 Needs CuPy (CUDA 13), numba, SymPy, xarray, SciPy (and pytest for the test section); dask/distributed
 are optional (the sharded check is skipped with a clear line without them).  Sections, each with its
 own time limit so that the whole run stays under 8 minutes:
@@ -226,13 +229,23 @@ def _table(results) -> str:
     return "\n".join(lines)
 
 
+def json_output(requested: str | None, smoke: bool) -> str | None:
+    """Where the results go: ``--json`` if given, else ``gpu_acceptance.json`` on the GPU and nowhere for
+    ``--cpu-smoke`` (a smoke check leaves no file in the working directory)."""
+    if requested is not None:
+        return requested
+    return None if smoke else "gpu_acceptance.json"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="run on the CPU with tiny sizes (checks the script)")
-    parser.add_argument("--json", default="gpu_acceptance.json", help="write the results here")
+    parser.add_argument("--json", default=None,
+                        help="write the results here (default: gpu_acceptance.json; none with --cpu-smoke)")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     args = parser.parse_args(argv)
     smoke = args.cpu_smoke
+    json_path = json_output(args.json, smoke)
     results = {"mode": "cpu-smoke (numbers meaningless)" if smoke else "gpu", "platform": platform.platform(),
                "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "sections": {}}
@@ -251,11 +264,12 @@ def main(argv=None) -> int:
             results["sections"][name] = res
     ok = all(r["status"] in ("passed", "skipped") for r in results["sections"].values())
     results["passed"] = ok
-    with open(args.json, "w") as fh:
-        json.dump(results, fh, indent=1, default=float)
+    if json_path is not None:
+        with open(json_path, "w") as fh:
+            json.dump(results, fh, indent=1, default=float)
     print(f"# sdeeos GPU acceptance ({results['mode']})")
     print(_table(results))
-    print(f"written: {args.json}; {'PASSED' if ok else 'FAILED'}")
+    print(f"written: {json_path}; " if json_path else "", f"{'PASSED' if ok else 'FAILED'}", sep="")
     return 0 if ok else 1
 
 

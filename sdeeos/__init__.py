@@ -9,32 +9,32 @@ Public API (everything else is private and may change):
 * `theory`: SymPy derivations and the predictions lambdified from them
 * `RNG_SCHEME`: the name of the counter-based random-number scheme every backend uses
   (`RNG_SCHEME_F32`: its float32 variant, used by ``dtype="float32"`` runs)
+
+The names load on first use (`PUBLIC`: name -> the module that defines it), so that ``import sdeeos``
+and the command line's ``--help`` do not import SymPy, Numba and the sweep runner up front.
 """
 
-from . import _moved, theory
-from ._errors import BackendUnavailableError, Float32ResolutionWarning, OutsideDomainError, ParameterError, SdeeosError
-from ._rng import RNG_SCHEME, RNG_SCHEME_F32
-from ._sharded import NoWorkersError, SchedulerUnreachableError, ShardFailedError
-from ._simulate import simulate
-from .sweeps import sweep
-from ._version import __version__
-from .models import (
-    MODEL_REGISTRY,
-    CubicTaylor,
-    CubicTaylorSME,
-    EnsembleModel,
-    Minimalist,
-    MinimalistSME,
-    Model,
-    OrnsteinUhlenbeck,
-    QuadraticRegression,
-    MultiDirection,
-    SelfStabilization,
-    SelfStabilizationSME,
-    StochasticModifiedEquation,
-)
+from __future__ import annotations
 
-_moved.install()  # old module paths (sdeeos._sweep, ...) still import, with a DeprecationWarning
+import importlib
+
+from ._errors import BackendUnavailableError, Float32ResolutionWarning, OutsideDomainError, ParameterError, SdeeosError
+from ._version import __version__
+
+#: public name -> the module defining it (loaded on first access)
+PUBLIC = {
+    "theory": "sdeeos.theory",
+    "RNG_SCHEME": "sdeeos._rng",
+    "RNG_SCHEME_F32": "sdeeos._rng",
+    "NoWorkersError": "sdeeos._sharded",
+    "SchedulerUnreachableError": "sdeeos._sharded",
+    "ShardFailedError": "sdeeos._sharded",
+    "simulate": "sdeeos._simulate",
+    "sweep": "sdeeos.sweeps",
+    **dict.fromkeys(("MODEL_REGISTRY", "CubicTaylor", "CubicTaylorSME", "EnsembleModel", "Minimalist",
+                     "MinimalistSME", "Model", "OrnsteinUhlenbeck", "QuadraticRegression", "MultiDirection",
+                     "SelfStabilization", "SelfStabilizationSME", "StochasticModifiedEquation"), "sdeeos.models"),
+}
 
 __all__ = [
     "__version__",
@@ -65,3 +65,17 @@ __all__ = [
     "BackendUnavailableError",
     "OutsideDomainError",
 ]
+
+
+def __getattr__(name: str):
+    """A public name, imported from its module on first use (then cached in this module)."""
+    if name not in PUBLIC:
+        raise AttributeError(f"module 'sdeeos' has no attribute {name!r}")
+    module = importlib.import_module(PUBLIC[name])
+    value = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *PUBLIC})

@@ -130,6 +130,10 @@ class Model(abc.ABC):
         return self.methods[0]
 
     def check_method(self, method: str | None) -> str:
+        methods = getattr(self, "methods", None)
+        if not (isinstance(methods, tuple) and methods and all(isinstance(m, str) for m in methods)):
+            raise ParameterError(f"model class {type(self).__name__} must declare its update rules as a class "
+                                 f"attribute, e.g. methods = ('gd', 'sgd'); got {methods!r}")
         method = self.default_method() if method is None else method
         return check_choice("method", method, self.methods)
 

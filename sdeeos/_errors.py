@@ -23,6 +23,10 @@ class OutsideDomainError(SdeeosError, ValueError):
     """A theoretical formula was evaluated where it does not hold (e.g. no stationary state)."""
 
 
+class StoreMismatchError(ParameterError):
+    """A sweep store holds the results of a different sweep (other grid, model or run settings)."""
+
+
 class DistExtraMissingError(SdeeosError, ImportError):
     """dask/distributed or zarr is needed but not installed (the ``dist`` extra)."""
 

@@ -22,6 +22,7 @@ import xarray as xr
 
 from ._checksum import arrays_digest, damaged_points
 from ._errors import DamagedDataError, ParameterError
+from ._labels import label_dataset
 from ._storelock import unique_temp_path
 
 __all__ = ["write_dataset", "open_dataset", "netcdf_safe", "check_output_path", "check_checkpoint_path", "dataset_digest",
@@ -131,7 +132,7 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """
     path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    safe = netcdf_safe(ds)
+    safe = label_dataset(netcdf_safe(ds))  # every variable written carries its long_name
     safe.attrs[DIGEST_ATTR] = dataset_digest(safe)
     tmp = unique_temp_path(path, path.suffix)
     try:

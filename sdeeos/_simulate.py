@@ -16,6 +16,7 @@ from ._checkpoint import load_run_arrays, save_run_arrays
 from ._contract import FOLD, Model, RunSpec, ensemble_summary
 from ._errors import DamagedDataError, ParameterError, ResourceError
 from ._interrupts import SigintDeferred
+from ._labels import label_dataset, model_labels
 from ._io import check_checkpoint_path
 from ._provenance import provenance_attrs
 from ._resources import check_run_memory, check_work_memory, format_bytes, max_threads, run_memory_bytes
@@ -280,6 +281,4 @@ def _to_dataset(spec: RunSpec, run, backend: str, wall: float, resumed_from: int
     elif n_div:
         attrs["warning"] = f"{n_div} of {spec.n_traj} trajectories diverged and are excluded from the summaries"
     ds = xr.Dataset(data, coords=coords, attrs=provenance_attrs(**attrs))
-    if "sharpness_mean" in ds:
-        ds["sharpness_mean"].attrs.update(long_name="ensemble mean sharpness", units="1/step size")
-    return ds
+    return label_dataset(ds, model_labels(model, getattr(spec, "step", None), method))

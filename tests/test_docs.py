@@ -169,7 +169,8 @@ def test_simulate_help_documents_model_parameters_from_docstrings():
     assert "--eta ETA Step size (float > 0)" in text
     assert "--beta BETA Self-stabilization strength (float > 0)" in text
     assert "--sigma SIGMA Standard deviation of the projected gradient noise σ_u. (float >= 0) (default: 0.0)" in text
-    assert "--y0 Y0 Initial condition, the same for every trajectory" in text
+    assert "--x0 X0 Initial condition, the same for every trajectory" in text
+    assert "--y0 Y0 y0; see --x0 (float)" in text  # one description for the pair, given once
     assert "model parameter" not in text
     listing = parsers[("sdeeos", "simulate")].format_help()
     assert "f(x,y)=1/4(x^2y^2-1)^2" in re.sub(r"\s+", "", listing)
@@ -205,5 +206,6 @@ def test_first_sentence_and_parameters():
     assert first_sentence("E.g. a model, i.e. one class. Then more.") == "E.g. a model, i.e. one class."
     doc = "Summary.\n\nParameters\n----------\na, b : float\n    First. Second.\nc : int\n    Third.\n\n" \
           "Returns\n-------\nint\n    Never a parameter.\n"
-    assert numpydoc_parameters(doc) == {"a": "First. (float)", "b": "First. (float)", "c": "Third. (int)"}
+    # one description for a group: given once, the others point to it (not repeated in --help)
+    assert numpydoc_parameters(doc) == {"a": "First. (float)", "b": "b; see --a (float)", "c": "Third. (int)"}
     assert numpydoc_parameters("No sections.") == {}

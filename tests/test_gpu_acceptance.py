@@ -7,6 +7,7 @@ bit-identical to the unsharded one.  Its numbers are meaningless on the CPU and 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -33,3 +34,12 @@ def test_cpu_smoke_runs_every_section(tmp_path):
     if res["sections"]["sharded"]["status"] == "passed":
         assert res["sections"]["sharded"]["bit_identical"] is True
     assert "| section | status |" in proc.stdout
+
+
+def test_cpu_smoke_writes_no_file_unless_asked():
+    spec = importlib.util.spec_from_file_location("gpu_acceptance", ROOT / "benchmarks" / "gpu_acceptance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.json_output(None, smoke=True) is None
+    assert module.json_output(None, smoke=False) == "gpu_acceptance.json"
+    assert module.json_output("x.json", smoke=True) == "x.json"

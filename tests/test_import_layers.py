@@ -7,14 +7,13 @@
 * Imports sit at the top of a module; only optional dependencies (`OPTIONAL`) may be imported inside a
   function, where a missing extra is reported when the feature is used.
 * No underscore name is imported from another module (a name used across modules is public there).
-* Old module paths (`sdeeos._moved.MOVED`) still import, with a DeprecationWarning.
+* The deprecated aliases of old module paths are gone (no release carried them).
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,16 +23,17 @@ ROOT = Path(__file__).resolve().parents[1] / "sdeeos"
 #: bottom to top; a module belongs to the first entry that is it or a package above it
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("sdeeos._errors", "sdeeos._validation", "sdeeos._version", "sdeeos._rng", "sdeeos._io",
-              "sdeeos._provenance", "sdeeos._toml", "sdeeos._statistics", "sdeeos._deprecation",
-              "sdeeos._moved", "sdeeos._dask_connect", "sdeeos._checksum", "sdeeos._storelock",
-              "sdeeos._interrupts", "sdeeos._resources", "sdeeos._checkpoint", "sdeeos._exact_sums")),
+              "sdeeos._provenance", "sdeeos._toml", "sdeeos._statistics",
+              "sdeeos._labels", "sdeeos._dask_connect", "sdeeos._checksum", "sdeeos._storelock",
+              "sdeeos._interrupts", "sdeeos._resources", "sdeeos._checkpoint", "sdeeos._exact_sums",
+              "sdeeos._optimizer_defaults")),
     ("theory", ("sdeeos.theory",)),
     ("contract", ("sdeeos._contract",)),
     ("engines", ("sdeeos.engines",)),
     ("models", ("sdeeos.models",)),
     ("simulate/sweep", ("sdeeos._simulate", "sdeeos._sharded", "sdeeos._shard_summary", "sdeeos.sweeps")),
     ("studies/CLI", ("sdeeos.studies", "sdeeos.plotting", "sdeeos.torch", "sdeeos._train_config", "sdeeos._cli",
-                     "sdeeos.toy_studies", "sdeeos.__main__", "sdeeos")),
+                     "sdeeos.__main__", "sdeeos")),
 )
 
 #: third-party packages of the extras (or not declared at all): imported where they are used
@@ -223,12 +223,11 @@ def test_no_private_names_imported_across_modules():
 
 #: the torch side sits beside the engines: it and the engine/model/run layers never import each other
 TORCH_SIDE = ("sdeeos.torch", "sdeeos._train_config")
-TORCH_STUDY_ALIASES = ("sdeeos.torch._studies", "sdeeos.torch.studies")  # deprecated paths of study kinds
 
 
 def test_torch_side_and_the_ensemble_layers_are_independent():
     def torch_side(m):
-        return m not in TORCH_STUDY_ALIASES and any(m == p or m.startswith(p + ".") for p in TORCH_SIDE)
+        return any(m == p or m.startswith(p + ".") for p in TORCH_SIDE)
 
     allowed = {"base", "theory"}
     bad = []
@@ -241,11 +240,17 @@ def test_torch_side_and_the_ensemble_layers_are_independent():
     assert bad == []
 
 
-@pytest.mark.parametrize("old", sorted(importlib.import_module("sdeeos._moved").MOVED))
-def test_moved_module_paths_warn_and_give_the_new_module(old, monkeypatch):
-    new = importlib.import_module("sdeeos._moved").MOVED[old]
-    monkeypatch.delitem(sys.modules, old, raising=False)
-    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated"):
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new)
-    assert not (ROOT.parent / (old.replace(".", "/") + ".py")).exists()  # the hook, not a stale file
+#: old module paths, removed before the first release: none may come back, as a file or an import hook
+REMOVED = ("sdeeos._sweep", "sdeeos.engines._base", "sdeeos._study", "sdeeos._studies", "sdeeos._moved",
+           "sdeeos._deprecation", "sdeeos.toy_studies", "sdeeos.torch.studies", "sdeeos.torch._studies")
+
+
+@pytest.mark.parametrize("old", REMOVED)
+def test_removed_module_paths_do_not_import(old):
+    importlib.import_module("sdeeos")
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
+
+
+def test_torch_package_has_no_forwarding_getattr():
+    assert "__getattr__" not in (ROOT / "torch" / "__init__.py").read_text(encoding="utf-8")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import textwrap
 import types
 from pathlib import Path
@@ -190,6 +188,7 @@ def test_added_kinds_are_run_with_and_without_scheduler(tmp_path, monkeypatch):
     assert seen["plain"][0]["lr"] == 0.5
     with pytest.raises(ParameterError, match="takes no scheduler"):
         run_study(p, tmp_path / "o", scheduler="tcp://x:1")
+    assert run_study(p, tmp_path / "o", progress=False, scheduler="serial") == "plain-result"  # in process anyway
     q = _write(tmp_path, 'kind = "test_scheduled"\nn = 3\n', "scheduled.toml")
     assert run_study(q, tmp_path / "o", scheduler="serial") == "scheduled-result" and seen["scheduled"] == "serial"
     bad = _write(tmp_path, 'kind = "test_scheduled"\nn = 3\nm = 4\n', "bad.toml")
@@ -339,21 +338,3 @@ def test_stochastic_eos_wires_quadratic_regression(tmp_path):
         load_study(bad)
 
 
-# --------------------------------------------------------------------------- deprecated paths
-def test_old_import_paths_and_runners_warn_and_forward(tmp_path, capsys):
-    for old in ("sdeeos._study", "sdeeos._studies.sharpness_gap", "sdeeos._studies", "sdeeos.toy_studies"):
-        sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match="sdeeos._study is deprecated"):
-        old_study = importlib.import_module("sdeeos._study")
-    assert old_study.load_study is load_study
-    with pytest.warns(DeprecationWarning, match="sdeeos._studies is deprecated"):
-        importlib.import_module("sdeeos._studies")
-    with pytest.warns(DeprecationWarning, match="sdeeos._studies.sharpness_gap is deprecated"):
-        old_gap = importlib.import_module("sdeeos._studies.sharpness_gap")
-    assert old_gap.SCHEMA is importlib.import_module("sdeeos.studies.sharpness_gap").SCHEMA
-    with pytest.warns(DeprecationWarning, match="sdeeos.toy_studies is deprecated"):
-        toy = importlib.import_module("sdeeos.toy_studies")
-    bad = _write(tmp_path, TINY_GAP.replace("n_traj = 16", "n_traj = 0"))
-    with pytest.warns(DeprecationWarning, match="python -m sdeeos.toy_studies is deprecated.*sdeeos study"):
-        assert toy.main([str(bad), "--out", str(tmp_path / "o"), "--no-progress"]) == 2  # `sdeeos study`'s error
-    assert capsys.readouterr().err.startswith(f"sdeeos: error: {bad}:{_line_of(bad, 'n_traj')}: [run] n_traj")

@@ -238,11 +238,3 @@ def test_gpu_points_on_a_cluster_without_gpu_workers_fail_clearly(two_worker_clu
               scheduler=two_worker_cluster.scheduler_address, progress=False)
 
 
-def test_old_module_path_warns_and_still_works(monkeypatch):
-    """``sdeeos._sweep`` (before the sweeps package) still imports for one release, with a DeprecationWarning."""
-    import importlib
-
-    monkeypatch.delitem(sys.modules, "sdeeos._sweep", raising=False)
-    with pytest.warns(DeprecationWarning, match="sdeeos._sweep is deprecated"):
-        old = importlib.import_module("sdeeos._sweep")
-    assert old.sweep is sweep and old.PointSpec is PointSpec

@@ -186,8 +186,8 @@ def numpydoc_parameters(doc: str) -> dict[str, str]:
         items = _split_top_level(sentence.rstrip("."))
         if len(names) > 1 and len(items) == len(names) and all(len(i.split()) <= 4 for i in items):
             texts = [i[:1].upper() + i[1:] for i in items]  # "eta, alpha : ..." / "Step size, rate."
-        else:
-            texts = [sentence] * len(names)
+        else:  # one description for the group: given once, the others point to it
+            texts = [sentence] + [f"{n}; see --{names[0].replace('_', '-')}" for n in names[1:]]
         out.update({n: t + (f" ({kind})" if kind else "") for n, t in zip(names, texts)})
 
     for k in range(start + 2, len(lines)):

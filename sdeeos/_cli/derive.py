@@ -16,10 +16,11 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "derive",
         help="run the SymPy derivations behind every theoretical number",
-        description="List the derivations (no argument), run one (NAME) or all ('all' / --all). "
+        description="List the derivations (--list, or no argument), run one (NAME) or all ('all' / --all). "
                     "Each prints its steps and checks; a failed check exits with status 1.",
     )
     parser.add_argument("name", nargs="?", metavar="NAME", help="derivation to run ('all' runs every one)")
+    parser.add_argument("--list", action="store_true", help="list the derivations and exit (as with no NAME)")
     parser.add_argument("--all", action="store_true", dest="run_all", help="run every derivation")
     parser.add_argument("--latex", action="store_true", help="print steps as LaTeX (Markdown display math)")
     parser.set_defaults(func=_run)
@@ -37,8 +38,10 @@ def _run(args) -> int:
 def _run_inner(args) -> int:
     if args.run_all and args.name not in (None, "all"):
         raise ParameterError(f"give a derivation NAME or --all, not both (got NAME {args.name!r} and --all)")
+    if args.list and (args.run_all or args.name is not None):
+        raise ParameterError("--list lists the derivations; give no NAME and no --all with it")
     name = "all" if args.run_all else args.name
-    if name is None:
+    if name is None or args.list:
         print("Derivations (run one with `sdeeos derive NAME [--latex]`, all with `sdeeos derive --all`):")
         print(reg.list_text())
         return 0

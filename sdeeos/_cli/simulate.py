@@ -17,18 +17,27 @@ import sys
 from pathlib import Path
 
 from .._dask_connect import DEFAULT_NO_WORKERS_TIMEOUT_S
+from .._errors import ParameterError
 from .._io import check_checkpoint_path, check_output_path, write_dataset
 from .._simulate import simulate
+from ..engines import ENGINES
 from ..models import MODEL_REGISTRY
 from ._plain import first_sentence, numpydoc_parameters, plain_text
 
-__all__ = ["register", "summary_dict"]
+__all__ = ["register", "summary_dict", "BACKENDS"]
+
+#: the simulation backends (cupy needs an NVIDIA GPU and the gpu extra)
+BACKENDS = tuple(ENGINES)
 
 
-def _model_options(parser: argparse.ArgumentParser, cls) -> list[str]:
-    names = []
+def _model_options(parser: argparse.ArgumentParser, cls) -> tuple[list[str], dict[str, str]]:
+    """One option per constructor parameter; returns the names and {name: option} of the renamed
+    required ones (checked after parsing: their old spelling is a hidden alias)."""
+    names, renamed_required = [], {}
     sig = inspect.signature(cls.__init__)
     helps = {**numpydoc_parameters(inspect.getdoc(cls) or ""), **getattr(cls, "cli_help", {})}
+    # cli_names: a clearer option name than the parameter's (QuadraticRegression's P -> --n-params)
+    renames, choices = getattr(cls, "cli_names", {}), getattr(cls, "cli_choices", {})
     for name, p in list(sig.parameters.items())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
@@ -36,14 +45,20 @@ def _model_options(parser: argparse.ArgumentParser, cls) -> list[str]:
         kind = {"int": int, "float": float, "str": str}.get(kind, kind)
         required = p.default is inspect.Parameter.empty
         default = None if required else p.default
+        plain, option = name.replace("_", "-"), renames.get(name, name.replace("_", "-"))
         parser.add_argument(
-            f"--{name.replace('_', '-')}", dest=f"model_{name}", type=kind, required=required, default=default,
-            metavar=name.upper(),
+            f"--{option}", dest=f"model_{name}", type=kind, required=required and option == plain, default=default,
+            metavar=None if name in choices else option.upper().replace("-", "_"), choices=choices.get(name),
             help=plain_text(helps.get(name, f"model parameter {name}"))
             + ("" if required or default is None else f" (default: {default})"),
         )
+        if option != plain:  # the parameter's own spelling still works, unlisted
+            parser.add_argument(f"--{plain}", dest=f"model_{name}", type=kind, choices=choices.get(name),
+                                help=argparse.SUPPRESS)
+            if required:
+                renamed_required[name] = option
         names.append(name)
-    return names
+    return names, renamed_required
 
 
 def register(subparsers) -> None:
@@ -53,14 +68,15 @@ def register(subparsers) -> None:
     for name, cls in MODEL_REGISTRY.items():
         summary = plain_text((inspect.getdoc(cls) or name).split("\n\n")[0])
         mp = models.add_parser(name, help=first_sentence(summary), description=summary)
-        names = _model_options(mp, cls)
+        names, renamed_required = _model_options(mp, cls)
         mp.add_argument("--method", choices=cls.methods, default=None,
                         help="update rule (default: the model's natural method)")
         mp.add_argument("--n-traj", type=int, default=1000, help="number of trajectories (default: 1000)")
         mp.add_argument("--steps", type=int, default=10_000, help="steps per trajectory (default: 10000)")
         mp.add_argument("--burn-in", type=int, default=None, help="steps discarded before averaging (default: steps/2)")
         mp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-        mp.add_argument("--backend", default="numba", help="numba (default), numpy (reference) or cupy (NVIDIA GPU)")
+        mp.add_argument("--backend", default="numba", choices=BACKENDS,
+                        help="numba (default), numpy (reference) or cupy (NVIDIA GPU)")
         mp.add_argument("--record-every", type=int, default=None, help="record paths every K steps")
         mp.add_argument("--threads", type=int, default=None, help="Numba threads (results do not depend on it)")
         mp.add_argument("--checkpoint", default=None, help="checkpoint file: resume an interrupted run")
@@ -84,7 +100,7 @@ def register(subparsers) -> None:
         mp.add_argument("--out", default=None, help="write the dataset here (.nc NetCDF, or .zarr)")
         mp.add_argument("--json", action="store_true", help="print the ensemble summary as one JSON object")
         mp.add_argument("--no-progress", action="store_true", help="never show a progress bar")
-        mp.set_defaults(func=_run, model_cls=cls, model_param_names=names)
+        mp.set_defaults(func=_run, model_cls=cls, model_param_names=names, model_renamed_required=renamed_required)
 
 
 def _jsonable(value):
@@ -116,6 +132,9 @@ def _run(args) -> int:
         check_output_path(args.out, "--out")
     if args.checkpoint:
         check_checkpoint_path(args.checkpoint, "--checkpoint")
+    for name, option in args.model_renamed_required.items():
+        if getattr(args, f"model_{name}") is None:
+            raise ParameterError(f"the option --{option} is required")
     kwargs = {n: getattr(args, f"model_{n}") for n in args.model_param_names}
     model = args.model_cls(**kwargs)
     ds = simulate(model, args.method, n_traj=args.n_traj, n_steps=args.steps, burn_in=args.burn_in,

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     parser.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                         help="if another run is writing the same --out folder, wait up to SECONDS for it "
                              "(default 0: fail at once, naming it)")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute every point: discard the sweep points stored under --out (after the study "
+                             "file's grid, model or run settings changed)")
     parser.add_argument("--quick", action="store_true", help="apply the file's [quick] overrides (a smoke test)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--list", action="store_true", help="list the study kinds and exit")
@@ -53,7 +56,8 @@ def _run(args) -> int:
         raise ParameterError("a study FILE is required (or --list, --replot DATASET)")
     cfg = load_study(args.file, quick=args.quick)
     scheduler = None if args.scheduler in (None, "local") else args.scheduler
-    ds = run_study(cfg, args.out, progress=not args.no_progress, scheduler=scheduler, wait_for_lock=args.wait_lock)
+    ds = run_study(cfg, args.out, progress=not args.no_progress, scheduler=scheduler, wait_for_lock=args.wait_lock,
+                   force=args.force)
     summary = json.loads(ds.attrs.get("study_summary", "{}")) if hasattr(ds, "attrs") else {}
     if not summary:
         default = f"out/{cfg.name}" + ("-quick" if cfg.quick else "")
@@ -106,6 +110,11 @@ def _replot(path: str, out: str | None) -> int:
     if not hasattr(module, "plot"):
         raise ParameterError(f"study kind {kind!r} has no plot function; re-run the study instead")
     out_dir = out or str(Path(path).parent)
-    for p in save_figure(module.plot(ds), out_dir, str(ds.attrs.get("study", kind)), dpi=130):
-        print(f"wrote {p}")
+    name = str(ds.attrs.get("study", kind))
+    figures = module.plot(ds)
+    # one figure, or several by name suffix (as the study itself names them)
+    named = figures.items() if isinstance(figures, dict) else [("", figures)]
+    for suffix, fig in named:
+        for p in save_figure(fig, out_dir, f"{name}_{suffix}" if suffix else name, dpi=130):
+            print(f"wrote {p}")
     return 0

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import re
 import sys
 
+from .._labels import label_dataset
 from .._toml import read_toml
 from .._train_config import TrainConfig, setting_type
 from ._plain import plain_text
@@ -29,7 +32,10 @@ _TRAIN_FLAGS = [f for f in dataclasses.fields(TrainConfig) if setting_type(f.nam
 def _help(f: dataclasses.Field) -> str:
     choices = f.metadata["choices"]
     default = "" if f.default is None else f" (default: {f.default})"
-    return f.metadata["help"] + (f": {' | '.join(choices)}" if choices else "") + default
+    text = f.metadata["help"]
+    # the help already names every choice (as a word): not twice
+    named = choices and all(re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text) for c in choices)
+    return text + (f": {' | '.join(choices)}" if choices and not named else "") + default
 
 
 def register(subparsers) -> None:
@@ -50,14 +56,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..torch import train  # the optional torch extra (BackendUnavailableError without it)
+    # the optional torch extra, loaded by name (BackendUnavailableError without it)
+    train = importlib.import_module("sdeeos.torch").train
 
     settings = read_toml(args.config, "config file")[0] if args.config else {}
     for f in dataclasses.fields(TrainConfig):
         if getattr(args, f.name) is not None:
             settings[f.name] = getattr(args, f.name)
     ds = train(settings, progress=not args.no_progress, on_nonfinite="stop")
-    ds.to_netcdf(args.out, engine="h5netcdf")
+    label_dataset(ds).to_netcdf(args.out, engine="h5netcdf")
     a = ds.attrs
     if a.get("diverged_step", -1) >= 0:
         print(f"sdeeos train: stopped: {a['stopped_reason']}; partial dataset written to {args.out}",

@@ -41,7 +41,7 @@ import numpy as np
 from ._numba import cache_dir as numba_cache_dir
 from ._cuda_template import KERNEL_ARGS, KERNEL_NAME, KEYS_KERNEL_ARGS, KEYS_KERNEL_NAME, KernelSource
 
-__all__ = ["SHIM", "cpu_has_fma", "find_cxx", "find_nvrtc", "nvrtc_compile", "host_driver_source", "build_host_library", "HostDevice"]
+__all__ = ["SHIM", "cpu_has_fma", "find_cxx", "find_nvrtc", "nvrtc_libraries", "nvrtc_compile", "host_driver_source", "build_host_library", "HostDevice"]
 
 SHIM = r"""// sdeeos host shim: compile a sdeeos CUDA kernel as plain C++ (tests and debugging only).
 #include <cmath>
@@ -176,12 +176,13 @@ def build_host_library(kernel: KernelSource, *, fmad: bool = False, perturb_log:
 
 
 # ---------------------------------------------------------------------------------- NVRTC, no GPU
-def find_nvrtc() -> str | None:
-    """Path of an NVRTC library, if one is installed (``$SDEEOS_NVRTC``, the nvidia-cuda-nvrtc wheels,
-    or the system's).  NVRTC compiles CUDA C++ to PTX/CUBIN on the CPU: no GPU is needed."""
+def nvrtc_libraries() -> list[str]:
+    """Paths of every NVRTC library found: ``$SDEEOS_NVRTC`` alone when set, else the nvidia-cuda-nvrtc
+    wheels (CUDA 13's ``nvidia.cu13``, CUDA 12's ``nvidia.cuda_nvrtc``) and the system's."""
     env = os.environ.get("SDEEOS_NVRTC")
     if env:
-        return env if os.path.exists(env) else None
+        return [env] if os.path.exists(env) else []
+    found = []
     for pkg in ("nvidia.cu13", "nvidia.cuda_nvrtc"):
         try:
             mod = __import__(pkg, fromlist=["__path__"])
@@ -191,8 +192,17 @@ def find_nvrtc() -> str | None:
             hits = sorted(glob.glob(os.path.join(base, "lib", "libnvrtc.so.*")))
             hits = [h for h in hits if "builtins" not in h and ".alt." not in h]
             if hits:
-                return hits[0]
-    return ctypes.util.find_library("nvrtc")
+                found.append(hits[0])
+                break
+    system = ctypes.util.find_library("nvrtc")
+    return found + ([system] if system else [])
+
+
+def find_nvrtc() -> str | None:
+    """Path of an NVRTC library, if one is installed (the first of `nvrtc_libraries`).  NVRTC compiles
+    CUDA C++ to PTX/CUBIN on the CPU: no GPU is needed."""
+    libraries = nvrtc_libraries()
+    return libraries[0] if libraries else None
 
 
 def nvrtc_compile(source: str, options, *, target: str = "ptx", library: str | None = None):

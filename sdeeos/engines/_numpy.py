@@ -50,6 +50,7 @@ def _compile(signature: str, step):
     if digest not in _BY_SOURCE:
         namespace = {"numpy": numpy, "math": math}
         exec(compile(src, f"<sdeeos numpy step {digest[:20]}>", "exec"), namespace)
+        namespace["update"].n_noise = len(step.noise)  # the same for every step with this source
         _BY_SOURCE[digest] = namespace["update"], namespace["observe"]
     _COMPILED[signature] = _BY_SOURCE[digest]
     return _COMPILED[signature]
@@ -63,8 +64,10 @@ class NumpyEngine(Engine):
     def next_state(self, spec: RunSpec, run: RunState, t: int, state: list, params: tuple, update) -> list:
         """The state after step ``t`` (one array over trajectories per state variable): the generated
         ``update`` with step ``t``'s normals.  A model whose step is not a symbolic map overrides this
-        and inherits the rest of the loop (recording, burn-in, streamed sums, folds, divergence)."""
-        nz = spec.step.n_noise
+        and inherits the rest of the loop (recording, burn-in, streamed sums, folds, divergence).
+        The step is not asked of the model here: a model whose ``step()`` builds SymPy expressions on
+        every call would rebuild them at every time step."""
+        nz = update.n_noise
         noise = [normals(run.keys, run.gammas, t * nz + k) for k in range(nz)]
         with numpy.errstate(all="ignore"):
             new = update(*state, *params, *noise)

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from .._errors import ParameterError
+from .._labels import label_dataset
 from .._provenance import provenance_attrs
 from .._train_config import TrainConfig
 from ..plotting import save_figure
@@ -47,7 +48,7 @@ def study_settings(cfg: StudyConfig) -> dict:
 def save_study(ds: xr.Dataset, fig, out_dir: pathlib.Path, name: str) -> None:
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ds.to_netcdf(out_dir / f"{name}.nc", engine="h5netcdf")
+    label_dataset(ds).to_netcdf(out_dir / f"{name}.nc", engine="h5netcdf")
     save_figure(fig, out_dir, name, dpi=130)
 
 

@@ -7,12 +7,13 @@ import importlib
 import importlib.util
 import inspect
 import os
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._errors import BackendUnavailableError, ParameterError
+from .._errors import BackendUnavailableError, ParameterError, StoreMismatchError
 from .._storelock import StoreLock
 from .._toml import read_toml
 from .._validation import check_nonnegative
@@ -131,7 +132,7 @@ def _notice(message: str) -> None:
 
 
 def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool = True, scheduler=None,
-              quick: bool = False, wait_for_lock: float = 0.0):
+              quick: bool = False, wait_for_lock: float = 0.0, force: bool = False):
     """Run a study file (path or `StudyConfig`); write its dataset and figures under ``out_dir``.
 
     ``out_dir`` defaults to ``out/<name>`` (``out/<name>-quick`` with the ``[quick]`` overrides).
@@ -139,6 +140,10 @@ def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool
     ``format = "zarr"`` output is written as NetCDF; each says so in one line on stderr.
     Returns the runner's dataset.  One process writes ``out_dir`` at a time: a second one fails at
     once naming the first, or waits up to ``wait_for_lock`` seconds for it.
+
+    Sweep points are stored under ``out_dir/sweeps``.  After the study file was edited (other grid,
+    model or run settings) they belong to the earlier version: the run stops, naming ``--out`` and
+    ``--force``; ``force=True`` deletes them first and recomputes every point.
     """
     wait_for_lock = check_nonnegative("wait_for_lock", wait_for_lock)
     cfg = study if isinstance(study, StudyConfig) else load_study(study, quick=quick)
@@ -152,7 +157,7 @@ def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool
             _notice("dask.distributed is not installed (the 'dist' extra): running the points in this process")
             scheduler = "serial"
         kwargs["scheduler"] = scheduler
-    elif scheduler not in (None, "local"):
+    elif scheduler not in (None, "local", "serial"):  # "serial" is what an in-process kind does anyway
         raise ParameterError(f"study kind {cfg.kind!r} runs in this process and takes no scheduler; "
                              "drop --scheduler")
     output = cfg.get("output")
@@ -161,9 +166,26 @@ def run_study(study, out_dir: str | os.PathLike | None = None, *, progress: bool
         cfg = StudyConfig({**cfg, "output": {**output, "format": "netcdf"}}, cfg.path, cfg.lines,
                           kind=cfg.kind, name=cfg.name, quick=cfg.quick)
     _check_writable_folder(out)
+    made = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
-    with StoreLock(out, wait=wait_for_lock, what="study output folder", lock_file=out / ".sdeeos-study.lock"):
-        return module.run(cfg, out, **kwargs)
+    try:
+        with StoreLock(out, wait=wait_for_lock, what="study output folder", lock_file=out / ".sdeeos-study.lock"):
+            if force:
+                shutil.rmtree(out / "sweeps", ignore_errors=True)  # only sweep stores live there
+            try:
+                return module.run(cfg, out, **kwargs)
+            except StoreMismatchError:
+                raise ParameterError(
+                    f"--out {str(out)!r} holds sweep points of an earlier version of study {cfg.name!r} (its grid, "
+                    "model or run settings differ); re-run with --force to discard them and recompute, or choose "
+                    "another --out") from None
+    except BaseException:
+        for d in made:  # a run that failed before writing anything leaves no empty folder behind
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _check_writable_folder(out: Path) -> None:

@@ -12,7 +12,4 @@ from __future__ import annotations
 
 from .regime import SCHEMA, plot, run
 
-__all__ = ["SCHEMA", "run", "plot", "real_gap"]
-
-#: The runner under its old name (for `sdeeos.torch`'s deprecated aliases).
-real_gap = run
+__all__ = ["SCHEMA", "run", "plot"]

@@ -26,6 +26,10 @@ Across seeds: means with 95 % Student-t confidence intervals.  The regime label 
 ``"nonlinear"`` where :math:`\eta\Delta S>0.5` (outside the small-gap expansion), ``"stochastic-edge"``
 where the trace form of K (``K_trace``; the full K diverges at the deterministic edge) is ≥ 0.5, else ``"1-D"``/``"k-direction"``/``"neither"`` by which prediction's 95 % interval of the
 ratio measured/predicted contains 1 (within a factor 1.5 when the interval is wider).
+
+The short names above are those of the formulas; the dataset names say what each field is
+(`OUTPUT_NAMES`, `output_name`: ``pred_k`` is written as ``predicted_gap_k_direction``, across-seed
+statistics end in ``_seed_mean`` and ``_seed_ci95``; docs/datasets.md).
 """
 
 from __future__ import annotations
@@ -373,24 +377,68 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "reg
                 mean[at], half[at] = _ci(ratio[at])
             ds[f"ratio_{ref}_to_{p}_mean"] = (dims[:3], mean)
             ds[f"ratio_{ref}_to_{p}_ci95"] = (dims[:3], half)
+    ds = ds.rename({v: output_name(v) for v in ds.data_vars})
     ds["regime"] = (dims[:3], _labels(ds))
     ds.attrs = provenance_attrs(study=name, study_wall_time_s=time.perf_counter() - t_start,
                                 config=repr({k: v for k, v in cfg.items()}), quick=int(bool(quick)),
-                                alpha_used="pred_1d_kproj: alpha_1 at theta_dagger with the top-k eigenspace "
-                                "projected out of grad L; pred_1d_gf: the gradient-flow rate dlambda_max/dt; "
-                                "pred_k: alpha_j (top-k projected) for every direction",
-                                gap_definitions="gap_2eta = 2/eta - mean lambda_1 (plateau); gap_gd = S_GD - "
-                                "mean lambda_1 (same seed and eta)")
+                                alpha_used="predicted_gap_1d_topk_projected_alpha: alpha_1 at theta_dagger with the "
+                                "top-k eigenspace projected out of grad L; predicted_gap_1d_gradient_flow_alpha: the "
+                                "gradient-flow rate dlambda_max/dt; predicted_gap_k_direction: alpha_j (top-k "
+                                "projected) for every direction",
+                                gap_definitions="gap_from_2_over_eta = 2/eta - mean lambda_1 (plateau); "
+                                "gap_from_gd_sharpness = S_GD - mean lambda_1 (same seed and eta)")
     save_study(ds, plot(ds), out_dir, name)
     return ds
 
 
+#: the dataset's name of each per-run field (computed under the short names of the formulas)
+OUTPUT_NAMES = {
+    "S": "sharpness", "lam2": "second_eigenvalue", "lam12": "top_eigenvalue_gap",
+    "gap_2eta": "gap_from_2_over_eta", "gap_gd": "gap_from_gd_sharpness",
+    "pred_1d_kproj": "predicted_gap_1d_topk_projected_alpha", "pred_1d_gf": "predicted_gap_1d_gradient_flow_alpha",
+    "pred_k": "predicted_gap_k_direction", "pred_k_dir1": "predicted_gap_k_direction_first",
+    "n_active": "n_active_directions", "alpha_kproj": "alpha_topk_projected", "alpha_gf": "alpha_gradient_flow",
+    "alpha_gf_se": "alpha_gradient_flow_stderr", "alpha_1proj": "alpha_one_direction", "G11": "coupling_11",
+    "G12_over_G11": "coupling_12_over_11", "sigma1_sq": "noise_variance_1", "eta_gap": "eta_times_gap",
+    "K_lower": "noise_kernel_lower", "K_upper": "noise_kernel_upper", "K_trace": "noise_kernel_trace",
+    "noise_corr12": "noise_correlation_12", "edge_hvp": "edge_constants_hvp",
+    "edge_seconds": "edge_constants_time_s", "gf_hvp": "gradient_flow_hvp", "gf_seconds": "gradient_flow_time_s",
+    "run_seconds": "run_time_s", "final_loss": "final_loss", "diverged": "diverged",
+    "S_drift": "sharpness_drift", "identity_Gx2_1": "identity_coupling_x_sq_1",
+    "identity_2alpha_1": "identity_two_alpha_1", "n_above_2_over_eta": "n_above_2_over_eta",
+    "batch_sharpness": "batch_sharpness",
+}
+
+
+def output_name(field: str) -> str:
+    """The dataset's name of a field: across-seed statistics end in ``_seed_mean`` and ``_seed_ci95``.
+
+    >>> output_name("S"), output_name("K_trace_ci95"), output_name("alpha_k4_mean")
+    ('sharpness', 'noise_kernel_trace_seed_ci95', 'alpha_top4_projected_seed_mean')
+    >>> output_name("ratio_gap_2eta_to_pred_k_mean")
+    'ratio_gap_from_2_over_eta_to_predicted_gap_k_direction_seed_mean'
+    """
+    for suffix in ("_mean", "_ci95"):
+        if field.endswith(suffix) and field not in OUTPUT_NAMES:
+            return output_name(field[: -len(suffix)]) + "_seed" + suffix
+    if field.startswith("ratio_"):
+        ref, p = field[len("ratio_"):].split("_to_")
+        return f"ratio_{output_name(ref)}_to_{output_name(p)}"
+    if field.startswith("alpha_k") and field[len("alpha_k"):].isdigit():
+        return f"alpha_top{field[len('alpha_k'):]}_projected"
+    return OUTPUT_NAMES[field]
+
+
+def _out(field: str, stat: str = "") -> str:
+    return output_name(field + stat)
+
+
 def _labels(ds) -> np.ndarray:
-    lab = np.empty(ds.gap_2eta_mean.shape, dtype=object)
+    lab = np.empty(ds[_out("gap_2eta", "_mean")].shape, dtype=object)
     for at in np.ndindex(lab.shape):
-        eg = float(ds.eta_gap_mean.values[at])
+        eg = float(ds[_out("eta_gap", "_mean")].values[at])
         # the trace form: K_lower/K_upper also contain the top modes, which diverge at the deterministic edge
-        K = float(ds.K_trace_mean.values[at])
+        K = float(ds[_out("K_trace", "_mean")].values[at])
         if ds.batch_size.values[at[2]] == "full":
             lab[at] = "GD"
             continue
@@ -399,8 +447,8 @@ def _labels(ds) -> np.ndarray:
             continue
 
         def holds(p):
-            m = float(ds[f"ratio_gap_2eta_to_{p}_mean"].values[at])
-            h = float(ds[f"ratio_gap_2eta_to_{p}_ci95"].values[at])
+            m = float(ds[_out(f"ratio_gap_2eta_to_{p}", "_mean")].values[at])
+            h = float(ds[_out(f"ratio_gap_2eta_to_{p}", "_ci95")].values[at])
             if not np.isfinite(m):
                 return False
             if np.isfinite(h) and m - h <= 1 <= m + h and h < 0.5:
@@ -437,7 +485,7 @@ def plot(ds: xr.Dataset):
         for f, lab, mk in (("gap_2eta", "measured, from 2/η", "o"), ("gap_gd", "measured, from S_GD", "s"),
                            ("pred_1d_kproj", "1-D, α top-k projected", "--"), ("pred_1d_gf", "1-D, α gradient flow", ":"),
                            ("pred_k", "k-direction closure", "-.")):
-            y, e = sub[f + "_mean"].values, sub[f + "_ci95"].values
+            y, e = sub[_out(f, "_mean")].values, sub[_out(f, "_ci95")].values
             if mk in ("o", "s"):
                 ax.errorbar(xb, y, yerr=np.nan_to_num(e), fmt=mk, label=lab, capsize=2)
             else:
@@ -450,7 +498,8 @@ def plot(ds: xr.Dataset):
         ax.legend(fontsize=6)
         ax = axes[r, 1]
         for p, mk in (("pred_1d_kproj", "o"), ("pred_1d_gf", "^"), ("pred_k", "s")):
-            y, e = sub[f"ratio_gap_2eta_to_{p}_mean"].values, sub[f"ratio_gap_2eta_to_{p}_ci95"].values
+            y, e = (sub[_out(f"ratio_gap_2eta_to_{p}", "_mean")].values,
+                    sub[_out(f"ratio_gap_2eta_to_{p}", "_ci95")].values)
             ax.errorbar(xb, y, yerr=np.nan_to_num(e), fmt=mk, label=p.replace("pred_", ""), capsize=2)
         ax.axhline(1, color="k", lw=0.8)
         ax.set_xscale("log")
@@ -462,11 +511,11 @@ def plot(ds: xr.Dataset):
             ax.annotate(lab, (x_, 0.02), xycoords=("data", "axes fraction"), fontsize=6, rotation=90, va="bottom")
         ax.legend(fontsize=6)
         ax = axes[r, 2]
-        ax.plot(xb, sub.eta_gap_mean.values, "o-", label="ηΔS (from 2/η)")
-        ax.plot(xb, sub.K_upper_mean.values, "s-", label="K (upper bound)")
-        ax.plot(xb, sub.K_lower_mean.values, "s--", label="K (lower bound)")
-        ax.plot(xb, sub.K_trace_mean.values, "x:", label="K, trace form")
-        ax.plot(xb, float(ds.eta.values[j]) * sub.lam12_mean.values, "^-", label="η(λ₁−λ₂)")
+        ax.plot(xb, sub[_out("eta_gap", "_mean")].values, "o-", label="ηΔS (from 2/η)")
+        ax.plot(xb, sub[_out("K_upper", "_mean")].values, "s-", label="K (upper bound)")
+        ax.plot(xb, sub[_out("K_lower", "_mean")].values, "s--", label="K (lower bound)")
+        ax.plot(xb, sub[_out("K_trace", "_mean")].values, "x:", label="K, trace form")
+        ax.plot(xb, float(ds.eta.values[j]) * sub[_out("lam12", "_mean")].values, "^-", label="η(λ₁−λ₂)")
         ax.set_xscale("log")
         ax.set_xlabel("batch size B")
         ax.legend(fontsize=6)

@@ -18,6 +18,7 @@ import numpy as np
 import sympy as sp
 import xarray as xr
 
+from .._errors import ParameterError
 from ..models import SelfStabilization
 from ..plotting import (
     COLORS,
@@ -45,7 +46,7 @@ from ._common import (
 )
 from ._schema import Field, Table
 
-__all__ = ["run", "SCHEMA", "validity_batch_size"]
+__all__ = ["run", "plot", "SCHEMA", "validity_batch_size"]
 
 SCHEMA = {
     "model": model_table(("eta", "alpha", "beta")),
@@ -161,23 +162,61 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
     ds.attrs.update(validity_sigma_sq=boundary_sigma_sq, validity_batch_size=b_star,
                     fit_batch_size_min=bmin, fit_batch_size_max=bmax, fit_confidence=conf)
 
+    ds.attrs.update(n_data=n_data, sigma_1=bn["sigma_1"], sampling=bn["sampling"])  # what `plot` needs
+
     # ---------------------------------------------------------------- figures
-    fmts = figure_formats(cfg)
-    name = cfg["name"]
-    title = cfg.get("title") or "Sharpness gap of SGD in the reduced self-stabilization model"
     figures = []
+    for suffix, fig in plot(ds, title=cfg.get("title")).items():
+        figures += save_figure(fig, out_dir, f"{cfg['name']}_{suffix}", figure_formats(cfg))
+
+    summary = {
+        "validity_sigma_sq": boundary_sigma_sq, "validity_batch_size": b_star,
+        "fit_gap_vs_batch_size": fits_b, "fit_gap_vs_sigma_sq": fits_s, "fit_gap_vs_eta": fits_eta,
+        "n_points": int(ds.attrs.get("n_points", 0)), "n_not_converged": int((~ds["converged"]).sum()),
+        "n_diverged_total": int(ds["n_diverged"].sum()),
+    }
+    return write_outputs(cfg, out_dir, ds, summary, figures)
+
+
+def _fit(ds: xr.Dataset, key: str, i: int) -> dict:
+    """A fitted slope, its interval and the theory's slope over the same points (empty where unfitted)."""
+    if key not in ds or not np.isfinite(float(ds[key].values[i])):
+        return {}
+    vals = {k: float(ds[key + s].values[i]) for k, s in (("slope", ""), ("ci_low", "_ci_low"),
+                                                           ("ci_high", "_ci_high"),
+                                                           ("theory_exact_slope", "_theory_exact"))}
+    return {k: (None if k in ("slope", "ci_low", "ci_high") and not math.isfinite(v) else v) for k, v in vals.items()}
+
+
+def plot(ds: xr.Dataset, title: str | None = None) -> dict:
+    """The study's figures from its dataset alone (``sdeeos study --replot``): name suffix -> figure."""
+    missing = [k for k in ("alpha", "beta", "n_data", "sigma_1", "sampling", "validity_batch_size",
+                           "validity_sigma_sq", "fit_batch_size_min", "fit_batch_size_max") if k not in ds.attrs]
+    if missing:
+        raise ParameterError(f"the dataset lacks the attributes {missing} that the figures need (written by an "
+                             "older sdeeos); re-run the study instead")
+    alpha, beta = float(ds.attrs["alpha"]), float(ds.attrs["beta"])
+    n_data, sigma_1, sampling = int(ds.attrs["n_data"]), float(ds.attrs["sigma_1"]), str(ds.attrs["sampling"])
+    b_star, boundary_sigma_sq = float(ds.attrs["validity_batch_size"]), float(ds.attrs["validity_sigma_sq"])
+    bmin, bmax = int(ds.attrs["fit_batch_size_min"]), int(ds.attrs["fit_batch_size_max"])
+    title = title or str(ds.attrs.get("study_title") or "")
+    converged = ds["converged"].astype(bool)
+    ds = ds.assign(converged=converged)
+    title = title or "Sharpness gap of SGD in the reduced self-stabilization model"
+    figures = {}
     etas = ds["eta"].values
     colors = {float(e): COLORS[i % len(COLORS)] for i, e in enumerate(etas)}
-    bdense = np.unique(np.round(np.geomspace(min(grid["batch_size"]), max(b for b in grid["batch_size"] if b < n_data)
-                                             if any(b < n_data for b in grid["batch_size"]) else n_data, 200)))
-    s2dense = _sigma_sq(bdense, n_data, bn["sigma_1"], bn["sampling"])
+    bvals = [int(b) for b in ds["batch_size"].values]
+    bdense = np.unique(np.round(np.geomspace(min(bvals), max(b for b in bvals if b < n_data)
+                                             if any(b < n_data for b in bvals) else n_data, 200)))
+    s2dense = _sigma_sq(bdense, n_data, sigma_1, sampling)
 
     # 1. gap vs batch size
     fig, ax = new_figure(width=7.0, height=5.0)
     for j, eta in enumerate(etas):
         sub = ds.isel(eta=j)
         c = colors[float(eta)]
-        f = fits_b.get(f"{eta:g}", {})
+        f = _fit(ds, "gap_batch_slope", j)
         lab = rf"$\eta={eta:g}$"
         if f.get("slope") is not None and f.get("ci_low") is not None:
             lab += (rf": fitted slope ${f['slope']:.3f}\pm{(f['ci_high'] - f['ci_low']) / 2:.3f}$"
@@ -199,10 +238,10 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
     ax.set_xlabel("batch size $B$")
     ax.set_ylabel(r"sharpness gap $\Delta S = 2/\eta - \langle S\rangle$")
     ax.set_title(f"{title}\n" + rf"$\alpha={alpha:g}$, $\beta={beta:g}$, $n={n_data}$, "
-                 rf"$\sigma_1={bn['sigma_1']:g}$; fit over ${bmin}\leq B\leq {bmax}$", fontsize=10)
+                 rf"$\sigma_1={sigma_1:g}$; fit over ${bmin}\leq B\leq {bmax}$", fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(True, which="both", alpha=0.2)
-    figures += save_figure(fig, out_dir, f"{name}_gap_vs_batch", fmts)
+    figures["gap_vs_batch"] = fig
 
     # 2. gap vs sigma_u^2
     fig, ax = new_figure(width=7.0, height=5.0)
@@ -211,7 +250,7 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
     for j, eta in enumerate(etas):
         sub = ds.isel(eta=j)
         c = colors[float(eta)]
-        f = fits_s.get(f"{eta:g}", {})
+        f = _fit(ds, "gap_sigma_sq_slope", j)
         lab = rf"$\eta={eta:g}$"
         if f.get("slope") is not None and f.get("ci_low") is not None:
             lab += rf": slope ${f['slope']:.3f}\pm{(f['ci_high'] - f['ci_low']) / 2:.3f}$ (closure ${f['theory_exact_slope']:.3f}$)"
@@ -237,7 +276,7 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
     ax.set_title("Gap vs noise variance; hollow markers: not stationary (window-half drift)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.2)
-    figures += save_figure(fig, out_dir, f"{name}_gap_vs_sigma2", fmts)
+    figures["gap_vs_sigma2"] = fig
 
     # 3. gap vs eta
     if ds.sizes["eta"] >= 2:
@@ -249,7 +288,7 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
             sub = ds.sel(batch_size=bval)
             c = COLORS[k % len(COLORS)]
             s = float(sub["sigma"].values.flat[0])
-            f = fits_eta.get(str(int(bval)), {})
+            f = _fit(ds, "gap_eta_slope", list(ds["batch_size"].values).index(bval))
             lab = f"$B={int(bval)}$"
             if f.get("ci_low") is not None:
                 lab += rf": slope ${f['slope']:.2f}\pm{(f['ci_high'] - f['ci_low']) / 2:.2f}$"
@@ -266,7 +305,7 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
         ax.set_title("Gap vs step size at fixed batch size", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.2)
-        figures += save_figure(fig, out_dir, f"{name}_gap_vs_eta", fmts)
+        figures["gap_vs_eta"] = fig
 
     # 4. sharpness traces
     if "path_sharpness_ensemble_mean" in ds:
@@ -303,12 +342,6 @@ def run(cfg, out_dir: Path, *, progress: bool = True, scheduler=None) -> xr.Data
         ax.set_title(rf"Sharpness traces at $\eta={eta:g}$: thin = single trajectories, thick = ensemble mean, "
                      "dotted = 2/η − ΔS (closure)", fontsize=9)
         ax.legend(fontsize=8, loc="lower right")
-        figures += save_figure(fig, out_dir, f"{name}_sharpness_traces", fmts)
+        figures["sharpness_traces"] = fig
 
-    summary = {
-        "validity_sigma_sq": boundary_sigma_sq, "validity_batch_size": b_star,
-        "fit_gap_vs_batch_size": fits_b, "fit_gap_vs_sigma_sq": fits_s, "fit_gap_vs_eta": fits_eta,
-        "n_points": int(ds.attrs.get("n_points", 0)), "n_not_converged": int((~ds["converged"]).sum()),
-        "n_diverged_total": int(ds["n_diverged"].sum()),
-    }
-    return write_outputs(cfg, out_dir, ds, summary, figures)
+    return figures

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -46,13 +47,14 @@ from .. import _rng
 from .._errors import BackendUnavailableError, ParameterError
 from .._interrupts import SigintDeferred
 from .._io import NETCDF_SUFFIXES as NC_SUFFIXES
+from .._labels import label_dataset, model_labels
 from .._provenance import provenance_attrs
 from .._resources import max_threads
 from .._storelock import StoreLock
 from .._validation import check_int, check_nonnegative, check_positive
-from ._dask_runner import DEFAULT_NO_WORKERS_TIMEOUT_S, Runner
+from ._dask_runner import DEFAULT_NO_WORKERS_TIMEOUT_S, Runner, SchedulerUnreachableError
 from ._points import GPU_BACKENDS, jsonable, make_points, normalize_grid, resolve_model, sweep_parameter_names
-from ._stores import LONG_NAMES, Layout, open_store
+from ._stores import Layout, open_store
 
 __all__ = ["sweep", "DEFAULT_CONNECT_TIMEOUT_S"]
 
@@ -200,6 +202,10 @@ def sweep(
     if path is not None and path.suffix != ".zarr" and path.is_dir():
         raise ParameterError(f"store {str(path)!r} is a directory; give a file name ending in .nc")
     lock = None
+    # folders this call makes, and whether the store is new: an unreachable scheduler leaves neither behind
+    made = [d for d in (path.parent, *path.parent.parents) if not d.exists()][::-1] if path is not None else []
+    fresh = path is not None and not path.exists() and not path.with_name(path.name + ".parts").exists()
+    discard = False
     if path is not None:  # one writer per store: a second one fails at once, naming this one
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = StoreLock(path, wait=wait_for_lock, what="sweep store").acquire()
@@ -212,8 +218,12 @@ def sweep(
         workers_used: set[str] = set()
         description = "none (every point was already done)"
         if todo:
-            runner = Runner(scheduler, n_workers, connect_timeout, any(p.resources for p in todo), len(todo),
-                            no_workers_timeout)
+            try:
+                runner = Runner(scheduler, n_workers, connect_timeout, any(p.resources for p in todo), len(todo),
+                                no_workers_timeout)
+            except SchedulerUnreachableError:
+                discard = fresh  # nothing was computed: remove the new, empty store
+                raise
             description = runner.description
             bar = tqdm(total=len(points), initial=n_resumed, unit="point", desc=f"sweep {cls.name}",
                        disable=(progress is False), delay=0 if progress else 2.0, leave=bool(progress))
@@ -237,10 +247,26 @@ def sweep(
         attrs.update(final)
         ds = st.assemble(static, attrs, final if todo else None)
         ds.attrs.update(final)
-        return _decorate(ds)
+        return _decorate(ds, _point_labels(cls, points))
     finally:
         if lock is not None:
             lock.release()
+        if discard:
+            _remove_empty_store(path, made)
+
+
+def _remove_empty_store(path: Path, made: list[Path]) -> None:
+    """Remove a store no point was written to, then the folders made for it (deepest first, if empty)."""
+    for p in (path, path.with_name(path.name + ".parts")):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    for d in reversed(made):
+        try:
+            d.rmdir()
+        except OSError:  # not empty (another writer's files): keep it
+            break
 
 
 def _check_backend(cls, backend, points) -> None:
@@ -278,15 +304,22 @@ def _static_variables(points, layout, cls) -> tuple[dict, dict]:
     return static, constant
 
 
-def _decorate(ds: xr.Dataset) -> xr.Dataset:
+def _point_labels(cls, points) -> dict:
+    """The model's own labels (its observables' expressions, its predictions' formulas), from one point."""
+    if not points:
+        return {}
+    model = cls(**points[0].model_kwargs)
+    method = model.check_method(points[0].method)
+    try:
+        step = model.step(method)
+    except (AttributeError, NotImplementedError):  # not a symbolic model
+        step = None
+    return model_labels(model, step, method)
+
+
+def _decorate(ds: xr.Dataset, labels: dict | None = None) -> xr.Dataset:
     ds = ds[sorted(ds.data_vars)]  # the same order whichever store the sweep used
-    for name, (ln, units) in LONG_NAMES.items():
-        if name in ds:
-            ds[name].attrs.setdefault("long_name", ln)
-            if units:
-                ds[name].attrs.setdefault("units", units)
-    if "sharpness_gap" in ds:
-        ds["sharpness_gap"].attrs.setdefault("long_name", "sharpness gap 2/eta - <S>")
+    label_dataset(ds, labels)
     if "point_done" in ds and bool(ds["point_done"].all()):
         for k in ("n_diverged", "n_alive"):
             if k in ds and np.all(np.isfinite(ds[k].values)):

@@ -35,8 +35,9 @@ import numpy as np
 import xarray as xr
 
 from .._checksum import STATIC_ATTR, arrays_digest, point_checksum
-from .._errors import DamagedDataError, DistExtraMissingError, ParameterError
+from .._errors import DamagedDataError, DistExtraMissingError, ParameterError, StoreMismatchError
 from .._io import netcdf_safe, open_dataset, write_dataset
+from .._labels import describe, label_dataset
 from .._storelock import remove_stale_temps, unique_temp_path
 
 __all__ = ["Store", "Layout", "LONG_NAMES", "open_store"]
@@ -199,7 +200,7 @@ class _NetCDFStore(_MemoryStore):
                 _report(f"{str(ident)!r} is damaged; rewriting it (each finished point is checked on its own)")
                 found = digest
             if found != digest:
-                raise ParameterError(f"{str(self.parts)!r} holds points of a different sweep; "
+                raise StoreMismatchError(f"{str(self.parts)!r} holds points of a different sweep; "
                                      "delete it or choose another store path")
         if found is None or not _json_ok(ident):
             tmp = unique_temp_path(ident)
@@ -312,7 +313,7 @@ class _ZarrStore(Store):
                 raise DamagedDataError(f"sweep store {str(path)!r} is damaged: its root attributes (.zattrs), which "
                                        "identify the sweep, cannot be read; delete it to compute the sweep again")
             if root["sweep_digest"] != digest:
-                raise ParameterError(f"{str(path)!r} holds a different sweep (other grid, model or settings); "
+                raise StoreMismatchError(f"{str(path)!r} holds a different sweep (other grid, model or settings); "
                                      "delete it or choose another store path")
             for f in path.rglob("*.partial"):  # temp files of a killed write
                 f.unlink(missing_ok=True)
@@ -347,7 +348,7 @@ class _ZarrStore(Store):
                "point_checksum": {"chunks": layout.scalar_chunks()}}
         for k in static:
             enc[k] = {"chunks": layout.scalar_chunks()}
-        netcdf_safe(template).to_zarr(target, mode="w-", consolidated=False, zarr_format=2, encoding=enc)
+        label_dataset(netcdf_safe(template)).to_zarr(target, mode="w-", consolidated=False, zarr_format=2, encoding=enc)
 
     # -- the skeleton: what this sweep writes before any point, and the metadata of the result arrays.
     def _repair_skeleton(self, static: dict, attrs: dict) -> None:
@@ -483,11 +484,9 @@ class _ZarrStore(Store):
         dtype = dtype or ("int64" if name in INTEGER_RESULTS else "float64")
         fill = None if dtype == "int64" else np.nan
         attrs = {"_ARRAY_DIMENSIONS": list(self.layout.var_dims(name))}
-        if name in LONG_NAMES:
-            ln, units = LONG_NAMES[name]
-            attrs["long_name"] = ln
-            if units:
-                attrs["units"] = units
+        label = describe(name)  # the registry of sdeeos._labels (arrays are made point by point)
+        if label is not None:
+            attrs.update(label.attrs())
         return group.create_array(name, shape=self.layout.var_shape(name), dtype=dtype,
                                   chunks=self.layout.var_chunks(name), fill_value=fill, attributes=attrs)
 
@@ -516,7 +515,7 @@ class _FinishedNetCDFStore(Store):
     def __init__(self, layout: Layout, path: Path, digest: str):
         ds = open_dataset(path)
         if ds.attrs.get("sweep_digest") != digest:
-            raise ParameterError(f"{str(path)!r} holds a different sweep (other grid, model or settings); "
+            raise StoreMismatchError(f"{str(path)!r} holds a different sweep (other grid, model or settings); "
                                  "delete it or choose another store path")
         self.layout, self.ds = layout, ds
 

@@ -58,7 +58,7 @@ def format_expr(expr: Any, latex: bool = False) -> str:
         if latex:
             return f"{sp.latex(expr.lhs)} = {sp.latex(expr.rhs)}"
         return f"{sp.sstr(expr.lhs)} = {sp.sstr(expr.rhs)}"
-    if isinstance(expr, sp.Basic):
+    if isinstance(expr, (sp.Basic, sp.MatrixBase)):  # a mutable Matrix is no Basic
         return sp.latex(expr) if latex else sp.sstr(expr)
     return str(expr)
 

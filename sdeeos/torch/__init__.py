@@ -24,13 +24,11 @@ Public API
   drop-in ``torch.optim`` optimizers (docs/torch_optimizers.md);
   :class:`NonFiniteCurvatureError`
 * training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`
-* studies: the real-network study kinds live in `sdeeos.studies` (``STUDY_RUNNERS``, ``real_eos``,
-  ``real_gap``, ``eos_sgd_vs_baselines`` here are deprecated aliases)
+* studies: the real-network study kinds live in `sdeeos.studies` (`real_eos`, `real_gap`,
+  `eos_sgd_vs_baselines`)
 """
 
 from __future__ import annotations
-
-import importlib
 
 from .._errors import BackendUnavailableError
 
@@ -104,11 +102,3 @@ __all__ = [
     "OPTIMIZERS", "NonFiniteLossError", "TrainConfig", "train",
 ]
 
-_MOVED_TO_STUDIES = ("STUDY_RUNNERS", "eos_sgd_vs_baselines", "real_eos", "real_gap")
-
-
-def __getattr__(name: str):
-    """The deprecated study names, loaded on first use (the study kinds import this package)."""
-    if name in _MOVED_TO_STUDIES:
-        return getattr(importlib.import_module("sdeeos.torch._studies"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

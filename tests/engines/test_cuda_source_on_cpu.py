@@ -29,7 +29,8 @@ import sdeeos
 from sdeeos import _rng
 from sdeeos.engines import ENGINES, RunSpec, RunState, get_engine
 from sdeeos.models._base import collect_symbolic
-from sdeeos.engines._cuda_host import HostDevice, build_host_library, cpu_has_fma, find_cxx, find_nvrtc, nvrtc_compile
+from sdeeos.engines._cuda_host import (HostDevice, build_host_library, cpu_has_fma, find_cxx, find_nvrtc,
+                                      nvrtc_compile, nvrtc_libraries)
 from sdeeos.engines._cuda_template import KEYS_KERNEL_NAME, kernel_source
 from sdeeos.engines._cupy import CupyEngine, run_summary
 from sdeeos.models import EnsembleModel, SymbolicStep
@@ -127,8 +128,10 @@ def test_generated_source_compiles_without_warnings(dtype):
         assert lib.sdeeos_warnings == "", lib.sdeeos_warnings  # g++ -Wall
 
 
-@pytest.mark.skipif(find_nvrtc() is None, reason="needs an NVRTC library (pip install nvidia-cuda-nvrtc-cu12)")
-def test_source_compiles_with_nvrtc_as_cupy_would():
+@pytest.mark.skipif(find_nvrtc() is None, reason="needs an NVRTC library (the test extra: nvidia-cuda-nvrtc-cu12, "
+                                                  "nvidia-cuda-nvrtc)")
+@pytest.mark.parametrize("library", nvrtc_libraries() or [None], ids=lambda p: "none" if p is None else p.rsplit("/", 1)[-1])
+def test_source_compiles_with_nvrtc_as_cupy_would(library):
     """NVRTC runs on the CPU: the options `CupyDevice` passes, plus the ``-ftz=true`` CuPy appends,
     for an H100 (sm_90)."""
     from sdeeos.engines._cupy import _NVRTC_OPTIONS
@@ -138,7 +141,8 @@ def test_source_compiles_with_nvrtc_as_cupy_would():
             ks = kernel_source(model.step(method), dtype=dtype)
             ptx = {}
             for fmad in ("false", "true"):
-                ok, log, out = nvrtc_compile(ks.source, [*_NVRTC_OPTIONS, f"--fmad={fmad}", "-arch=compute_90", "-ftz=true"])
+                ok, log, out = nvrtc_compile(ks.source, [*_NVRTC_OPTIONS, f"--fmad={fmad}", "-arch=compute_90", "-ftz=true"],
+                                             library=library)
                 assert ok, log
                 ptx[fmad] = out.decode()
             kind = "f64" if dtype == "float64" else "f32"

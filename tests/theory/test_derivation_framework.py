@@ -29,3 +29,7 @@ def test_latex_and_plain_formats():
     d = Derivation("t", "T", stream=out, latex=True)
     d.result("r", sp.Eq(x, 1), key="r")
     assert "$$ x = 1 $$" in out.getvalue() and d.results["r"] == sp.Eq(x, 1)
+    # a (mutable) Matrix is LaTeX too, not its repr ``Matrix([[...]])``
+    m = sp.Matrix([[x, 1], [0, 2]])
+    assert format_expr(m, latex=True) == sp.latex(m) and "\\begin{matrix}" in format_expr(m, latex=True)
+    assert format_expr(m) == "Matrix([\n[x, 1],\n[0, 2]])"

@@ -40,6 +40,10 @@ def test_cli_lists_derivations(capsys):
     out = capsys.readouterr().out
     for name in reg.names():
         assert name in out
+    assert cli_main(["derive", "--list"]) == 0
+    assert capsys.readouterr().out == out
+    assert cli_main(["derive", "--list", "--all"]) == 2
+    assert "--list lists the derivations" in capsys.readouterr().err
 
 
 def test_cli_unknown_name_lists_known_ones_and_exits_2(capsys):

@@ -119,17 +119,17 @@ def test_regime_runner_tiny(tmp_path):
                lrs=[0.4], seeds=[0, 1], n_train=48, width=8, n_steps=60, sharpness_every=20, n_snapshots=1, k=2, k_scan=[1],
                gf_steps=6, kernel_top=2, bs_batches=2)
     ds = run_regime(cfg, tmp_path, progress=False)
-    assert ds.gap_2eta.dims == ("setting", "eta", "batch_size", "seed") and ds.gap_2eta.shape == (1, 1, 2, 2)
-    np.testing.assert_array_equal(ds.gap_gd.sel(batch_size="full").values, 0.0)
+    assert ds.gap_from_2_over_eta.dims == ("setting", "eta", "batch_size", "seed") and ds.gap_from_2_over_eta.shape == (1, 1, 2, 2)
+    np.testing.assert_array_equal(ds.gap_from_gd_sharpness.sel(batch_size="full").values, 0.0)
     sgd = ds.sel(batch_size="16")
-    np.testing.assert_allclose(sgd.gap_2eta.values, 2 / 0.4 - sgd.S.values, rtol=1e-14)
-    np.testing.assert_allclose(sgd.eta_gap.values, 0.4 * sgd.gap_2eta.values, rtol=1e-14)
-    r = sgd.gap_2eta.values / sgd.pred_1d_kproj.values
+    np.testing.assert_allclose(sgd.gap_from_2_over_eta.values, 2 / 0.4 - sgd.sharpness.values, rtol=1e-14)
+    np.testing.assert_allclose(sgd.eta_times_gap.values, 0.4 * sgd.gap_from_2_over_eta.values, rtol=1e-14)
+    r = sgd.gap_from_2_over_eta.values / sgd.predicted_gap_1d_topk_projected_alpha.values
     ok = np.isfinite(r)
     if ok.any():
-        assert sgd.ratio_gap_2eta_to_pred_1d_kproj_mean.values.item() == pytest.approx(float(r[ok].mean()), rel=1e-12)
+        assert sgd.ratio_gap_from_2_over_eta_to_predicted_gap_1d_topk_projected_alpha_seed_mean.values.item() == pytest.approx(float(r[ok].mean()), rel=1e-12)
     assert str(ds.regime.sel(batch_size="full").values.item()) == "GD"
-    np.testing.assert_array_equal(ds.alpha_k1.isel(seed=0).values.shape, (1, 1, 2))
+    np.testing.assert_array_equal(ds.alpha_top1_projected.isel(seed=0).values.shape, (1, 1, 2))
     assert "alpha_used" in ds.attrs and (tmp_path / "regime.png").stat().st_size > 0
     root = pathlib.Path(__file__).resolve().parents[2] / "studies"
     loaded = load_study(root / "regime.toml", quick=True)

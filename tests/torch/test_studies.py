@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-import sys
 import textwrap
 
 import numpy as np
@@ -71,9 +70,9 @@ def test_real_gap_runs_one_setting_of_the_regime_study(tmp_path):
         bs_batches = 2
         """))
     ds = run_study(p, tmp_path / "out", progress=False)
-    np.testing.assert_array_equal(ds.gap_gd.sel(batch_size="full").values, 0.0)
+    np.testing.assert_array_equal(ds.gap_from_gd_sharpness.sel(batch_size="full").values, 0.0)
     sgd = ds.sel(batch_size="16")
-    np.testing.assert_allclose(sgd.gap_2eta.values, 2 / 0.4 - sgd.S.values, rtol=1e-14)
+    np.testing.assert_allclose(sgd.gap_from_2_over_eta.values, 2 / 0.4 - sgd.sharpness.values, rtol=1e-14)
     assert "alpha_used" in ds.attrs
     assert (tmp_path / "out" / "real_gap.png").exists() and (tmp_path / "out" / "real_gap.nc").exists()
     bad = tmp_path / "bad.toml"
@@ -177,32 +176,6 @@ def test_training_settings_are_checked_with_file_and_line(tmp_path):
     p = _study(tmp_path, "real_eos", 'batch_sizes = ["full", "half"]\n')
     with pytest.raises(ParameterError, match=r':7: batch_sizes: each batch size must be "full" or a positive integer'):
         load_study(p)
-
-
-def test_deprecated_paths_warn_and_forward(tmp_path):
-    sys.modules.pop("sdeeos.torch._studies", None)  # the warning fires on the first import
-    with pytest.warns(DeprecationWarning, match="sdeeos.torch._studies is deprecated"):
-        from sdeeos.torch._studies import block_mean_stderr, loglog_slope
-    assert block_mean_stderr(np.full(20, 2.5)) == (2.5, 0.0)
-    x = np.array([10.0, 20, 40, 80])
-    slope, icpt, r2 = loglog_slope(x, 3 * x**-1.3)
-    assert slope == pytest.approx(-1.3, rel=1e-12) and icpt == pytest.approx(np.log(3)) and r2 == pytest.approx(1)
-    import sdeeos.torch
-
-    assert sdeeos.torch.STUDY_RUNNERS["real_eos"].__module__ == "sdeeos.studies.real_eos"
-
-
-def test_old_torch_runner_forwards_to_sdeeos_study(tmp_path, capsys):
-    sys.modules.pop("sdeeos.torch.studies", None)
-    with pytest.warns(DeprecationWarning, match="sdeeos.torch.studies is deprecated"):
-        from sdeeos.torch import studies as old
-    bad = _study(tmp_path, "real_eos", "momentum = 1.0\n")
-    with pytest.warns(DeprecationWarning, match="python -m sdeeos.torch.studies is deprecated"):
-        assert old.main([str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err.startswith(f"sdeeos: error: {bad}:7: momentum must be in")
-    with pytest.warns(DeprecationWarning):
-        kind, config = old.load_study_config(_study(tmp_path, "real_eos", "lr = 0.3\n"))
-    assert kind == "real_eos" and config["lr"] == 0.3 and config["batch_sizes"] == ["full", 25, 50, 100, 250]
 
 
 def test_edge_sgd_ablations_change_exactly_their_setting():

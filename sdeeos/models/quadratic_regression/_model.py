@@ -198,12 +198,15 @@ class QuadraticRegression(Model):
     pgd_max_projections: ClassVar[int] = 50
     #: The exact noise kernel K_exact is recorded only for n up to this (cost O(n^4) per trajectory).
     exact_kernel_max_n: ClassVar[int] = EXACT_KERNEL_MAX_N
+    #: the command line's names and choices (``--n-params``; ``--P`` still works, unlisted)
+    cli_names: ClassVar[dict[str, str]] = {"P": "n-params"}
+    cli_choices: ClassVar[dict[str, tuple[str, ...]]] = {"sampling": SAMPLING_SCHEMES}
     cli_help: ClassVar[dict[str, str]] = {
         "n": "number of data points",
         "P": "number of parameters",
         "eta": "step size",
         "batch_size": "SGD batch size B in [1, n]; omitted: B = n",
-        "sampling": "without_replacement, with_replacement or bernoulli",
+        "sampling": "how a batch is drawn",
         "q_scale": "scale of the GOE tensors Q_i (0: linear model)",
         "z0_scale": "standard deviation of z0",
         "theta0_scale": "norm scale of the random initial parameters",
