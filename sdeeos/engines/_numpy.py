@@ -65,7 +65,7 @@ class NumpyEngine(Engine):
         ``update`` with step ``t``'s normals.  A model whose step is not a symbolic map overrides this
         and inherits the rest of the loop (recording, burn-in, streamed sums, folds, divergence)."""
         nz = spec.step.n_noise
-        noise = [normals(run.keys, run.gammas, t * nz + k) for k in range(nz)]
+        noise = [normals(run.keys, run.gammas, t * nz + k, spec.rng) for k in range(nz)]
         with numpy.errstate(all="ignore"):
             new = update(*state, *params, *noise)
         ones = numpy.ones(spec.n_traj)
