@@ -94,6 +94,7 @@ __all__ = [
     "philox4x32_nb",
     "philox_uniform_nb",
     "philox32_n2_nb",
+    "philox32_q_nb",
     "PHILOX_M",
     "PHILOX_W",
 ]
@@ -351,6 +352,18 @@ def philox32_n2_nb(w):
     """``n2 = 2**54 (u - 1/2)`` of a 32-bit word (u = (w + 1/2) 2**-32): the input of `ndtri32_q_nb`
     and `ndtri32_tail_nb`, exact (an odd multiple of 2**21)."""
     return (np.int64(w) * 2 + 1 - _TWO32) << _SHIFT21
+
+
+_TWO_M32 = 2.0**-32
+_HALF_WORDS = 2147483647.5  # 2**31 - 1/2
+
+
+@njit(inline="always")
+def philox32_q_nb(w):
+    """``q = u - 1/2 = (w - 2**31 + 1/2) 2**-32`` rounded once to float32: the same value as
+    ``ndtri32_q_nb(philox32_n2_nb(w))`` (float64 holds the difference exactly), without 64-bit integer
+    lanes (a 32-bit word converts to float64 in one SIMD instruction)."""
+    return np.float32((np.float64(w) - _HALF_WORDS) * _TWO_M32)
 
 
 @njit

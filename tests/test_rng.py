@@ -325,3 +325,23 @@ def test_philox_float32_tail_mass_at_4_and_6_sigma_exact():
         want = 2**32 * stats.norm.sf(s)
         assert abs(upper - want) <= 1 and abs(lower - want) <= 1, (s, upper, lower, want)
     assert z_of(0) < -6.3 and z_of(2**32 - 1) > 6.3  # the 32-bit grid ends at |z| = 6.34
+
+
+def test_philox_float32_q_from_float64_equals_the_exact_integer_route():
+    """The kernel's q (word -> float64 -> float32) is the correctly rounded u - 1/2, as the integer n2 route."""
+    @njit
+    def both(ws):
+        a = np.empty(ws.size, np.float32)
+        b = np.empty(ws.size, np.float32)
+        for i in range(ws.size):
+            a[i] = _rng.philox32_q_nb(ws[i])
+            b[i] = _rng.ndtri32_q_nb(_rng.philox32_n2_nb(ws[i]))
+        return a, b
+
+    edge = [0, 1, 2, 2**31 - 2, 2**31 - 1, 2**31, 2**31 + 1, 2**32 - 2, 2**32 - 1]
+    edge += [2**31 + s * 2**k + d for k in range(8, 31) for s in (-1, 1) for d in (-1, 0, 1)]  # rounding ties
+    ws = np.concatenate([np.array(edge, np.uint64), np.random.default_rng(3).integers(0, 2**32, 10**6, dtype=np.uint64)])
+    a, b = both(ws)
+    np.testing.assert_array_equal(a, b)
+    u = (ws.astype(np.float64) + 0.5) * 2.0**-32
+    np.testing.assert_array_equal(a, (u - 0.5).astype(np.float32))  # NumPy's own rounding of the exact value

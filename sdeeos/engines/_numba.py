@@ -54,7 +54,7 @@ import numpy
 from numba import njit, prange
 from sdeeos._rng import uniform_nb, ndtri_central_nb, ndtri_tail_log_nb, ndtri_tail_finish_nb
 from sdeeos._rng import ndtri32_word_nb, ndtri32_q_nb, ndtri32_central_nb, ndtri32_tail_log_nb, ndtri32_tail_finish_nb
-from sdeeos._rng import philox4x32_nb, philox_uniform_nb, philox32_n2_nb
+from sdeeos._rng import philox4x32_nb, philox_uniform_nb, philox32_n2_nb, philox32_q_nb
 
 M32 = numpy.uint64(0xFFFFFFFF)
 S32 = numpy.uint64(32)
@@ -138,10 +138,12 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
     alloc += [f"pq{k} = numpy.empty(BLOCK)" for k in range(no)]
     alloc += [f"zb{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
     alloc += [f"ub{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
-    alloc += [f"nb{k} = numpy.empty(BLOCK, dtype=numpy.int64)" for k in range(nz)] if single else []
+    alloc += [f"nb{k} = numpy.empty(BLOCK, dtype=numpy.int64)" for k in range(nz)] if single and rng != "philox" else []
     alloc += ["kk = numpy.empty(BLOCK, dtype=numpy.uint64)", "gg = numpy.empty(BLOCK, dtype=numpy.uint64)"]
     if rng == "philox" and nz:  # the Philox key is the seed, the same for every trajectory
-        alloc += ["pw = numpy.empty((4, BLOCK), dtype=numpy.uint64)", "pk0 = keys[lo] & M32", "pk1 = keys[lo] >> S32"]
+        # float32: 32-bit words, so that the loop converting them runs in 32-bit lanes
+        word = "numpy.uint32" if single else "numpy.uint64"
+        alloc += [f"pw = numpy.empty((4, BLOCK), dtype={word})", "pk0 = keys[lo] & M32", "pk1 = keys[lo] >> S32"]
     alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int64)", f"tail_s = numpy.empty(BLOCK, dtype={real})",
               f"tail_u = numpy.empty(BLOCK, dtype={'numpy.int64' if single else 'numpy.float64'})"] if nz else []
     load_block = [f"s{k}[j] = state[{k}, lo + j]" for k in range(len(st))]
@@ -186,12 +188,31 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                 f"r = c{k} % {per}",
                 "for j in range(m):",
             ]
-            noise += ["    n2 = philox32_n2_nb(pw[r, j])"] if single else ["    u = philox_uniform_nb(pw[2 * r, j], pw[2 * r + 1, j])"]
+            if not single:
+                noise += ["    u = philox_uniform_nb(pw[2 * r, j], pw[2 * r + 1, j])"]
         elif single:
             noise += ["for j in range(m):", f"    n2 = ndtri32_word_nb(kk[j], gg[j], c{k})"]
         else:
             noise += ["for j in range(m):", f"    u = uniform_nb(kk[j], gg[j], c{k})"]
-        if single:
+        if single and rng == "philox":
+            noise += [
+                "    q = philox32_q_nb(pw[r, j])",
+                f"    ub{k}[j] = q",
+                f"    zb{k}[j] = ndtri32_central_nb(q)",
+                "n_tail = 0",
+                "for j in range(m):",
+                "    tail_idx[n_tail] = j",
+                f"    n_tail += abs(ub{k}[j]) > numpy.float32(0.425)",
+                "for i in range(n_tail):",
+                "    n2 = philox32_n2_nb(pw[r, tail_idx[i]])",
+                "    tail_u[i] = n2",
+                "    tail_s[i] = ndtri32_tail_log_nb(n2)",
+                "for i in range(n_tail):",
+                "    tail_s[i] = ndtri32_tail_finish_nb(tail_u[i], tail_s[i])",
+                "for i in range(n_tail):",
+                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+            ]
+        elif single:
             noise += [
                 f"    nb{k}[j] = n2",
                 "    q = ndtri32_q_nb(n2)",
