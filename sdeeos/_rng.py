@@ -35,11 +35,19 @@ rounding: the name differs so that provenance says which draws a run used.
    b >> 32, traj mod 2**32, traj >> 32) for block number b (the layout of cuRAND's
    ``curand_init(seed, subsequence=traj, offset)``).  For one seed, distinct (trajectory, block)
    pairs are distinct inputs of one bijection: streams cannot overlap.
-3. **float32**: draw c is word ``c mod 4`` of block ``b = c // 4``; with ``n2 = 2 w + 1 - 2**32`` (odd,
-   exact) the float32 AS241 below runs on ``q = n2 2**-33`` and ``min(u, 1 - u)`` exactly as in the
-   splitmix float32 variant (u = (w + 1/2) 2**-32 in (0, 1); the tails reach |z| ~ 6.3).
+3. **float32**: draw c is word ``c mod 4`` of block ``b = c // 4``, u = (w + 1/2) 2**-32 in (0, 1):
+   ``q = u - 1/2`` rounded once to float32 and the float32 AS241 central branch as in the splitmix
+   float32 variant; in the tails (|q| > 0.425) ``s = -log(min(u, 1 - u))`` from the exact integer
+   ``m = 2**33 min(u, 1 - u)`` by `neglog_int_nb` (float64, rounded once to float32), then AS241's tail
+   in float32.  The 32-bit grid of u ends the tails at |z| = 6.34.
 4. **float64**: draw c takes words ``2 (c mod 2)`` (high half) and ``2 (c mod 2) + 1`` (low half) of
-   block ``b = c // 2`` as one 64-bit word and makes its normal exactly as the splitmix scheme does.
+   block ``b = c // 2`` as one 64-bit word w and the uniform of the splitmix scheme,
+   ``u = ((w >> 11) + 1/2) 2**-53``; AS241's central branch as there; the tails from the exact integer
+   ``m = 2**54 min(u, 1 - u)`` by `neglog_int_nb` (|z| up to 8.3).
+5. **No libm.** `neglog_int_nb` uses +, -, *, / only (AS241 adds sqrt): every operation of the family
+   is correctly rounded IEEE arithmetic, so NumPy, Numba and CUDA (``--fmad=false``) give the same
+   bits, tails included (the splitmix family's tails call libm's ``log``, which may differ in the
+   last bit between libraries).
 
 The run state stores, per trajectory, ``keys = seed`` and ``gammas = traj`` for this family (the
 splitmix family stores its key and Weyl increment there).
@@ -53,6 +61,8 @@ NumPy array versions (used by the reference backend and tests).
 """
 
 from __future__ import annotations
+
+import decimal
 
 import numpy as np
 from numba import njit
@@ -95,6 +105,14 @@ __all__ = [
     "philox_uniform_nb",
     "philox32_n2_nb",
     "philox32_q_nb",
+    "neglog_int_nb",
+    "neglog_int",
+    "philox_tail_s64_nb",
+    "philox_tail_m64_nb",
+    "philox_tail_m32_nb",
+    "philox_tail_s32_nb",
+    "LN2_HI",
+    "LN2_LO",
     "PHILOX_M",
     "PHILOX_W",
 ]
@@ -366,6 +384,98 @@ def philox32_q_nb(w):
     return np.float32((np.float64(w) - _HALF_WORDS) * _TWO_M32)
 
 
+# ------------------------------------------------- -log of the Philox tails, without libm (Numba)
+def _ln2_split() -> tuple[float, float]:
+    """ln 2 as hi + lo from 50 digits: hi has 31 fraction bits (so k * hi is exact for |k| < 2**22),
+    lo the rest (no constant typed in by hand)."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 50
+        ln2 = decimal.Decimal(2).ln()
+        hi = float(int(ln2 * 2**31) / 2**31)  # 0.693... with 31 fraction bits
+        lo = float(ln2 - decimal.Decimal(hi))
+    return hi, lo
+
+
+LN2_HI, LN2_LO = _ln2_split()
+#: 1/(2k + 1), k = 11 .. 1: the series of atanh (log f = 2 atanh s), Horner order
+_ATANH = tuple(1.0 / (2 * k + 1) for k in range(11, 0, -1))
+_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10 = _ATANH
+_SQRT2 = 1.4142135623730951
+_TWO_M52 = 2.0**-52
+
+
+@njit(inline="always")
+def neglog_int_nb(m, e0):
+    r"""``-log(m 2**-e0)`` for an integer ``1 <= m < 2**53``, by +, -, *, / only (no libm, no branch):
+    the same bits in NumPy (`neglog_int`), Numba (vectorised) and CUDA (``--fmad=false``).
+
+    ``m = f 2**e`` with ``f`` in [sqrt(1/2), sqrt(2)) (exponent by a branch-free binary search on the
+    integer, ``f`` exact), ``log f = 2 atanh s = 2 (s + s^3/3 + ... + s^23/23)`` with
+    ``s = (f - 1)/(f + 1)``, |s| <= 0.172 (truncation < 1e-19 relative), ``(e - e0) ln 2`` in two
+    parts; error within a few ulp (tested against libm)."""
+    v = np.int64(m)
+    e = np.int64(0)
+    # unrolled by hand: Numba keeps loops over tuples as loops, which stops LLVM's vectoriser
+    t = np.int64(v >= 4294967296)
+    v = v >> (32 * t)
+    e += 32 * t
+    t = np.int64(v >= 65536)
+    v = v >> (16 * t)
+    e += 16 * t
+    t = np.int64(v >= 256)
+    v = v >> (8 * t)
+    e += 8 * t
+    t = np.int64(v >= 16)
+    v = v >> (4 * t)
+    e += 4 * t
+    t = np.int64(v >= 4)
+    v = v >> (2 * t)
+    e += 2 * t
+    e += np.int64(v >= 2)
+    f = np.float64(np.int64(m) << (52 - e)) * _TWO_M52  # in [1, 2), exact
+    big = f > _SQRT2
+    f = f * 0.5 if big else f
+    e = e + 1 if big else e
+    s = (f - 1.0) / (f + 1.0)
+    z = s * s
+    p = ((((((((((_A0 * z + _A1) * z + _A2) * z + _A3) * z + _A4) * z + _A5) * z + _A6) * z + _A7) * z + _A8) * z
+         + _A9) * z + _A10)
+    s2 = s + s
+    k = np.float64(e - e0)
+    return -(k * LN2_HI + (k * LN2_LO + (s2 + s2 * (z * p))))
+
+
+@njit(inline="always")
+def philox_tail_m64_nb(hi, lo):
+    """The exact integer ``2**54 min(u, 1 - u)`` of the float64 Philox draw with words (hi, lo)."""
+    k2 = np.int64((((hi << _S32) | lo) >> _S11)) * 2 + 1
+    return k2 if k2 < _HALF_K2 else 2 * _HALF_K2 - k2
+
+
+@njit(inline="always")
+def philox_tail_m32_nb(w):
+    """The exact integer ``2**33 min(u, 1 - u)`` of the float32 Philox draw of word ``w``."""
+    k2 = np.int64(w) * 2 + 1
+    return k2 if k2 < _TWO32 else 2 * _TWO32 - k2
+
+
+@njit(inline="always")
+def philox_tail_s64_nb(hi, lo):
+    """``s = -log(min(u, 1 - u))`` of the float64 Philox draw with words (hi, lo), from the exact integer
+    ``2**54 min(u, 1 - u)`` (libm-free, so every backend gives the same bits)."""
+    k2 = np.int64((((hi << _S32) | lo) >> _S11)) * 2 + 1
+    m2 = k2 if k2 < _HALF_K2 else 2 * _HALF_K2 - k2
+    return neglog_int_nb(m2, 54)
+
+
+@njit(inline="always")
+def philox_tail_s32_nb(w):
+    """``s = -log(min(u, 1 - u))`` of the float32 Philox draw of word ``w``, rounded once to float32."""
+    k2 = np.int64(w) * 2 + 1
+    m2 = k2 if k2 < _TWO32 else 2 * _TWO32 - k2
+    return np.float32(neglog_int_nb(m2, 33))
+
+
 @njit
 def _philox_normals_nb(seed, trajs, counter, single, out):
     k0 = seed & _M32
@@ -376,11 +486,13 @@ def _philox_normals_nb(seed, trajs, counter, single, out):
     for i in range(trajs.size):
         w = philox4x32_nb(blk & _M32, blk >> _S32, trajs[i] & _M32, trajs[i] >> _S32, k0, k1)
         if single:
-            n2 = philox32_n2_nb(w[r])
-            q = ndtri32_q_nb(n2)
-            out[i] = ndtri32_central_nb(q) if abs(q) <= _CENTRAL_F32 else ndtri32_tail_nb(n2)
+            q = philox32_q_nb(w[r])
+            out[i] = (ndtri32_central_nb(q) if abs(q) <= _CENTRAL_F32 else
+                      ndtri32_tail_finish_nb(philox32_n2_nb(w[r]), philox_tail_s32_nb(w[r])))
         else:
-            out[i] = ndtri_nb(philox_uniform_nb(w[2 * r], w[2 * r + 1]))
+            u = philox_uniform_nb(w[2 * r], w[2 * r + 1])
+            out[i] = (ndtri_central_nb(u) if abs(u - 0.5) <= AS241_CENTRAL_BOUND else
+                      ndtri_tail_finish_nb(u, philox_tail_s64_nb(w[2 * r], w[2 * r + 1])))
 
 
 @njit
@@ -529,8 +641,63 @@ def ndtri_as241(u: np.ndarray) -> np.ndarray:
     return out
 
 
+def neglog_int(m, e0: int) -> np.ndarray:
+    """`neglog_int_nb` on int64 arrays: the same operations, so the same bits.
+
+    >>> float(neglog_int(np.array([1]), 1)) == float(np.log(2.0))
+    True
+    """
+    v = np.asarray(m, dtype=np.int64)
+    m64 = v
+    e = np.zeros_like(v)
+    for sh in (32, 16, 8, 4, 2, 1):
+        t = (v >= (1 << sh)).astype(np.int64)
+        v = v >> (sh * t)
+        e = e + sh * t
+    f = (m64 << (52 - e)).astype(np.float64) * _TWO_M52
+    big = f > _SQRT2
+    f = np.where(big, f * 0.5, f)
+    e = e + big
+    s = (f - 1.0) / (f + 1.0)
+    z = s * s
+    p = np.full_like(s, _ATANH[0])
+    for c in _ATANH[1:]:
+        p = p * z + c
+    s2 = s + s
+    k = (e - e0).astype(np.float64)
+    return -(k * LN2_HI + (k * LN2_LO + (s2 + s2 * (z * p))))
+
+
+def _tail_finish(u: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """`ndtri_tail_finish_nb` on arrays (the same operations)."""
+    r = np.sqrt(s)
+    a, b = r - 1.6, r - 5.0
+    x = np.where(r <= 5.0, _horner8_np(_C, a) / _horner8_np(_D, a), _horner8_np(_E, b) / _horner8_np(_F, b))
+    return np.where(u - 0.5 < 0.0, -x, x)
+
+
+def _philox_normals64(seeds, trajs, counter: int) -> np.ndarray:
+    """Float64 Philox normals: AS241's central branch as `ndtri_as241`, its tails from `neglog_int`."""
+    c = int(counter)
+    w = philox_block(_single_seed(seeds), trajs, c // 2).astype(np.uint64)
+    r = c % 2
+    word = (w[..., 2 * r] << _S32) | w[..., 2 * r + 1]
+    u = ((word >> _S11).astype(np.float64) + 0.5) * _TWO_M53
+    q = u - 0.5
+    rr = 0.180625 - q * q
+    out = q * _horner8_np(_A, rr) / _horner8_np(_B, rr)
+    tail = np.abs(q) > AS241_CENTRAL_BOUND
+    if np.any(tail):
+        k2 = (word[tail] >> _S11).astype(np.int64) * 2 + 1
+        m2 = np.where(k2 < _HALF_K2, k2, 2 * _HALF_K2 - k2)
+        out[tail] = _tail_finish(u[tail], neglog_int(m2, 54))
+    return out
+
+
 def normals(keys: np.ndarray, gammas: np.ndarray, counter: int, rng: str = "splitmix") -> np.ndarray:
     """Draw ``counter`` of every stream as standard normals (float64 variant of family ``rng``)."""
+    if check_rng(rng) == "philox":
+        return _philox_normals64(keys, gammas, counter)
     return ndtri_as241(uniforms(keys, gammas, counter, rng))
 
 

@@ -243,8 +243,40 @@ def test_philox_draws_follow_the_documented_layout(seed):
             # float32 AS241 of u (exactly representable in float64): within a few float32 ulps
             ref = statistics.NormalDist().inv_cdf(u32)
             assert abs(z32[i] - ref) <= 8 * np.finfo(np.float32).eps * abs(ref)
-    np.testing.assert_array_equal(_rng.normals(keys, trajs, 5, rng="philox"),
-                                  _rng.ndtri_as241(_rng.uniforms(keys, trajs, 5, rng="philox")))
+    # float64: AS241 of u in the central branch; the tails from the exact min(u, 1 - u) = m 2**-54
+    # (u itself is rounded above 1/2) with -log from `neglog_int`: within a few ulp of AS241 of it
+    u = _rng.uniforms(keys, trajs, 5, rng="philox")
+    z = _rng.normals(keys, trajs, 5, rng="philox")
+    central = np.abs(u - 0.5) <= _rng.AS241_CENTRAL_BOUND
+    assert central.any() and (~central).any()
+    np.testing.assert_array_equal(z[central], _rng.ndtri_as241(u)[central])
+    w = _rng.philox_block(seed, trajs, 2).astype(object)  # draw 5: block 2, words 2 (high) and 3
+    k2 = np.array([(int(a) << 32 | int(b)) >> 11 for a, b in zip(w[:, 2], w[:, 3])], dtype=object) * 2 + 1
+    m = np.array([min(k, 2**54 - k) for k in k2], dtype=np.float64)  # < 2**51: exact
+    ref = np.where(u < 0.5, 1.0, -1.0) * _rng.ndtri_as241(m * 2.0**-54)
+    np.testing.assert_allclose(z[~central], ref[~central], rtol=8 * np.finfo(float).eps, atol=0)
+
+
+def test_neglog_int_within_an_ulp_of_libm_and_the_same_bits_in_numpy_and_numba():
+    """-log(m 2**-e0) without libm (the Philox tails): measured <= 1 ulp from NumPy's log of the exact
+    argument (itself < 1 ulp); bound 2 ulp.  NumPy and Numba versions: identical bits."""
+    @njit
+    def nb(ms, e0):
+        out = np.empty(ms.size)
+        for i in range(ms.size):
+            out[i] = _rng.neglog_int_nb(ms[i], e0)
+        return out
+
+    g = np.random.default_rng(4)
+    ms = np.concatenate([np.arange(1, 3000), [2**k + d for k in range(1, 53) for d in (-1, 0, 1)],
+                         g.integers(1, 2**53, 10**6), 2**53 - g.integers(1, 2**20, 1000)]).astype(np.int64)
+    ms = ms[(ms >= 1) & (ms < 2**53)]
+    for e0 in (33, 54):
+        a = nb(ms, e0)
+        np.testing.assert_array_equal(a, _rng.neglog_int(ms, e0))
+        ref = -np.log(ms.astype(np.float64) * 2.0**-e0)  # exact argument: a power-of-2 scaling
+        ok = ref != 0
+        assert np.max(np.abs(a - ref)[ok] / np.spacing(np.abs(ref[ok]))) <= 2.0
 
 
 def test_rng_defaults_and_scheme_names():

@@ -183,21 +183,69 @@ __device__ __forceinline__ void sdeeos_philox4x32(sdeeos_u64 blk, sdeeos_u64 tra
     *w0 = c0; *w1 = c1; *w2 = c2; *w3 = c3;
 }}
 
-// float64: two words make the 64-bit word of the splitmix scheme's normal (first word high)
+// -log(m 2**-e0) for an integer 1 <= m < 2**53 with +, -, *, / only: sdeeos._rng.neglog_int_nb
+__device__ __forceinline__ double sdeeos_neglog_int(long long m, long long e0)
+{{
+    long long v = m, e = 0;
+    for (int sh = 32; sh >= 1; sh >>= 1) {{
+        const long long t = (v >= (1LL << sh)) ? 1LL : 0LL;
+        v = v >> (sh * t);
+        e += sh * t;
+    }}
+    double f = (double)(m << (52 - e)) * {_rng._TWO_M52!r};
+    if (f > {_rng._SQRT2!r}) {{ f = f * 0.5; e = e + 1; }}
+    const double s = (f - 1.0) / (f + 1.0);
+    const double z = s * s;
+    const double p = {_horner(_rng._ATANH, "z", "")};
+    const double s2 = s + s;
+    const double k = (double)(e - e0);
+    return -(k * {_rng.LN2_HI!r} + (k * {_rng.LN2_LO!r} + (s2 + s2 * (z * p))));
+}}
+
+// float64: two words make one 64-bit word (first word high); AS241's central branch as the splitmix
+// scheme, its tails from the exact integer 2**54 min(u, 1 - u) through sdeeos_neglog_int (no libm log)
 __device__ __forceinline__ double sdeeos_normal_philox_f64(unsigned int hi, unsigned int lo)
 {{
-    return sdeeos_normal_f64(((sdeeos_u64)hi << 32) | (sdeeos_u64)lo);
+    const sdeeos_u64 w = ((sdeeos_u64)hi << 32) | (sdeeos_u64)lo;
+    const double u = sdeeos_uniform(w);
+    const double q = u - 0.5;
+    if (fabs(q) <= {_rng.AS241_CENTRAL_BOUND!r}) {{
+        const double r = 0.180625 - q * q;
+        return q * {_horner(_rng._A, "r", "")} / {_horner(_rng._B, "r", "")};
+    }}
+    const long long k2 = 2LL * (long long)(w >> 11) + 1LL;
+    const long long m2 = (k2 < (1LL << 53)) ? k2 : (1LL << 54) - k2;
+    const double r = sqrt(sdeeos_neglog_int(m2, 54));
+    const double a = r - 1.6, b = r - 5.0;
+    const double near = {_horner(_rng._C, "a", "")} / {_horner(_rng._D, "a", "")};
+    const double far = {_horner(_rng._E, "b", "")} / {_horner(_rng._F, "b", "")};
+    const double x = (r <= 5.0) ? near : far;
+    return (u - 0.5 < 0.0) ? -x : x;
 }}
 """
 
 
 def _philox_f32_source() -> str:
-    return """
-// float32: one word, u = (w + 1/2) 2**-32, n2 = 2**54 (u - 1/2) = (2 w + 1 - 2**32) 2**21 (exact)
+    f = "F"
+    return f"""
+// float32: one word, u = (w + 1/2) 2**-32; q = u - 1/2 rounded once (exact in double first); the tails
+// from the exact integer 2**33 min(u, 1 - u) through sdeeos_neglog_int, rounded once to float
 __device__ __forceinline__ float sdeeos_normal_philox_f32(unsigned int w)
-{
-    return sdeeos_ndtri32_n2((2LL * (long long)w + 1LL - (1LL << 32)) * (1LL << 21));
-}
+{{
+    const float q = (float)(((double)w - 2147483647.5) * 2.3283064365386962890625e-10);
+    if (fabsf(q) <= {_rng.AS241_CENTRAL_BOUND!r}F) {{
+        const float r = 0.180625F - q * q;
+        return q * {_horner(_rng._A, "r", f)} / {_horner(_rng._B, "r", f)};
+    }}
+    const long long k2 = 2LL * (long long)w + 1LL;
+    const long long m2 = (k2 < (1LL << 32)) ? k2 : (1LL << 33) - k2;
+    const float r = sqrtf((float)sdeeos_neglog_int(m2, 33));
+    const float a = r - 1.6F, b = r - 5.0F;
+    const float near = {_horner(_rng._C, "a", f)} / {_horner(_rng._D, "a", f)};
+    const float far = {_horner(_rng._E, "b", f)} / {_horner(_rng._F, "b", f)};
+    const float x = (r <= 5.0F) ? near : far;
+    return (k2 < (1LL << 32)) ? -x : x;
+}}
 """
 
 

@@ -54,7 +54,7 @@ import numpy
 from numba import njit, prange
 from sdeeos._rng import uniform_nb, ndtri_central_nb, ndtri_tail_log_nb, ndtri_tail_finish_nb
 from sdeeos._rng import ndtri32_word_nb, ndtri32_q_nb, ndtri32_central_nb, ndtri32_tail_log_nb, ndtri32_tail_finish_nb
-from sdeeos._rng import philox4x32_nb, philox_uniform_nb, philox32_n2_nb, philox32_q_nb
+from sdeeos._rng import philox4x32_nb, philox_uniform_nb, philox32_n2_nb, philox32_q_nb, philox_tail_m32_nb, philox_tail_m64_nb, neglog_int_nb
 
 M32 = numpy.uint64(0xFFFFFFFF)
 S32 = numpy.uint64(32)
@@ -145,7 +145,8 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
         word = "numpy.uint32" if single else "numpy.uint64"
         alloc += [f"pw = numpy.empty((4, BLOCK), dtype={word})", "pk0 = keys[lo] & M32", "pk1 = keys[lo] >> S32"]
     alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int64)", f"tail_s = numpy.empty(BLOCK, dtype={real})",
-              f"tail_u = numpy.empty(BLOCK, dtype={'numpy.int64' if single else 'numpy.float64'})"] if nz else []
+              f"tail_u = numpy.empty(BLOCK, dtype={'numpy.int64' if single and rng != 'philox' else real})"] if nz else []
+    alloc += ["tail_m = numpy.empty(BLOCK, dtype=numpy.int64)"] if nz and rng == "philox" else []
     load_block = [f"s{k}[j] = state[{k}, lo + j]" for k in range(len(st))]
     load_block += [f"ps{k}[j] = part_sum[{k}, lo + j]" for k in range(no)]
     load_block += [f"pq{k}[j] = part_sq[{k}, lo + j]" for k in range(no)]
@@ -203,12 +204,12 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                 "for j in range(m):",
                 "    tail_idx[n_tail] = j",
                 f"    n_tail += abs(ub{k}[j]) > numpy.float32(0.425)",
+                # the tail has no libm call (`sdeeos._rng.neglog_int_nb`): one vectorised pass over the tail lanes
                 "for i in range(n_tail):",
-                "    n2 = philox32_n2_nb(pw[r, tail_idx[i]])",
-                "    tail_u[i] = n2",
-                "    tail_s[i] = ndtri32_tail_log_nb(n2)",
+                "    tail_m[i] = philox_tail_m32_nb(pw[r, tail_idx[i]])",
+                f"    tail_u[i] = ub{k}[tail_idx[i]]",
                 "for i in range(n_tail):",
-                "    tail_s[i] = ndtri32_tail_finish_nb(tail_u[i], tail_s[i])",
+                "    tail_s[i] = ndtri32_tail_finish_nb(numpy.int64(tail_u[i] < 0.0) * -2 + 1, numpy.float32(neglog_int_nb(tail_m[i], 33)))",
                 "for i in range(n_tail):",
                 f"    zb{k}[tail_idx[i]] = tail_s[i]",
             ]
@@ -228,6 +229,23 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                 f"    tail_s[i] = ndtri32_tail_log_nb(nb{k}[j])",
                 "for i in range(n_tail):",
                 "    tail_s[i] = ndtri32_tail_finish_nb(tail_u[i], tail_s[i])",
+                "for i in range(n_tail):",
+                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+            ]
+        elif rng == "philox":
+            noise += [
+                f"    ub{k}[j] = u",
+                f"    zb{k}[j] = ndtri_central_nb(u)",
+                "n_tail = 0",
+                "for j in range(m):",
+                "    tail_idx[n_tail] = j",
+                f"    n_tail += abs(ub{k}[j] - 0.5) > 0.425",
+                "for i in range(n_tail):",
+                "    j = tail_idx[i]",
+                "    tail_m[i] = philox_tail_m64_nb(pw[2 * r, j], pw[2 * r + 1, j])",
+                f"    tail_u[i] = ub{k}[j]",
+                "for i in range(n_tail):",
+                "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], neglog_int_nb(tail_m[i], 54))",
                 "for i in range(n_tail):",
                 f"    zb{k}[tail_idx[i]] = tail_s[i]",
             ]

@@ -120,10 +120,11 @@ def test_printer_features_bit_identical_to_numba():
     assert_runs_identical(a, b)
 
 
+@pytest.mark.parametrize("rng", ["splitmix", "philox"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_generated_source_compiles_without_warnings(dtype):
+def test_generated_source_compiles_without_warnings(dtype, rng):
     for model, method in [(reduced(), "sgd"), (reduced(), "pgd"), (Toy(), "mix"), (Noise(), "draw")]:
-        lib = build_host_library(kernel_source(model.step(method), dtype=dtype))
+        lib = build_host_library(kernel_source(model.step(method), dtype=dtype, rng=rng))
         assert lib.sdeeos_warnings == "", lib.sdeeos_warnings  # g++ -Wall
 
 
