@@ -135,8 +135,8 @@ def test_source_compiles_with_nvrtc_as_cupy_would():
     from sdeeos.engines._cupy import _NVRTC_OPTIONS
 
     for model, method in [(reduced(), "sgd"), (reduced(), "pgd"), (Toy(), "mix")]:
-        for dtype in ("float64", "float32"):
-            ks = kernel_source(model.step(method), dtype=dtype)
+        for dtype, rng in (("float64", "splitmix"), ("float32", "splitmix"), ("float64", "philox"), ("float32", "philox")):
+            ks = kernel_source(model.step(method), dtype=dtype, rng=rng)
             ptx = {}
             for fmad in ("false", "true"):
                 ok, log, out = nvrtc_compile(ks.source, [*_NVRTC_OPTIONS, f"--fmad={fmad}", "-arch=compute_90", "-ftz=true"])
