@@ -116,7 +116,8 @@ def _cpu_rate(fn, work, repeats):
     return work / best
 
 
-def bench_kernel(model, method, dtype, rng, variant, n_traj, n_steps, repeats):
+def bench_kernel(model, method, dtype, rng, variant, n_traj, n_steps, repeats, result=None):
+    """Per-core rate of one kernel variant; ``result`` (a dict) receives the last run's state."""
     import numba
 
     kernel = _kernel(model, method, dtype, rng, variant)
@@ -126,6 +127,8 @@ def bench_kernel(model, method, dtype, rng, variant, n_traj, n_steps, repeats):
         r = model.new_run(spec)
         kernel(r.state, r.params, r.keys, r.gammas, 0, n_steps, n_steps, 0, FOLD, model.divergence_bound,
                r.acc_sum, r.acc_sq, r.part_sum, r.part_sq, r.alive, r.diverged_step, r.burn_state, r.rec, 0)
+        if result is not None:
+            result["run"], result["spec"] = r, spec
 
     previous = numba.get_num_threads()
     numba.set_num_threads(1)
@@ -221,6 +224,13 @@ def bench_jax(n_traj, n_steps, repeats, dtype):
     return per_core, n_traj * n_blocks * FOLD / wall, compile_s, float(s_mean.mean()), float(s_mean.std(ddof=1) / np.sqrt(n_traj))
 
 
+def _sharpness(run, n_steps):
+    """Ensemble mean of the per-trajectory time mean of the sharpness over steps 0 .. n_steps - 1, and its SE."""
+    k = list(MODEL.step("sgd").observables).index("sharpness")
+    m = run.acc_sum[k][run.alive.astype(bool)] / n_steps
+    return float(m.mean()), float(m.std(ddof=1) / np.sqrt(m.size))
+
+
 def _timed(fn):
     t = time.perf_counter()
     fn()
@@ -246,9 +256,11 @@ def main(argv=None):
     hz = clock_hz()
     cyc = lambda rate: hz / rate  # noqa: E731
     start = time.perf_counter()
-    rows, res = [], {}
+    rows, res, sharp = [], {}, {}
     for dtype, rng in (("float64", "splitmix"), ("float64", "philox"), ("float32", "philox"), ("float32", "splitmix")):
-        whole = bench_kernel(MODEL, "sgd", dtype, rng, "full", n, T, rep)
+        last = {}
+        whole = bench_kernel(MODEL, "sgd", dtype, rng, "full", n, T, rep, last)
+        sharp[(dtype, rng)] = _sharpness(last["run"], T)
         rng_only = bench_kernel(_NoiseOnly(), "draw", dtype, rng, "full", n, T, rep)
         no_tail = bench_kernel(MODEL, "sgd", dtype, rng, "no-tail", n, T, rep)
         res[(dtype, rng)] = whole
@@ -283,11 +295,14 @@ def main(argv=None):
     for d, r in jax_rows.items():
         if r is not None:
             mine = f64 if d == "float64" else f32
+            sm, se = sharp[(d, "splitmix" if d == "float64" else "philox")]
+            z = (r[3] - sm) / np.hypot(r[4], se)  # independent streams: the gaps agree if |z| < ~3
             print(f"- JAX {d}: sdeeos / JAX per core {mine / r[0]:.1f}x; JAX whole machine {r[1]:.3g} traj-steps/s; "
-                  f"compile {r[2]:.1f} s (apart); sharpness mean {r[3]:.5f} +- {r[4]:.5f}")
+                  f"compile {r[2]:.1f} s (apart); sharpness mean JAX {r[3]:.5f} +- {r[4]:.5f}, sdeeos {sm:.5f} +- "
+                  f"{se:.5f}: difference {z:+.2f} standard errors")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "update_alone": upd, "numpy": numpy_rate,
+            json.dump({"rows": rows, "update_alone": upd, "sharpness": {f"{d} {r}": v for (d, r), v in sharp.items()}, "numpy": numpy_rate,
                        "jax": {d: r for d, r in jax_rows.items()}, "clock_hz": hz, "seconds": elapsed}, fh, indent=1)
 
 
