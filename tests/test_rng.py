@@ -377,3 +377,24 @@ def test_philox_float32_q_from_float64_equals_the_exact_integer_route():
     np.testing.assert_array_equal(a, b)
     u = (ws.astype(np.float64) + 0.5) * 2.0**-32
     np.testing.assert_array_equal(a, (u - 0.5).astype(np.float32))  # NumPy's own rounding of the exact value
+
+
+def test_philox_float64_far_tail_same_bits_in_numpy_and_numba():
+    """AS241's far branch (min(u, 1 - u) < e^-25, p ~ 3e-11 per draw: no sampled test reaches it):
+    the NumPy and Numba tails agree bit for bit there too, and with AS241 of the exact argument."""
+    @njit
+    def nb(m, upper):
+        out = np.empty(m.size)
+        for i in range(m.size):
+            u = 1.0 - m[i] * 2.0**-54 if upper[i] else m[i] * 2.0**-54  # only its side of 1/2 matters
+            out[i] = _rng.ndtri_tail_finish_nb(u, _rng.neglog_int_nb(m[i], 54))
+        return out
+
+    m = np.concatenate([np.arange(1, 2000), 2 * np.random.default_rng(5).integers(0, 2**35, 2000) + 1]).astype(np.int64)
+    upper = np.arange(m.size) % 2 == 1
+    u = np.where(upper, 1.0 - m * 2.0**-54, m * 2.0**-54)
+    got = nb(m, upper)
+    np.testing.assert_array_equal(got, _rng._tail_finish(u, _rng.neglog_int(m, 54)))
+    ref = np.where(upper, -1.0, 1.0) * _rng.ndtri_as241(m * 2.0**-54)
+    assert np.sqrt(_rng.neglog_int(m, 54)).max() > 5.0  # the far branch is exercised
+    np.testing.assert_allclose(got, ref, rtol=8 * np.finfo(float).eps, atol=0)
