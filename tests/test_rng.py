@@ -338,11 +338,19 @@ def test_philox_float32_tail_mass_at_4_and_6_sigma_exact():
     """The float32 normal is a monotone map of the 32-bit word: count exactly the words beyond 4 and 6
     sigma (bisection over all 2**32 words) and compare with 2**32 Phi(-s), which the grid of u can
     match to one word per side."""
+    keys, trajs = _rng.stream_keys(0, 1, rng="philox")
+
     @njit
-    def z_of(w):
-        n2 = _rng.philox32_n2_nb(np.uint64(w))
-        q = _rng.ndtri32_q_nb(n2)
-        return _rng.ndtri32_central_nb(q) if abs(q) <= np.float32(0.425) else _rng.ndtri32_tail_nb(n2)
+    def z_of(w):  # the scheme's float32 normal of word w (as the kernels compute it)
+        w = np.uint64(w)
+        q = _rng.philox32_q_nb(w)
+        if abs(q) <= np.float32(0.425):
+            return _rng.ndtri32_central_nb(q)
+        return _rng.ndtri32_tail_finish_nb(_rng.philox32_n2_nb(w), _rng.philox_tail_s32_nb(w))
+
+    # z_of is the scheme: it reproduces normals32 on the words of a block
+    words = _rng.philox_block(0, trajs, 0)[0]
+    assert [float(z_of(int(x))) for x in words] == [float(_rng.normals32(keys, trajs, c, rng="philox")[0]) for c in range(4)]
 
     def first_word_above(x):  # smallest w with z(w) > x
         lo, hi = 0, 2**32 - 1
