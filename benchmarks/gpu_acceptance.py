@@ -14,7 +14,8 @@ own time limit so that the whole run stays under 8 minutes:
 
 1. ``tests``: the ``gpu``-marked tests (``pytest -m gpu`` on the test files that use the marker);
 2. ``reduced``: reduced-model SGD trajectory-steps/s through `run_summary` (keys, kernel and reduction
-   on the device) at 10^6 and 10^7 trajectories, float64 and float32, with float32/float64;
+   on the device) at 10^6 and 10^7 trajectories, float64 and float32, each with rng="splitmix" and
+   rng="philox", against float64 splitmix;
 3. ``qr``: quadratic-regression SGD on the batched CuPy engine (`QRCupyEngine`): FLOP/s of its dense
    steps against the device's measured float64 GEMM rate (same process, same run); goal >= 30 %;
 4. ``sharded``: a run of 2 shards on a local Dask cluster with one GPU worker (``GPU=1``) against the
@@ -84,6 +85,10 @@ def section_tests(smoke: bool) -> dict:
     return out
 
 
+#: (dtype, rng) pairs timed by the reduced-model section; rates are compared with float64 splitmix
+SCHEMES = (("float64", "splitmix"), ("float64", "philox"), ("float32", "philox"), ("float32", "splitmix"))
+
+
 def section_reduced(smoke: bool) -> dict:
     import sdeeos
 
@@ -95,19 +100,20 @@ def section_reduced(smoke: bool) -> dict:
         engine = get_engine("numba")
         sizes, n_steps = [(2_000, 256), (20_000, 64)], None
         for n_traj, steps in sizes:
-            for dtype in ("float64", "float32"):
-                spec = RunSpec(model=model, method="sgd", n_traj=n_traj, n_steps=steps, burn_in=0, seed=0,
-                               record_every=0, dtype=dtype)
+            for dtype, rng in SCHEMES:
+                spec = RunSpec.checked(model, "sgd", n_traj=n_traj, n_steps=steps, burn_in=0, seed=0, dtype=dtype,
+                                       rng=rng)
                 engine.advance(spec, model.new_run(spec), steps)  # compile
                 dt = _best(lambda: engine.advance(spec, model.new_run(spec), steps), lambda: None, 2)
-                rows.append({"n_traj": n_traj, "n_steps": steps, "dtype": dtype, "rate": n_traj * steps / dt})
+                rows.append({"n_traj": n_traj, "n_steps": steps, "dtype": dtype, "rng": rng,
+                             "rate": n_traj * steps / dt})
     else:
         from sdeeos.engines._cupy import CupyDevice, run_summary
 
         device = CupyDevice()
         for n_traj, steps in ((1_000_000, 4000), (10_000_000, 1000)):
-            for dtype in ("float64", "float32"):
-                kw = dict(burn_in=0, seed=0, dtype=dtype, device=device)
+            for dtype, rng in SCHEMES:
+                kw = dict(burn_in=0, seed=0, dtype=dtype, device=device, rng=rng)
                 run_summary(model, "sgd", n_traj=4096, n_steps=64, **kw)  # compile
                 out = {}
 
@@ -116,11 +122,12 @@ def section_reduced(smoke: bool) -> dict:
 
                 dt = _best(go, device.synchronize, 2)
                 s = out["s"]
-                rows.append({"n_traj": n_traj, "n_steps": steps, "dtype": dtype, "rate": n_traj * steps / dt,
+                rows.append({"n_traj": n_traj, "n_steps": steps, "dtype": dtype, "rng": rng, "rate": n_traj * steps / dt,
                              "n_diverged": int(s.get("n_diverged", -1)),
                              "sharpness_mean": float(s.get("sharpness_mean", float("nan")))})
     for r in rows:
-        other = next((q for q in rows if q["n_traj"] == r["n_traj"] and q["dtype"] == "float64"), None)
+        other = next((q for q in rows if q["n_traj"] == r["n_traj"] and q["dtype"] == "float64"
+                      and q["rng"] == "splitmix"), None)
         r["vs_float64"] = r["rate"] / other["rate"] if other else float("nan")
     bad = [r for r in rows if r.get("n_diverged", 0) != 0]
     return {"status": "failed" if bad else "passed", "rows": rows,
@@ -214,7 +221,7 @@ def _table(results) -> str:
     lines = ["| section | status | figures |", "|---|---|---|"]
     for name, res in results["sections"].items():
         if name == "reduced" and "rows" in res:
-            figs = "; ".join(f"{r['n_traj']:.0e} {r['dtype']}: {r['rate']:.3g}/s ({r['vs_float64']:.2f}x f64)"
+            figs = "; ".join(f"{r['n_traj']:.0e} {r['dtype']} {r['rng']}: {r['rate']:.3g}/s ({r['vs_float64']:.2f}x f64)"
                              for r in res["rows"])
         elif name == "qr" and "flops" in res:
             figs = (f"{res['flops']:.3g} FLOP/s = {res['fraction_of_gemm']:.0%} of measured GEMM "

@@ -22,7 +22,7 @@ import sympy as sp
 
 from ._errors import ParameterError
 from ._exact_sums import EnsembleStat
-from ._rng import as_seed, stream_keys
+from ._rng import as_seed, check_rng, rng_scheme, stream_keys
 from ._validation import check_choice, check_int
 
 __all__ = ["SymbolicStep", "Model", "FOLD", "DTYPES", "RunSpec", "RunState", "Engine", "ensemble_summary"]
@@ -158,6 +158,17 @@ class Model(abc.ABC):
         run state (workspaces, blocks of Jacobians or Hessians); counted by the memory check."""
         return 0
 
+    def rngs(self, method: str) -> tuple[str, ...]:
+        """Random-number families this model runs ``method`` with (default: SplitMix64 only)."""
+        return ("splitmix",)
+
+    def check_rng(self, method: str, rng: str) -> str:
+        """``rng`` if this model runs ``method`` with it; else ``ParameterError`` naming both."""
+        if rng not in self.rngs(method):
+            raise ParameterError(f"rng {rng!r} is not supported by model {self.name!r} with method {method!r} "
+                                 f"(supported: {list(self.rngs(method))})")
+        return rng
+
     def run_notes(self, method: str) -> dict[str, object]:
         """Attributes describing the regime of this run (e.g. whether a stationary state exists)."""
         return {}
@@ -196,13 +207,16 @@ class RunSpec:
     #: index of this run's first trajectory: a shard of trajectories [a, b) of a larger run has
     #: ``first_traj = a`` and ``n_traj = b - a`` and draws exactly the streams of those indices
     first_traj: int = 0
+    #: random-number family (`sdeeos._rng.RNGS`); `checked` picks `sdeeos._rng.default_rng` of the dtype
+    rng: str = "splitmix"
 
     @classmethod
     def checked(cls, model: Model, method, *, n_traj, n_steps, burn_in=None, seed=0, record_every=None,
-                dtype="float64") -> "RunSpec":
+                dtype="float64", rng=None) -> "RunSpec":
         """A spec from user input, every setting validated (one place for every entry point).
 
-        ``burn_in`` defaults to ``n_steps // 2``; ``record_every=None`` means no recording.
+        ``burn_in`` defaults to ``n_steps // 2``; ``record_every=None`` means no recording;
+        ``rng=None`` is ``"philox"`` for float32 and ``"splitmix"`` for float64.
         """
         if not isinstance(model, Model):
             raise ParameterError(f"model must be an sdeeos Model, got {type(model).__name__}")
@@ -214,9 +228,10 @@ class RunSpec:
         seed = int(as_seed(seed))
         record_every = 0 if record_every is None else check_int("record_every", record_every, low=1, high=INT64_MAX)
         dtype = model.check_dtype(method, dtype)
+        rng = model.check_rng(method, check_rng(rng, dtype))
         model.validate_run(method)
         return cls(model=model, method=method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in,
-                   seed=seed, record_every=record_every, dtype=dtype)
+                   seed=seed, record_every=record_every, dtype=dtype, rng=rng)
 
     def shard(self, first: int, stop: int) -> "RunSpec":
         """The spec of trajectories ``[first, stop)`` of this run (same streams, same everything else)."""
@@ -225,6 +240,11 @@ class RunSpec:
     @property
     def step(self) -> SymbolicStep:
         return self.model.step(self.method)
+
+    @property
+    def rng_scheme(self) -> str:
+        """The scheme name of this run's draws (recorded in provenance)."""
+        return rng_scheme(self.dtype, self.rng)
 
     @property
     def n_records(self) -> int:
@@ -243,8 +263,8 @@ class RunState:
     t: int                       # next step to take
     state: np.ndarray            # (n_state, n_traj) float64 (float32-exact values in a float32 run)
     params: np.ndarray           # (n_params,)
-    keys: np.ndarray             # (n_traj,) uint64
-    gammas: np.ndarray           # (n_traj,) uint64
+    keys: np.ndarray             # (n_traj,) uint64: splitmix key, or the seed (philox)
+    gammas: np.ndarray           # (n_traj,) uint64: splitmix Weyl increment, or the trajectory index (philox)
     acc_sum: np.ndarray          # (n_obs, n_traj) folded sums of each observable
     acc_sq: np.ndarray           # (n_obs, n_traj) folded sums of squares
     part_sum: np.ndarray         # (n_obs, n_traj) partial sums since the last fold
@@ -258,7 +278,7 @@ class RunState:
     def initial(cls, spec: RunSpec) -> "RunState":
         step = spec.step
         n, ns, no = spec.n_traj, len(step.state), len(step.observables)
-        keys, gammas = stream_keys(spec.seed, n, first=spec.first_traj)
+        keys, gammas = stream_keys(spec.seed, n, first=spec.first_traj, rng=spec.rng)
         state = np.repeat(spec.model.initial_vector(spec.method)[:, None], n, axis=1)
         zeros = lambda: np.zeros((no, n))  # noqa: E731
         return cls(

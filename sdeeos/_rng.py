@@ -1,6 +1,10 @@
-r"""The one random-number scheme of sdeeos: counter-based, keyed by (seed, trajectory, draw).
+r"""The random-number schemes of sdeeos: counter-based, keyed by (seed, trajectory, draw).
 
-Scheme ``sdeeos-splitmix64-ctr-as241/1``:
+Two families (``rng="splitmix"`` and ``rng="philox"``), each with a float64 and a float32 variant;
+the scheme name is recorded in every dataset (`rng_scheme`).  Every draw is a pure function of
+(seed, trajectory, draw number), in every backend.
+
+Scheme ``sdeeos-splitmix64-ctr-as241/1`` (``rng="splitmix"``, the default for float64):
 
 1. **Per-trajectory key.**  ``key = mix64(mix64(seed + G) + (traj + 1) * G)`` and an odd increment
    ``gamma = mix_gamma(key + G)`` (Steele, Lea & Flood 2014, *SplittableRandom*: each trajectory is a
@@ -20,6 +24,34 @@ reach |z| ~ 8.3 as in float64), then AS241 in single precision (float32 coeffici
 Its normals are the float64 ones to within a few float32 ulps (tested), not their correct
 rounding: the name differs so that provenance says which draws a run used.
 
+**Philox family** ``sdeeos-philox4x32-10-as241/1`` and ``sdeeos-philox4x32-10-as241f32/1``
+(``rng="philox"``, the default for float32):
+
+1. **Generator.** Philox4x32-10 (Salmon, Moraes, Dror & Shaw 2011, *Parallel random numbers: as easy
+   as 1, 2, 3*; the Random123 reference): a 10-round bijection of a 128-bit counter (four 32-bit
+   words) under a 64-bit key, giving four 32-bit words per call.  Only 32x32 -> 64-bit multiplies:
+   native on GPUs and in SIMD units (where a 64-bit multiply is emulated or slow).
+2. **Stream of (seed, trajectory).** key = (seed mod 2**32, seed >> 32); counter = (b mod 2**32,
+   b >> 32, traj mod 2**32, traj >> 32) for block number b (the layout of cuRAND's
+   ``curand_init(seed, subsequence=traj, offset)``).  For one seed, distinct (trajectory, block)
+   pairs are distinct inputs of one bijection: streams cannot overlap.
+3. **float32**: draw c is word ``c mod 4`` of block ``b = c // 4``, u = (w + 1/2) 2**-32 in (0, 1):
+   ``q = u - 1/2`` rounded once to float32 and the float32 AS241 central branch as in the splitmix
+   float32 variant; in the tails (|q| > 0.425) ``s = -log(min(u, 1 - u))`` from the exact integer
+   ``m = 2**33 min(u, 1 - u)`` by `neglog_int_nb` (float64, rounded once to float32), then AS241's tail
+   in float32.  The 32-bit grid of u ends the tails at |z| = 6.34.
+4. **float64**: draw c takes words ``2 (c mod 2)`` (high half) and ``2 (c mod 2) + 1`` (low half) of
+   block ``b = c // 2`` as one 64-bit word w and the uniform of the splitmix scheme,
+   ``u = ((w >> 11) + 1/2) 2**-53``; AS241's central branch as there; the tails from the exact integer
+   ``m = 2**54 min(u, 1 - u)`` by `neglog_int_nb` (|z| up to 8.3).
+5. **No libm.** `neglog_int_nb` uses +, -, *, / only (AS241 adds sqrt): every operation of the family
+   is correctly rounded IEEE arithmetic, so NumPy, Numba and CUDA (``--fmad=false``) give the same
+   bits, tails included (the splitmix family's tails call libm's ``log``, which may differ in the
+   last bit between libraries).
+
+The run state stores, per trajectory, ``keys = seed`` and ``gammas = traj`` for this family (the
+splitmix family stores its key and Weyl increment there).
+
 ``mix64`` is Stafford's variant 13 (the SplitMix64 finaliser).  Every backend implements the same
 arithmetic; the CPU ones agree bit for bit (no FMA contraction), a GPU may differ in the last bit of
 ``log`` in the tail branch (|u - 1/2| > 0.425).
@@ -29,6 +61,8 @@ NumPy array versions (used by the reference backend and tests).
 """
 
 from __future__ import annotations
+
+import decimal
 
 import numpy as np
 from numba import njit
@@ -61,14 +95,57 @@ __all__ = [
     "ndtri_tail_finish_nb",
     "ndtri32_tail_log_nb",
     "ndtri32_tail_finish_nb",
+    "RNGS",
+    "RNG_SCHEME_PHILOX",
+    "RNG_SCHEME_PHILOX_F32",
+    "default_rng",
+    "check_rng",
+    "philox4x32",
+    "philox4x32_nb",
+    "philox_uniform_nb",
+    "philox32_n2_nb",
+    "philox32_q_nb",
+    "neglog_int_nb",
+    "neglog_int",
+    "philox_tail_s64_nb",
+    "philox_tail_m64_nb",
+    "philox_tail_m32_nb",
+    "philox_tail_s32_nb",
+    "LN2_HI",
+    "LN2_LO",
+    "PHILOX_M",
+    "PHILOX_W",
 ]
 
 RNG_SCHEME = "sdeeos-splitmix64-ctr-as241/1"
 RNG_SCHEME_F32 = "sdeeos-splitmix64-ctr-as241f32/1"
+RNG_SCHEME_PHILOX = "sdeeos-philox4x32-10-as241/1"
+RNG_SCHEME_PHILOX_F32 = "sdeeos-philox4x32-10-as241f32/1"
+
+#: RNG families a run may ask for (``simulate(..., rng=...)``)
+RNGS = ("splitmix", "philox")
 
 
-def rng_scheme(dtype: str = "float64") -> str:
-    """The scheme name recorded in provenance for runs in ``dtype``."""
+def default_rng(dtype: str = "float64") -> str:
+    """The family a run in ``dtype`` uses unless it asks for another: Philox for float32 (its
+    32-bit words cost half a 64-bit hash per normal), SplitMix64 for float64 (every existing
+    float64 dataset keeps its numbers)."""
+    return "philox" if dtype == "float32" else "splitmix"
+
+
+def check_rng(rng, dtype: str = "float64") -> str:
+    """``rng`` (``None``: `default_rng` of ``dtype``) if it names a family; else ``ParameterError``."""
+    if rng is None:
+        return default_rng(dtype)
+    if rng not in RNGS:
+        raise ParameterError(f"rng must be one of {list(RNGS)}, got {rng!r}")
+    return rng
+
+
+def rng_scheme(dtype: str = "float64", rng: str = "splitmix") -> str:
+    """The scheme name recorded in provenance for runs in ``dtype`` with family ``rng``."""
+    if rng == "philox":
+        return RNG_SCHEME_PHILOX_F32 if dtype == "float32" else RNG_SCHEME_PHILOX
     return RNG_SCHEME_F32 if dtype == "float32" else RNG_SCHEME
 
 _U = np.uint64
@@ -251,6 +328,173 @@ def _normals32_nb(keys, gammas, counter, out):
         out[i] = ndtri32_central_nb(q) if abs(q) <= _CENTRAL_F32 else ndtri32_tail_nb(n2)
 
 
+# ---------------------------------------------------------------- Philox4x32-10 (Numba)
+#: round multipliers and key increments (Weyl constants) of Philox4x32 (Random123 philox.h)
+PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+_PM0, _PM1 = _U(PHILOX_M[0]), _U(PHILOX_M[1])
+_PW0, _PW1 = _U(PHILOX_W[0]), _U(PHILOX_W[1])
+_M32 = _U(0xFFFFFFFF)
+_S32 = _U(32)
+_TWO32 = 1 << 32
+_SHIFT21 = 21  # 2**54 / 2**33: the splitmix float32 code's scale from the 32-bit word's
+
+
+@njit(inline="always")
+def _philox_round(c0, c1, c2, c3, k0, k1):
+    p0 = _PM0 * c0  # 32 x 32 -> 64 bits: exact in uint64
+    p1 = _PM1 * c2
+    return (p1 >> _S32) ^ c1 ^ k0, p1 & _M32, (p0 >> _S32) ^ c3 ^ k1, p0 & _M32
+
+
+@njit(inline="always")
+def philox4x32_nb(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 of counter (c0, c1, c2, c3) under key (k0, k1): four words, each a uint64
+    holding 32 bits (inputs must be below 2**32).  Random123's ``philox4x32_R(10, ...)``."""
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    for _ in range(9):
+        k0 = (k0 + _PW0) & _M32
+        k1 = (k1 + _PW1) & _M32
+        c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    return c0, c1, c2, c3
+
+
+@njit(inline="always")
+def philox_uniform_nb(hi, lo):
+    """The float64 scheme's uniform from a word pair: ``((hi 2**32 + lo) >> 11 + 1/2) 2**-53``."""
+    return (float(((hi << _S32) | lo) >> _S11) + 0.5) * _TWO_M53
+
+
+@njit(inline="always")
+def philox32_n2_nb(w):
+    """``n2 = 2**54 (u - 1/2)`` of a 32-bit word (u = (w + 1/2) 2**-32): the input of `ndtri32_q_nb`
+    and `ndtri32_tail_nb`, exact (an odd multiple of 2**21)."""
+    return (np.int64(w) * 2 + 1 - _TWO32) << _SHIFT21
+
+
+_TWO_M32 = 2.0**-32
+_HALF_WORDS = 2147483647.5  # 2**31 - 1/2
+
+
+@njit(inline="always")
+def philox32_q_nb(w):
+    """``q = u - 1/2 = (w - 2**31 + 1/2) 2**-32`` rounded once to float32: the same value as
+    ``ndtri32_q_nb(philox32_n2_nb(w))`` (float64 holds the difference exactly), without 64-bit integer
+    lanes (a 32-bit word converts to float64 in one SIMD instruction)."""
+    return np.float32((np.float64(w) - _HALF_WORDS) * _TWO_M32)
+
+
+# ------------------------------------------------- -log of the Philox tails, without libm (Numba)
+def _ln2_split() -> tuple[float, float]:
+    """ln 2 as hi + lo from 50 digits: hi has 31 fraction bits (so k * hi is exact for |k| < 2**22),
+    lo the rest (no constant typed in by hand)."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 50
+        ln2 = decimal.Decimal(2).ln()
+        hi = float(int(ln2 * 2**31) / 2**31)  # 0.693... with 31 fraction bits
+        lo = float(ln2 - decimal.Decimal(hi))
+    return hi, lo
+
+
+LN2_HI, LN2_LO = _ln2_split()
+#: 1/(2k + 1), k = 11 .. 1: the series of atanh (log f = 2 atanh s), Horner order
+_ATANH = tuple(1.0 / (2 * k + 1) for k in range(11, 0, -1))
+_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10 = _ATANH
+_SQRT2 = 1.4142135623730951
+_TWO_M52 = 2.0**-52
+
+
+@njit(inline="always")
+def neglog_int_nb(m, e0):
+    r"""``-log(m 2**-e0)`` for an integer ``1 <= m < 2**53``, by +, -, *, / only (no libm, no branch):
+    the same bits in NumPy (`neglog_int`), Numba (vectorised) and CUDA (``--fmad=false``).
+
+    ``m = f 2**e`` with ``f`` in [sqrt(1/2), sqrt(2)) (exponent by a branch-free binary search on the
+    integer, ``f`` exact), ``log f = 2 atanh s = 2 (s + s^3/3 + ... + s^23/23)`` with
+    ``s = (f - 1)/(f + 1)``, |s| <= 0.172 (truncation < 1e-19 relative), ``(e - e0) ln 2`` in two
+    parts; error within a few ulp (tested against libm)."""
+    v = np.int64(m)
+    e = np.int64(0)
+    # unrolled by hand: Numba keeps loops over tuples as loops, which stops LLVM's vectoriser
+    t = np.int64(v >= 4294967296)
+    v = v >> (32 * t)
+    e += 32 * t
+    t = np.int64(v >= 65536)
+    v = v >> (16 * t)
+    e += 16 * t
+    t = np.int64(v >= 256)
+    v = v >> (8 * t)
+    e += 8 * t
+    t = np.int64(v >= 16)
+    v = v >> (4 * t)
+    e += 4 * t
+    t = np.int64(v >= 4)
+    v = v >> (2 * t)
+    e += 2 * t
+    e += np.int64(v >= 2)
+    f = np.float64(np.int64(m) << (52 - e)) * _TWO_M52  # in [1, 2), exact
+    big = f > _SQRT2
+    f = f * 0.5 if big else f
+    e = e + 1 if big else e
+    s = (f - 1.0) / (f + 1.0)
+    z = s * s
+    p = ((((((((((_A0 * z + _A1) * z + _A2) * z + _A3) * z + _A4) * z + _A5) * z + _A6) * z + _A7) * z + _A8) * z
+         + _A9) * z + _A10)
+    s2 = s + s
+    k = np.float64(e - e0)
+    return -(k * LN2_HI + (k * LN2_LO + (s2 + s2 * (z * p))))
+
+
+@njit(inline="always")
+def philox_tail_m64_nb(hi, lo):
+    """The exact integer ``2**54 min(u, 1 - u)`` of the float64 Philox draw with words (hi, lo)."""
+    k2 = np.int64((((hi << _S32) | lo) >> _S11)) * 2 + 1
+    return k2 if k2 < _HALF_K2 else 2 * _HALF_K2 - k2
+
+
+@njit(inline="always")
+def philox_tail_m32_nb(w):
+    """The exact integer ``2**33 min(u, 1 - u)`` of the float32 Philox draw of word ``w``."""
+    k2 = np.int64(w) * 2 + 1
+    return k2 if k2 < _TWO32 else 2 * _TWO32 - k2
+
+
+@njit(inline="always")
+def philox_tail_s64_nb(hi, lo):
+    """``s = -log(min(u, 1 - u))`` of the float64 Philox draw with words (hi, lo), from the exact integer
+    ``2**54 min(u, 1 - u)`` (libm-free, so every backend gives the same bits)."""
+    k2 = np.int64((((hi << _S32) | lo) >> _S11)) * 2 + 1
+    m2 = k2 if k2 < _HALF_K2 else 2 * _HALF_K2 - k2
+    return neglog_int_nb(m2, 54)
+
+
+@njit(inline="always")
+def philox_tail_s32_nb(w):
+    """``s = -log(min(u, 1 - u))`` of the float32 Philox draw of word ``w``, rounded once to float32."""
+    k2 = np.int64(w) * 2 + 1
+    m2 = k2 if k2 < _TWO32 else 2 * _TWO32 - k2
+    return np.float32(neglog_int_nb(m2, 33))
+
+
+@njit
+def _philox_normals_nb(seed, trajs, counter, single, out):
+    k0 = seed & _M32
+    k1 = seed >> _S32
+    per = 4 if single else 2
+    blk = counter // _U(per)
+    r = int(counter % _U(per))
+    for i in range(trajs.size):
+        w = philox4x32_nb(blk & _M32, blk >> _S32, trajs[i] & _M32, trajs[i] >> _S32, k0, k1)
+        if single:
+            q = philox32_q_nb(w[r])
+            out[i] = (ndtri32_central_nb(q) if abs(q) <= _CENTRAL_F32 else
+                      ndtri32_tail_finish_nb(philox32_n2_nb(w[r]), philox_tail_s32_nb(w[r])))
+        else:
+            u = philox_uniform_nb(w[2 * r], w[2 * r + 1])
+            out[i] = (ndtri_central_nb(u) if abs(u - 0.5) <= AS241_CENTRAL_BOUND else
+                      ndtri_tail_finish_nb(u, philox_tail_s64_nb(w[2 * r], w[2 * r + 1])))
+
+
 @njit
 def _popcount64(z):
     c = 0
@@ -290,8 +534,11 @@ def as_seed(seed) -> np.uint64:
     return _U(int(seed))
 
 
-def stream_keys(seed, n_traj: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Keys and increments of trajectories ``first .. first + n_traj - 1`` for ``seed``."""
+def stream_keys(seed, n_traj: int, first: int = 0, rng: str = "splitmix") -> tuple[np.ndarray, np.ndarray]:
+    """Stream identifiers ``(keys, gammas)`` of trajectories ``first .. first + n_traj - 1`` for ``seed``:
+    key and Weyl increment for ``rng="splitmix"``; the seed and the trajectory index for ``"philox"``."""
+    if check_rng(rng) == "philox":
+        return np.full(n_traj, as_seed(seed), dtype=np.uint64), np.arange(first, first + n_traj, dtype=np.uint64)
     keys = np.empty(n_traj, dtype=np.uint64)
     gammas = np.empty(n_traj, dtype=np.uint64)
     _stream_keys_nb(as_seed(seed), _U(first), n_traj, keys, gammas)
@@ -307,11 +554,64 @@ def mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> _S31)
 
 
-def uniforms(keys: np.ndarray, gammas: np.ndarray, counter: int) -> np.ndarray:
-    """Draw ``counter`` of every stream, as uniforms in (0, 1)."""
+def uniforms(keys: np.ndarray, gammas: np.ndarray, counter: int, rng: str = "splitmix") -> np.ndarray:
+    """Draw ``counter`` of every stream, as uniforms in (0, 1) (float64 variant of family ``rng``)."""
+    if check_rng(rng) == "philox":
+        return _philox_uniforms(keys, gammas, counter)
     with np.errstate(over="ignore"):
         w = mix64(keys + (_U(counter) + _ONE) * gammas)
     return ((w >> _S11).astype(np.float64) + 0.5) * _TWO_M53
+
+
+
+# ---------------------------------------------------------------- Philox (NumPy)
+def philox4x32(counter, key) -> np.ndarray:
+    """Philox4x32-10 (Random123): ``counter`` uint32 of shape (..., 4), ``key`` uint32 of shape (..., 2)
+    (broadcast against each other), four uint32 words of shape (..., 4) per counter.
+
+    >>> w = philox4x32(np.zeros(4, np.uint32), np.zeros(2, np.uint32))  # Random123 kat_vectors
+    >>> w.dtype, [f"{x:08x}" for x in w]
+    (dtype('uint32'), ['6627e8d5', 'e169c58d', 'bc57ac4c', '9b00dbd8'])
+    """
+    c, k = np.asarray(counter), np.asarray(key)
+    for name, a, n in (("counter", c, 4), ("key", k, 2)):
+        if a.dtype != np.uint32 or a.ndim == 0 or a.shape[-1] != n:
+            raise ParameterError(f"{name} must be a uint32 array of shape (..., {n}), got {a.dtype} {a.shape}")
+    c0, c1, c2, c3 = (c[..., i].astype(np.uint64) for i in range(4))
+    k0, k1 = (k[..., i].astype(np.uint64) for i in range(2))
+    for r in range(10):
+        if r:
+            k0 = (k0 + _PW0) & _M32
+            k1 = (k1 + _PW1) & _M32
+        p0, p1 = c0 * _PM0, c2 * _PM1
+        c0, c1, c2, c3 = (p1 >> _S32) ^ c1 ^ k0, p1 & _M32, (p0 >> _S32) ^ c3 ^ k1, p0 & _M32
+    return np.stack(np.broadcast_arrays(c0, c1, c2, c3), axis=-1).astype(np.uint32)
+
+
+def philox_block(seed, trajs: np.ndarray, block: int) -> np.ndarray:
+    """The four words (uint32, shape (n, 4)) of block ``block`` of trajectories ``trajs`` for ``seed``."""
+    s, b = int(as_seed(seed)), int(block)
+    t = np.asarray(trajs, dtype=np.uint64)
+    ctr = np.empty(t.shape + (4,), dtype=np.uint32)
+    ctr[..., 0], ctr[..., 1] = b & 0xFFFFFFFF, b >> 32
+    ctr[..., 2], ctr[..., 3] = t & _M32, t >> _S32
+    return philox4x32(ctr, np.array([s & 0xFFFFFFFF, s >> 32], dtype=np.uint32))
+
+
+def _philox_uniforms(seeds, trajs, counter: int) -> np.ndarray:
+    seed = _single_seed(seeds)
+    c = int(counter)
+    w = philox_block(seed, trajs, c // 2).astype(np.uint64)
+    r = c % 2
+    word = (w[..., 2 * r] << _S32) | w[..., 2 * r + 1]
+    return ((word >> _S11).astype(np.float64) + 0.5) * _TWO_M53
+
+
+def _single_seed(seeds) -> int:
+    seeds = np.asarray(seeds, dtype=np.uint64)
+    if seeds.size and np.any(seeds != seeds.flat[0]):
+        raise ParameterError("a Philox run has one seed for every trajectory (keys must all be equal)")
+    return int(seeds.flat[0]) if seeds.size else 0
 
 
 def _horner8_np(c, r):
@@ -341,14 +641,73 @@ def ndtri_as241(u: np.ndarray) -> np.ndarray:
     return out
 
 
-def normals(keys: np.ndarray, gammas: np.ndarray, counter: int) -> np.ndarray:
-    """Draw ``counter`` of every stream as standard normals."""
-    return ndtri_as241(uniforms(keys, gammas, counter))
+def neglog_int(m, e0: int) -> np.ndarray:
+    """`neglog_int_nb` on int64 arrays: the same operations, so the same bits.
+
+    >>> float(neglog_int(np.array([1]), 1)) == float(np.log(2.0))
+    True
+    """
+    v = np.asarray(m, dtype=np.int64)
+    m64 = v
+    e = np.zeros_like(v)
+    for sh in (32, 16, 8, 4, 2, 1):
+        t = (v >= (1 << sh)).astype(np.int64)
+        v = v >> (sh * t)
+        e = e + sh * t
+    f = (m64 << (52 - e)).astype(np.float64) * _TWO_M52
+    big = f > _SQRT2
+    f = np.where(big, f * 0.5, f)
+    e = e + big
+    s = (f - 1.0) / (f + 1.0)
+    z = s * s
+    p = np.full_like(s, _ATANH[0])
+    for c in _ATANH[1:]:
+        p = p * z + c
+    s2 = s + s
+    k = (e - e0).astype(np.float64)
+    return -(k * LN2_HI + (k * LN2_LO + (s2 + s2 * (z * p))))
 
 
-def normals32(keys: np.ndarray, gammas: np.ndarray, counter: int) -> np.ndarray:
-    """Draw ``counter`` of every stream as float32 normals of the float32 variant of the scheme."""
+def _tail_finish(u: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """`ndtri_tail_finish_nb` on arrays (the same operations)."""
+    r = np.sqrt(s)
+    a, b = r - 1.6, r - 5.0
+    x = np.where(r <= 5.0, _horner8_np(_C, a) / _horner8_np(_D, a), _horner8_np(_E, b) / _horner8_np(_F, b))
+    return np.where(u - 0.5 < 0.0, -x, x)
+
+
+def _philox_normals64(seeds, trajs, counter: int) -> np.ndarray:
+    """Float64 Philox normals: AS241's central branch as `ndtri_as241`, its tails from `neglog_int`."""
+    c = int(counter)
+    w = philox_block(_single_seed(seeds), trajs, c // 2).astype(np.uint64)
+    r = c % 2
+    word = (w[..., 2 * r] << _S32) | w[..., 2 * r + 1]
+    u = ((word >> _S11).astype(np.float64) + 0.5) * _TWO_M53
+    q = u - 0.5
+    rr = 0.180625 - q * q
+    out = q * _horner8_np(_A, rr) / _horner8_np(_B, rr)
+    tail = np.abs(q) > AS241_CENTRAL_BOUND
+    if np.any(tail):
+        k2 = (word[tail] >> _S11).astype(np.int64) * 2 + 1
+        m2 = np.where(k2 < _HALF_K2, k2, 2 * _HALF_K2 - k2)
+        out[tail] = _tail_finish(u[tail], neglog_int(m2, 54))
+    return out
+
+
+def normals(keys: np.ndarray, gammas: np.ndarray, counter: int, rng: str = "splitmix") -> np.ndarray:
+    """Draw ``counter`` of every stream as standard normals (float64 variant of family ``rng``)."""
+    if check_rng(rng) == "philox":
+        return _philox_normals64(keys, gammas, counter)
+    return ndtri_as241(uniforms(keys, gammas, counter, rng))
+
+
+def normals32(keys: np.ndarray, gammas: np.ndarray, counter: int, rng: str = "splitmix") -> np.ndarray:
+    """Draw ``counter`` of every stream as float32 normals of the float32 variant of family ``rng``."""
     out = np.empty(np.shape(keys), dtype=np.float32)
+    if check_rng(rng) == "philox":
+        _philox_normals_nb(_U(_single_seed(keys)), np.ascontiguousarray(gammas, dtype=np.uint64), _U(counter),
+                           True, out)
+        return out
     _normals32_nb(np.ascontiguousarray(keys, dtype=np.uint64), np.ascontiguousarray(gammas, dtype=np.uint64),
                   _U(counter), out)
     return out

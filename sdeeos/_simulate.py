@@ -11,7 +11,6 @@ from pathlib import Path
 import xarray as xr
 from tqdm.auto import tqdm
 
-from . import _rng
 from ._checkpoint import load_run_arrays, save_run_arrays
 from ._contract import FOLD, Model, RunSpec, ensemble_summary
 from ._errors import DamagedDataError, ParameterError, ResourceError
@@ -42,7 +41,7 @@ def _spec_digest(spec: RunSpec, backend: str) -> str:
         "model": type(spec.model).__name__, "params": spec.model.parameters(),
         "init": {k: repr(v) for k, v in spec.model.initial_state().items()}, "method": spec.method, "n_traj": spec.n_traj,
         "n_steps": spec.n_steps, "burn_in": spec.burn_in, "seed": spec.seed,
-        "record_every": spec.record_every, "rng": _rng.rng_scheme(spec.dtype), "dtype": spec.dtype,
+        "record_every": spec.record_every, "rng": spec.rng_scheme, "dtype": spec.dtype,
     }, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -82,6 +81,7 @@ def simulate(
     keep_checkpoint: bool = False,
     per_trajectory: bool | None = None,
     no_workers_timeout: float = DEFAULT_NO_WORKERS_TIMEOUT_S,
+    rng: str | None = None,
 ) -> xr.Dataset:
     r"""Run ``n_traj`` independent trajectories of ``model`` for ``n_steps`` steps.
 
@@ -123,6 +123,10 @@ def simulate(
         ``"cupy"``, with the float32 variant of the RNG scheme; streamed sums stay float64).  Refused
         for a model/method or backend without it, and when the sharpness gap is below float32
         resolution; see docs/architecture.md#float32.
+    rng : {None, "splitmix", "philox"}
+        Random-number family (`sdeeos._rng`): ``None`` (default) is ``"philox"`` (Philox4x32-10) for
+        float32 and ``"splitmix"`` for float64.  The scheme name is recorded in ``attrs["rng_scheme"]``;
+        see docs/rng.md.
     scheduler : None, str or distributed.Client
         Run the trajectories as shards on this Dask cluster (an address such as
         ``"tcp://host:8786"``, or a client); ``None`` with ``n_shards``: the shards run in this process.
@@ -152,7 +156,7 @@ def simulate(
         summaries and theory predictions, and provenance in ``attrs``.
     """
     spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed,
-                           record_every=record_every, dtype=dtype)
+                           record_every=record_every, dtype=dtype, rng=rng)
     if n_threads is not None:
         n_threads = check_int("n_threads", n_threads, low=1, high=max_threads())
     engine = model.engine(backend)
@@ -266,7 +270,7 @@ def _to_dataset(spec: RunSpec, run, backend: str, wall: float, resumed_from: int
         "burn_in": spec.burn_in,
         "seed": str(spec.seed),  # NetCDF has no uint64 attribute
         "record_every": spec.record_every,
-        "rng_scheme": _rng.rng_scheme(spec.dtype),
+        "rng_scheme": spec.rng_scheme,
         "dtype": spec.dtype,
         "backend": backend,
         "wall_time_s": wall,

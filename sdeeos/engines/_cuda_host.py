@@ -3,7 +3,7 @@ r"""Run the generated CUDA kernels on the CPU: the same source, compiled by g++ 
 This is how the GPU kernel is checked where there is no GPU (CI, laptops): the source that
 `sdeeos.engines._cuda_template` writes for NVRTC is compiled as plain C++ with a shim header that
 defines the CUDA keywords away and provides ``blockIdx``/``threadIdx``/``blockDim`` as globals plus
-the two intrinsics the kernel uses (``__popcll``, ``__longlong_as_double``).  A generated driver
+the intrinsics the kernel uses (``__popcll``, ``__umulhi``, ``__longlong_as_double``).  A generated driver
 loops over every (block, thread) and calls the unmodified ``__global__`` function, so the index
 arithmetic, the RNG, the fold/divergence/recording logic and the printed update all run exactly
 as written for the GPU.
@@ -54,6 +54,7 @@ SHIM = r"""// sdeeos host shim: compile a sdeeos CUDA kernel as plain C++ (tests
 struct sdeeos_dim3 { unsigned int x, y, z; };
 static sdeeos_dim3 blockIdx, threadIdx, blockDim, gridDim;
 static inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
+static inline unsigned int __umulhi(unsigned int a, unsigned int b) { return (unsigned int)(((unsigned long long)a * b) >> 32); }
 static inline double __longlong_as_double(long long v) { double d; std::memcpy(&d, &v, sizeof d); return d; }
 using std::fabs; using std::sqrt; using std::log; using std::exp; using std::pow;
 using std::fmin; using std::fmax;

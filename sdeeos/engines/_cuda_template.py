@@ -163,10 +163,103 @@ def _horner(coeffs, var: str, suffix: str) -> str:
     return out
 
 
-def rng_source(dtype: str = "float64") -> str:
+def _philox_source() -> str:
+    """Philox4x32-10 and the Philox float32/float64 normals (`sdeeos._rng`, Philox family)."""
+    m0, m1 = _rng.PHILOX_M
+    w0, w1 = _rng.PHILOX_W
+    return f"""
+// ---- Philox4x32-10 (Salmon et al. 2011, Random123): counter (block, traj), key = seed
+__device__ __forceinline__ void sdeeos_philox4x32(sdeeos_u64 blk, sdeeos_u64 traj, unsigned int k0, unsigned int k1,
+                                                  unsigned int* w0, unsigned int* w1, unsigned int* w2, unsigned int* w3)
+{{
+    unsigned int c0 = (unsigned int)blk, c1 = (unsigned int)(blk >> 32);
+    unsigned int c2 = (unsigned int)traj, c3 = (unsigned int)(traj >> 32);
+    for (int r = 0; r < 10; ++r) {{
+        if (r > 0) {{ k0 += {w0:#x}U; k1 += {w1:#x}U; }}
+        const unsigned int hi0 = __umulhi({m0:#x}U, c0), lo0 = {m0:#x}U * c0;
+        const unsigned int hi1 = __umulhi({m1:#x}U, c2), lo1 = {m1:#x}U * c2;
+        c0 = hi1 ^ c1 ^ k0; c1 = lo1; c2 = hi0 ^ c3 ^ k1; c3 = lo0;
+    }}
+    *w0 = c0; *w1 = c1; *w2 = c2; *w3 = c3;
+}}
+
+// -log(m 2**-e0) for an integer 1 <= m < 2**53 with +, -, *, / only: sdeeos._rng.neglog_int_nb
+__device__ __forceinline__ double sdeeos_neglog_int(long long m, long long e0)
+{{
+    long long v = m, e = 0;
+    for (int sh = 32; sh >= 1; sh >>= 1) {{
+        const long long t = (v >= (1LL << sh)) ? 1LL : 0LL;
+        v = v >> (sh * t);
+        e += sh * t;
+    }}
+    double f = (double)(m << (52 - e)) * {_rng._TWO_M52!r};
+    if (f > {_rng._SQRT2!r}) {{ f = f * 0.5; e = e + 1; }}
+    const double s = (f - 1.0) / (f + 1.0);
+    const double z = s * s;
+    const double p = {_horner(_rng._ATANH, "z", "")};
+    const double s2 = s + s;
+    const double k = (double)(e - e0);
+    return -(k * {_rng.LN2_HI!r} + (k * {_rng.LN2_LO!r} + (s2 + s2 * (z * p))));
+}}
+
+// float64: two words make one 64-bit word (first word high); AS241's central branch as the splitmix
+// scheme, its tails from the exact integer 2**54 min(u, 1 - u) through sdeeos_neglog_int (no libm log)
+__device__ __forceinline__ double sdeeos_normal_philox_f64(unsigned int hi, unsigned int lo)
+{{
+    const sdeeos_u64 w = ((sdeeos_u64)hi << 32) | (sdeeos_u64)lo;
+    const double u = sdeeos_uniform(w);
+    const double q = u - 0.5;
+    if (fabs(q) <= {_rng.AS241_CENTRAL_BOUND!r}) {{
+        const double r = 0.180625 - q * q;
+        return q * {_horner(_rng._A, "r", "")} / {_horner(_rng._B, "r", "")};
+    }}
+    const long long k2 = 2LL * (long long)(w >> 11) + 1LL;
+    const long long m2 = (k2 < (1LL << 53)) ? k2 : (1LL << 54) - k2;
+    const double r = sqrt(sdeeos_neglog_int(m2, 54));
+    const double a = r - 1.6, b = r - 5.0;
+    const double near = {_horner(_rng._C, "a", "")} / {_horner(_rng._D, "a", "")};
+    const double far = {_horner(_rng._E, "b", "")} / {_horner(_rng._F, "b", "")};
+    const double x = (r <= 5.0) ? near : far;
+    return (u - 0.5 < 0.0) ? -x : x;
+}}
+"""
+
+
+def _philox_f32_source() -> str:
+    f = "F"
+    return f"""
+// float32: one word, u = (w + 1/2) 2**-32; q = u - 1/2 rounded once (exact in double first); the tails
+// from the exact integer 2**33 min(u, 1 - u) through sdeeos_neglog_int, rounded once to float
+__device__ __forceinline__ float sdeeos_normal_philox_f32(unsigned int w)
+{{
+    const float q = (float)(((double)w - 2147483647.5) * 2.3283064365386962890625e-10);
+    if (fabsf(q) <= {_rng.AS241_CENTRAL_BOUND!r}F) {{
+        const float r = 0.180625F - q * q;
+        return q * {_horner(_rng._A, "r", f)} / {_horner(_rng._B, "r", f)};
+    }}
+    const long long k2 = 2LL * (long long)w + 1LL;
+    const long long m2 = (k2 < (1LL << 32)) ? k2 : (1LL << 33) - k2;
+    const float r = sqrtf((float)sdeeos_neglog_int(m2, 33));
+    const float a = r - 1.6F, b = r - 5.0F;
+    const float near = {_horner(_rng._C, "a", f)} / {_horner(_rng._D, "a", f)};
+    const float far = {_horner(_rng._E, "b", f)} / {_horner(_rng._F, "b", f)};
+    const float x = (r <= 5.0F) ? near : far;
+    return (k2 < (1LL << 32)) ? -x : x;
+}}
+"""
+
+
+def rng_source(dtype: str = "float64", rng: str = "splitmix") -> str:
     """C/CUDA source of the RNG scheme of `sdeeos._rng` (constants taken from that module)."""
     if dtype not in DTYPES:
         raise ParameterError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    rng = _rng.check_rng(rng, dtype)
+    if rng == "philox":
+        return _splitmix_source(dtype) + _philox_source() + (_philox_f32_source() if dtype == "float32" else "")
+    return _splitmix_source(dtype)
+
+
+def _splitmix_source(dtype: str) -> str:
     d = ""  # double-precision AS241, operation for operation as sdeeos._rng.ndtri_nb
     f = "F"
     common = f"""\
@@ -239,10 +332,10 @@ __device__ __forceinline__ double sdeeos_normal_f64(sdeeos_u64 w)
     return common + f"""
 // float32: the same word; q = u - 1/2 and min(u, 1 - u) from exact integers, each rounded once to
 // float (so the tails are kept), then AS241 in single precision.
-__device__ __forceinline__ float sdeeos_normal_f32(sdeeos_u64 w)
+// n2 = 2**54 (u - 1/2): an odd integer (splitmix) or an odd multiple of 2**21 (philox), never 0
+__device__ __forceinline__ float sdeeos_ndtri32_n2(long long n2)
 {{
-    const long long k2 = 2LL * (long long)(w >> 11) + 1LL;   // 2**54 * u, odd
-    const long long n2 = k2 - (1LL << 53);                   // 2**54 * (u - 1/2), never 0
+    const long long k2 = n2 + (1LL << 53);                   // 2**54 * u
     const float q = (float)n2 * 5.5511151231257827021181583404541015625e-17F;  // * 2**-54
     if (fabsf(q) <= {_rng.AS241_CENTRAL_BOUND!r}F) {{
         const float r = 0.180625F - q * q;
@@ -260,6 +353,11 @@ __device__ __forceinline__ float sdeeos_normal_f32(sdeeos_u64 w)
         x = {_horner(_rng._E, "r", f)} / {_horner(_rng._F, "r", f)};
     }}
     return (n2 < 0) ? -x : x;
+}}
+
+__device__ __forceinline__ float sdeeos_normal_f32(sdeeos_u64 w)
+{{
+    return sdeeos_ndtri32_n2(2LL * (long long)(w >> 11) + 1LL - (1LL << 53));
 }}
 """
 
@@ -288,7 +386,7 @@ class KernelSource:
 
 
 _TEMPLATE = """\
-// Generated by sdeeos {version} from the SymPy step of {model}.{method} ({dtype}); do not edit.
+// Generated by sdeeos {version} from the SymPy step of {model}.{method} ({dtype}, {rng_name}); do not edit.
 // Compiles with NVRTC (sdeeos.engines._cupy) and, through a host shim, with g++ (sdeeos.engines._cuda_host).
 typedef {ctype} sdeeos_real;
 
@@ -301,7 +399,7 @@ extern "C" __global__ void {keys_name}({keys_params})
 {{
     const long long sd_j = (long long)blockIdx.x * (long long)blockDim.x + (long long)threadIdx.x;
     if (sd_j >= sd_m) return;
-    sdeeos_stream_key(sd_seed, sd_first + (sdeeos_u64)sd_j, &sd_keys[sd_j], &sd_gammas[sd_j]);
+{keys_body}
 }}
 
 // One thread advances one trajectory from t0 to t1 with its state in registers.
@@ -374,8 +472,10 @@ def _indent(lines, n: int) -> str:
 
 
 def kernel_source(step: SymbolicStep, *, dtype: str = "float64", model_name: str = "Model",
-                  method: str = "step") -> KernelSource:
-    """CUDA C++ source of the advance and stream-key kernels for one symbolic step."""
+                  method: str = "step", rng: str = "splitmix") -> KernelSource:
+    """CUDA C++ source of the advance and stream-key kernels for one symbolic step, drawing from the
+    random-number family ``rng`` (`sdeeos._rng`)."""
+    rng = _rng.check_rng(rng, dtype)
     printer = cuda_printer(dtype)
     printed = print_cuda(step, dtype)
     st = [printer.doprint(s) for s in step.state]
@@ -393,13 +493,36 @@ def kernel_source(step: SymbolicStep, *, dtype: str = "float64", model_name: str
     record = [f"sd_rec[(sd_row * {ns + no} + {k}) * sd_m + sd_j] = {s};" for k, s in enumerate(st)]
     record += [f"sd_rec[(sd_row * {ns + no} + {ns + k}) * sd_m + sd_j] = sd_o{k};" for k in range(no)]
     burn = [f"sd_burn_state[{k} * sd_m + sd_j] = {s};" for k, s in enumerate(st)]
-    # draw c = t * nz + k hashes key + (c + 1) * gamma: keep that Weyl sequence in a register and add
-    # gamma per draw (exact in mod-2**64 arithmetic; saves a 64-bit multiply per draw)
     noise = []
-    for z in zs:
-        noise += [f"const sdeeos_real {z} = {normal}(sdeeos_mix64(sd_weyl));", "sd_weyl += sd_gamma;"]
-    weyl = (f"sdeeos_u64 sd_weyl = sd_key + ((sdeeos_u64)sd_t0 * {nz}ULL + 1ULL) * sd_gamma;  // draw t0 * {nz}"
-            if nz else "")
+    if rng == "philox":
+        # draw c is word c % per of Philox block c // per (four words per block); the words not yet
+        # used stay in registers sd_w0.. (shifted down as they are used)
+        per = 4 if dtype == "float32" else 2
+        call = ("sdeeos_philox4x32(sd_draw / {per}ULL, sd_traj, sd_k0, sd_k1, &sd_w0, &sd_w1, &sd_w2, &sd_w3);"
+                .format(per=per))
+        shift = "sd_w0 = sd_w1; sd_w1 = sd_w2; sd_w2 = sd_w3;" if per == 4 else "sd_w0 = sd_w2; sd_w1 = sd_w3;"
+        for z in zs:
+            noise += [f"if (sd_draw % {per}ULL == 0ULL) {call}"]
+            noise += ([f"const sdeeos_real {z} = sdeeos_normal_philox_f32(sd_w0);"] if per == 4 else
+                      [f"const sdeeos_real {z} = sdeeos_normal_philox_f64(sd_w0, sd_w1);"])
+            noise += [shift, "++sd_draw;"]
+        weyl = "\n    ".join([
+            "const sdeeos_u64 sd_traj = sd_gamma;  // Philox: keys hold the seed, gammas the trajectory",
+            "const unsigned int sd_k0 = (unsigned int)sd_key, sd_k1 = (unsigned int)(sd_key >> 32);",
+            f"sdeeos_u64 sd_draw = (sdeeos_u64)sd_t0 * {nz}ULL;  // next draw number",
+            "unsigned int sd_w0 = 0U, sd_w1 = 0U, sd_w2 = 0U, sd_w3 = 0U;",
+            f"if (sd_draw % {per}ULL != 0ULL) {{  // this segment starts inside a block",
+            f"    {call}",
+            f"    for (sdeeos_u64 sd_i = 0; sd_i < sd_draw % {per}ULL; ++sd_i) {{ {shift} }}",
+            "}",
+        ]) if nz else ""
+    else:
+        # draw c = t * nz + k hashes key + (c + 1) * gamma: keep that Weyl sequence in a register and add
+        # gamma per draw (exact in mod-2**64 arithmetic; saves a 64-bit multiply per draw)
+        for z in zs:
+            noise += [f"const sdeeos_real {z} = {normal}(sdeeos_mix64(sd_weyl));", "sd_weyl += sd_gamma;"]
+        weyl = (f"sdeeos_u64 sd_weyl = sd_key + ((sdeeos_u64)sd_t0 * {nz}ULL + 1ULL) * sd_gamma;  // draw t0 * {nz}"
+                if nz else "")
     accumulate = [f"sd_ps{k} += (double)sd_o{k};" for k in range(no)]
     accumulate += [f"sd_pq{k} += (double)sd_o{k} * (double)sd_o{k};" for k in range(no)]
     update = [f"const sdeeos_real {n} = {c};" for n, c in printed.update_temps]
@@ -415,8 +538,11 @@ def kernel_source(step: SymbolicStep, *, dtype: str = "float64", model_name: str
     write_back += [f"sd_part_sum[{k} * sd_m + sd_j] = sd_ps{k}; sd_part_sq[{k} * sd_m + sd_j] = sd_pq{k};" for k in range(no)]
 
     source = _TEMPLATE.format(
-        version=__version__, model=model_name, method=method, dtype=dtype,
-        ctype="double" if dtype == "float64" else "float", rng=rng_source(dtype),
+        version=__version__, model=model_name, method=method, dtype=dtype, rng_name=_rng.rng_scheme(dtype, rng),
+        ctype="double" if dtype == "float64" else "float", rng=rng_source(dtype, rng),
+        keys_body=("    sd_keys[sd_j] = sd_seed;  // Philox: the key is the seed, the trajectory goes in the counter\n"
+                   "    sd_gammas[sd_j] = sd_first + (sdeeos_u64)sd_j;" if rng == "philox" else
+                   "    sdeeos_stream_key(sd_seed, sd_first + (sdeeos_u64)sd_j, &sd_keys[sd_j], &sd_gammas[sd_j]);"),
         keys_name=KEYS_KERNEL_NAME, keys_params=_params_decl(KEYS_KERNEL_ARGS),
         name=KERNEL_NAME, params=_params_decl(KERNEL_ARGS),
         unpack_params=_indent(unpack, 4), load=_indent(load, 4),

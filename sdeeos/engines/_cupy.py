@@ -52,6 +52,7 @@ import numpy as np
 
 from .._contract import FOLD, Engine, Model, RunSpec, RunState
 from .._errors import BackendUnavailableError, ParameterError
+from .._rng import check_rng, rng_scheme
 from .._validation import check_choice, check_int
 from ._cuda_template import DTYPES, KERNEL_ARGS, KERNEL_NAME, KEYS_KERNEL_NAME, KernelSource, kernel_source
 
@@ -307,15 +308,15 @@ class _DeviceRun:
                 and all(getattr(run, f) is self.host.get(f) for f in _FIELDS))
 
 
-_KERNEL_SOURCES: dict[tuple[str, str], KernelSource] = {}
+_KERNEL_SOURCES: dict[tuple[str, str, str], KernelSource] = {}
 
 
 def _kernel_for(spec: RunSpec, dtype: str) -> KernelSource:
     step = spec.step
-    key = (step.signature(), dtype)
+    key = (step.signature(), dtype, spec.rng)
     if key not in _KERNEL_SOURCES:
         _KERNEL_SOURCES[key] = kernel_source(step, dtype=dtype, model_name=type(spec.model).__name__,
-                                             method=spec.method)
+                                             method=spec.method, rng=spec.rng)
     return _KERNEL_SOURCES[key]
 
 
@@ -475,7 +476,7 @@ class CupyEngine(Engine):
 def run_summary(model, method: str | None = None, *, n_traj: int, n_steps: int, burn_in: int | None = None,
                 seed: int = 0, dtype: str = "float64", fmad: bool = False, block: int = 128,
                 max_device_bytes: int | None = None, steps_per_launch: int | None = None,
-                device=None) -> dict:
+                device=None, rng: str | None = None) -> dict:
     r"""Run an ensemble entirely on the device and return only its scalar summaries.
 
     The same trajectories as ``simulate(model, method, n_traj=..., n_steps=..., burn_in=...,
@@ -486,14 +487,16 @@ def run_summary(model, method: str | None = None, *, n_traj: int, n_steps: int, 
     reduced there); per chunk a few scalars per observable come back to the host.
 
     ``steps_per_launch`` splits the time loop into several kernel launches (results do not change;
-    useful on GPUs with a display watchdog).  Default: one launch per chunk.
+    useful on GPUs with a display watchdog).  Default: one launch per chunk.  ``rng``: the random-number
+    family, as in `simulate` (default: Philox for float32, SplitMix64 for float64).
     """
     if not isinstance(model, Model) or not callable(getattr(model, "step", None)):  # a symbolic model
         raise ParameterError(f"model must be a symbolic sdeeos EnsembleModel, got {type(model).__name__}")
-    spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed)
-    method, n_traj, n_steps, burn_in = spec.method, spec.n_traj, spec.n_steps, spec.burn_in
     dtype, fmad, block, max_device_bytes = _check_options(dtype, fmad, block, max_device_bytes)
     dtype = dtype or "float64"
+    spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=seed,
+                           rng=check_rng(rng, dtype))
+    method, n_traj, n_steps, burn_in = spec.method, spec.n_traj, spec.n_steps, spec.burn_in
     steps_per_launch = n_steps if steps_per_launch is None else check_int("steps_per_launch", steps_per_launch, low=1)
     device = CupyDevice() if device is None else device
 
@@ -545,5 +548,6 @@ def run_summary(model, method: str | None = None, *, n_traj: int, n_steps: int, 
         summary.update(model.summarize(method, summary))
     summary.update(model.predictions(method))
     summary.update(n_traj=n_traj, n_steps=n_steps, burn_in=burn_in, seed=str(seed), dtype=dtype, fmad=fmad,
+                   rng_scheme=rng_scheme(dtype, spec.rng),
                    n_chunks=len(chunks), device=getattr(device, "name", ""))
     return summary

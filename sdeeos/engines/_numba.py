@@ -54,6 +54,10 @@ import numpy
 from numba import njit, prange
 from sdeeos._rng import uniform_nb, ndtri_central_nb, ndtri_tail_log_nb, ndtri_tail_finish_nb
 from sdeeos._rng import ndtri32_word_nb, ndtri32_q_nb, ndtri32_central_nb, ndtri32_tail_log_nb, ndtri32_tail_finish_nb
+from sdeeos._rng import philox4x32_nb, philox_uniform_nb, philox32_n2_nb, philox32_q_nb, philox_tail_m32_nb, philox_tail_m64_nb, neglog_int_nb
+
+M32 = numpy.uint64(0xFFFFFFFF)
+S32 = numpy.uint64(32)
 
 BLOCK = {block}
 
@@ -118,9 +122,10 @@ def _indent(lines, n):
     return "\n".join(pad + line for line in lines) if lines else pad + "pass"
 
 
-def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str, dtype: str = "float64") -> str:
+def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str, dtype: str = "float64",
+                  rng: str = "splitmix") -> str:
     """Python source of the Numba kernel for one symbolic step (``printed`` by `print_python`, or
-    `print_python32` for ``dtype="float32"``)."""
+    `print_python32` for ``dtype="float32"``) drawing from the random-number family ``rng``."""
     st = spec_step.state_names
     ps = spec_step.param_names
     nz = spec_step.n_noise
@@ -133,14 +138,20 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
     alloc += [f"pq{k} = numpy.empty(BLOCK)" for k in range(no)]
     alloc += [f"zb{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
     alloc += [f"ub{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
-    alloc += [f"nb{k} = numpy.empty(BLOCK, dtype=numpy.int64)" for k in range(nz)] if single else []
+    alloc += [f"nb{k} = numpy.empty(BLOCK, dtype=numpy.int64)" for k in range(nz)] if single and rng != "philox" else []
     alloc += ["kk = numpy.empty(BLOCK, dtype=numpy.uint64)", "gg = numpy.empty(BLOCK, dtype=numpy.uint64)"]
+    if rng == "philox" and nz:  # the Philox key is the seed, the same for every trajectory
+        # float32: 32-bit words, so that the loop converting them runs in 32-bit lanes
+        word = "numpy.uint32" if single else "numpy.uint64"
+        alloc += [f"pw = numpy.empty((4, BLOCK), dtype={word})", "pk0 = keys[lo] & M32", "pk1 = keys[lo] >> S32"]
     alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int64)", f"tail_s = numpy.empty(BLOCK, dtype={real})",
-              f"tail_u = numpy.empty(BLOCK, dtype={'numpy.int64' if single else 'numpy.float64'})"] if nz else []
+              f"tail_u = numpy.empty(BLOCK, dtype={'numpy.int64' if single and rng != 'philox' else real})"] if nz else []
+    alloc += ["tail_m = numpy.empty(BLOCK, dtype=numpy.int64)"] if nz and rng == "philox" else []
     load_block = [f"s{k}[j] = state[{k}, lo + j]" for k in range(len(st))]
     load_block += [f"ps{k}[j] = part_sum[{k}, lo + j]" for k in range(no)]
     load_block += [f"pq{k}[j] = part_sq[{k}, lo + j]" for k in range(no)]
     load_block += ["kk[j] = keys[lo + j]", "gg[j] = gammas[lo + j]"]
+
     store_block = [f"state[{k}, lo + j] = s{k}[j]" for k in range(len(st))]
     store_block += [f"part_sum[{k}, lo + j] = ps{k}[j]" for k in range(no)]
     store_block += [f"part_sq[{k}, lo + j] = pq{k}[j]" for k in range(no)]
@@ -160,50 +171,103 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
     update_code += [f"n{k} = {c}" for k, c in enumerate(printed.update)]
     store = [f"s{k}[j] = n{k}" for k in range(len(st))]
     noise = []
-    for k in range(nz) if single else ():
-        noise += [
-            f"c{k} = t * {nz} + {k}",
-            "for j in range(m):",
-            f"    n2 = ndtri32_word_nb(kk[j], gg[j], c{k})",
-            f"    nb{k}[j] = n2",
-            "    q = ndtri32_q_nb(n2)",
-            f"    ub{k}[j] = q",
-            f"    zb{k}[j] = ndtri32_central_nb(q)",
-            "n_tail = 0",
-            "for j in range(m):",
-            "    tail_idx[n_tail] = j",
-            f"    n_tail += abs(ub{k}[j]) > numpy.float32(0.425)",
-            "for i in range(n_tail):",
-            "    j = tail_idx[i]",
-            f"    tail_u[i] = nb{k}[j]",
-            f"    tail_s[i] = ndtri32_tail_log_nb(nb{k}[j])",
-            "for i in range(n_tail):",
-            "    tail_s[i] = ndtri32_tail_finish_nb(tail_u[i], tail_s[i])",
-            "for i in range(n_tail):",
-            f"    zb{k}[tail_idx[i]] = tail_s[i]",
-        ]
-    for k in range(nz) if not single else ():
-        noise += [
-            f"c{k} = t * {nz} + {k}",
-            "for j in range(m):",
-            f"    u = uniform_nb(kk[j], gg[j], c{k})",
-            f"    ub{k}[j] = u",
-            f"    zb{k}[j] = ndtri_central_nb(u)",
-            # branch-free compaction of the ~15 % tail lanes, then the scalar tail on those only
-            "n_tail = 0",
-            "for j in range(m):",
-            "    tail_idx[n_tail] = j",
-            f"    n_tail += abs(ub{k}[j] - 0.5) > 0.425",
-            # the scalar log per tail lane, then the rest of the tail vectorised, then scatter
-            "for i in range(n_tail):",
-            "    j = tail_idx[i]",
-            f"    tail_u[i] = ub{k}[j]",
-            f"    tail_s[i] = ndtri_tail_log_nb(ub{k}[j])",
-            "for i in range(n_tail):",
-            "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], tail_s[i])",
-            "for i in range(n_tail):",
-            f"    zb{k}[tail_idx[i]] = tail_s[i]",
-        ]
+    for k in range(nz):
+        noise += [f"c{k} = t * {nz} + {k}"]
+        if rng == "philox":
+            # one Philox call gives the four words of `per` draws: computed when a block starts (or
+            # at this segment's first draw), kept for the draws after it
+            per = 4 if single else 2
+            noise += [
+                f"if c{k} % {per} == 0 or c{k} == t0 * {nz}:",
+                f"    pb = numpy.uint64(c{k} // {per})",
+                "    for j in range(m):",
+                "        w0, w1, w2, w3 = philox4x32_nb(pb & M32, pb >> S32, gg[j] & M32, gg[j] >> S32, pk0, pk1)",
+                "        pw[0, j] = w0",
+                "        pw[1, j] = w1",
+                "        pw[2, j] = w2",
+                "        pw[3, j] = w3",
+                f"r = c{k} % {per}",
+                "for j in range(m):",
+            ]
+            if not single:
+                noise += ["    u = philox_uniform_nb(pw[2 * r, j], pw[2 * r + 1, j])"]
+        elif single:
+            noise += ["for j in range(m):", f"    n2 = ndtri32_word_nb(kk[j], gg[j], c{k})"]
+        else:
+            noise += ["for j in range(m):", f"    u = uniform_nb(kk[j], gg[j], c{k})"]
+        if single and rng == "philox":
+            noise += [
+                "    q = philox32_q_nb(pw[r, j])",
+                f"    ub{k}[j] = q",
+                f"    zb{k}[j] = ndtri32_central_nb(q)",
+                "n_tail = 0",
+                "for j in range(m):",
+                "    tail_idx[n_tail] = j",
+                f"    n_tail += abs(ub{k}[j]) > numpy.float32(0.425)",
+                # the tail has no libm call (`sdeeos._rng.neglog_int_nb`): one vectorised pass over the tail lanes
+                "for i in range(n_tail):",
+                "    tail_m[i] = philox_tail_m32_nb(pw[r, tail_idx[i]])",
+                f"    tail_u[i] = ub{k}[tail_idx[i]]",
+                "for i in range(n_tail):",
+                "    tail_s[i] = ndtri32_tail_finish_nb(numpy.int64(tail_u[i] < 0.0) * -2 + 1, numpy.float32(neglog_int_nb(tail_m[i], 33)))",
+                "for i in range(n_tail):",
+                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+            ]
+        elif single:
+            noise += [
+                f"    nb{k}[j] = n2",
+                "    q = ndtri32_q_nb(n2)",
+                f"    ub{k}[j] = q",
+                f"    zb{k}[j] = ndtri32_central_nb(q)",
+                "n_tail = 0",
+                "for j in range(m):",
+                "    tail_idx[n_tail] = j",
+                f"    n_tail += abs(ub{k}[j]) > numpy.float32(0.425)",
+                "for i in range(n_tail):",
+                "    j = tail_idx[i]",
+                f"    tail_u[i] = nb{k}[j]",
+                f"    tail_s[i] = ndtri32_tail_log_nb(nb{k}[j])",
+                "for i in range(n_tail):",
+                "    tail_s[i] = ndtri32_tail_finish_nb(tail_u[i], tail_s[i])",
+                "for i in range(n_tail):",
+                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+            ]
+        elif rng == "philox":
+            noise += [
+                f"    ub{k}[j] = u",
+                f"    zb{k}[j] = ndtri_central_nb(u)",
+                "n_tail = 0",
+                "for j in range(m):",
+                "    tail_idx[n_tail] = j",
+                f"    n_tail += abs(ub{k}[j] - 0.5) > 0.425",
+                "for i in range(n_tail):",
+                "    j = tail_idx[i]",
+                "    tail_m[i] = philox_tail_m64_nb(pw[2 * r, j], pw[2 * r + 1, j])",
+                f"    tail_u[i] = ub{k}[j]",
+                "for i in range(n_tail):",
+                "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], neglog_int_nb(tail_m[i], 54))",
+                "for i in range(n_tail):",
+                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+            ]
+        else:
+            noise += [
+                f"    ub{k}[j] = u",
+                f"    zb{k}[j] = ndtri_central_nb(u)",
+                # branch-free compaction of the ~15 % tail lanes, then the scalar tail on those only
+                "n_tail = 0",
+                "for j in range(m):",
+                "    tail_idx[n_tail] = j",
+                f"    n_tail += abs(ub{k}[j] - 0.5) > 0.425",
+                # the scalar log per tail lane, then the rest of the tail vectorised, then scatter
+                "for i in range(n_tail):",
+                "    j = tail_idx[i]",
+                f"    tail_u[i] = ub{k}[j]",
+                f"    tail_s[i] = ndtri_tail_log_nb(ub{k}[j])",
+                "for i in range(n_tail):",
+                "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], tail_s[i])",
+                "for i in range(n_tail):",
+                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+            ]
     check = [f"if not (abs(s{k}[j]) <= bound):\n{' ' * 28}ok = False" for k in range(len(st))]
     check += [f"if not (abs(pq{k}[j]) < numpy.inf):\n{' ' * 28}ok = False" for k in range(no)]
     fold = [f"acc_sum[{k}, i] += ps{k}[j]" for k in range(no)] + [f"acc_sq[{k}, i] += pq{k}[j]" for k in range(no)]
@@ -242,12 +306,12 @@ _LOCK = threading.Lock()
 def compile_kernel(spec: RunSpec):
     """The compiled ``advance`` function for ``spec``'s model step and dtype (memoised per process)."""
     step = spec.step
-    signature = step.signature() + spec.dtype
+    signature = step.signature() + spec.dtype + spec.rng
     with _LOCK:
         if signature in _KERNELS:  # skip printing and CSE on every segment of a run
             return _KERNELS[signature]
     printed = print_python32(step) if spec.dtype == "float32" else print_python(step)
-    source = kernel_source(step, printed, type(spec.model).__name__, spec.method, spec.dtype)
+    source = kernel_source(step, printed, type(spec.model).__name__, spec.method, spec.dtype, spec.rng)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     with _LOCK:
         if digest in _KERNELS:

@@ -68,7 +68,7 @@ class NumpyEngine(Engine):
         The step is not asked of the model here: a model whose ``step()`` builds SymPy expressions on
         every call would rebuild them at every time step."""
         nz = update.n_noise
-        noise = [normals(run.keys, run.gammas, t * nz + k) for k in range(nz)]
+        noise = [normals(run.keys, run.gammas, t * nz + k, spec.rng) for k in range(nz)]
         with numpy.errstate(all="ignore"):
             new = update(*state, *params, *noise)
         ones = numpy.ones(spec.n_traj)

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._contract import Model, RunSpec, RunState, SymbolicStep, ensemble_summary
 from .._errors import Float32ResolutionWarning, ParameterError
+from .._rng import RNGS
 from ..engines import get_engine
 
 __all__ = ["SymbolicStep", "Model", "EnsembleModel", "collect_symbolic", "float32_gap_resolution",
@@ -59,6 +60,9 @@ class EnsembleModel(Model):
 
     def dtypes(self, method: str) -> tuple[str, ...]:
         return ("float64", "float32")
+
+    def rngs(self, method: str) -> tuple[str, ...]:
+        return RNGS  # every engine of a symbolic step draws from either family
 
     def check_dtype(self, method: str, dtype: str) -> str:
         r"""As `Model.check_dtype`; float32 is refused when the predicted sharpness gap is below the

@@ -104,15 +104,16 @@ class Minimalist(EnsembleModel):
 
     def new_run(self, spec):
         run = super().new_run(spec)
-        apply_initial_spread(run, (self.x0_spread, self.y0_spread))
+        apply_initial_spread(run, (self.x0_spread, self.y0_spread), spec.rng)
         return run
 
-    def initial_points(self, n_traj: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """The initial ``(x, y)`` of every trajectory of a run with ``n_traj`` and ``seed`` (same draws as `new_run`)."""
-        keys, gammas = stream_keys(seed, n_traj)
+    def initial_points(self, n_traj: int, seed: int = 0, rng: str = "splitmix") -> tuple[np.ndarray, np.ndarray]:
+        """The initial ``(x, y)`` of every trajectory of a run with ``n_traj``, ``seed`` and random-number
+        family ``rng`` (same draws as `new_run`; float32 runs use ``"philox"`` unless told otherwise)."""
+        keys, gammas = stream_keys(seed, n_traj, rng=rng)
         run = SimpleNamespace(keys=keys, gammas=gammas,
                               state=np.array([np.full(n_traj, self.x0), np.full(n_traj, self.y0)]))
-        apply_initial_spread(run, (self.x0_spread, self.y0_spread))
+        apply_initial_spread(run, (self.x0_spread, self.y0_spread), rng)
         return run.state[0], run.state[1]
 
     def collect(self, spec, run):

@@ -18,13 +18,13 @@ __all__ = ["INIT_COUNTER_TOP", "initial_uniforms", "apply_initial_spread"]
 INIT_COUNTER_TOP = 2**64 - 1
 
 
-def initial_uniforms(run, k: int) -> np.ndarray:
-    """The ``k``-th initial-condition uniform of every trajectory of ``run``, in (0, 1)."""
-    return uniforms(run.keys, run.gammas, INIT_COUNTER_TOP - k)
+def initial_uniforms(run, k: int, rng: str = "splitmix") -> np.ndarray:
+    """The ``k``-th initial-condition uniform of every trajectory of ``run`` (streams of family ``rng``), in (0, 1)."""
+    return uniforms(run.keys, run.gammas, INIT_COUNTER_TOP - k, rng)
 
 
-def apply_initial_spread(run, spreads) -> None:
+def apply_initial_spread(run, spreads, rng: str = "splitmix") -> None:
     r"""Replace state ``k`` by :math:`s_k + w_k(2U_k-1)` (uniform on :math:`[s_k-w_k, s_k+w_k]`) where ``spreads[k] = w_k > 0``."""
     for k, w in enumerate(spreads):
         if w > 0:
-            run.state[k] = run.state[k] + w * (2.0 * initial_uniforms(run, k) - 1.0)
+            run.state[k] = run.state[k] + w * (2.0 * initial_uniforms(run, k, rng) - 1.0)

@@ -121,10 +121,11 @@ def test_printer_features_bit_identical_to_numba():
     assert_runs_identical(a, b)
 
 
+@pytest.mark.parametrize("rng", ["splitmix", "philox"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_generated_source_compiles_without_warnings(dtype):
+def test_generated_source_compiles_without_warnings(dtype, rng):
     for model, method in [(reduced(), "sgd"), (reduced(), "pgd"), (Toy(), "mix"), (Noise(), "draw")]:
-        lib = build_host_library(kernel_source(model.step(method), dtype=dtype))
+        lib = build_host_library(kernel_source(model.step(method), dtype=dtype, rng=rng))
         assert lib.sdeeos_warnings == "", lib.sdeeos_warnings  # g++ -Wall
 
 
@@ -137,8 +138,8 @@ def test_source_compiles_with_nvrtc_as_cupy_would(library):
     from sdeeos.engines._cupy import _NVRTC_OPTIONS
 
     for model, method in [(reduced(), "sgd"), (reduced(), "pgd"), (Toy(), "mix")]:
-        for dtype in ("float64", "float32"):
-            ks = kernel_source(model.step(method), dtype=dtype)
+        for dtype, rng in (("float64", "splitmix"), ("float32", "splitmix"), ("float64", "philox"), ("float32", "philox")):
+            ks = kernel_source(model.step(method), dtype=dtype, rng=rng)
             ptx = {}
             for fmad in ("false", "true"):
                 ok, log, out = nvrtc_compile(ks.source, [*_NVRTC_OPTIONS, f"--fmad={fmad}", "-arch=compute_90", "-ftz=true"],

@@ -258,8 +258,14 @@ def test_float32_source_is_single_precision():
     body_lines = [ln for ln in kernel.splitlines() if "const sdeeos_real" in ln]
     literals = re.findall(r"(?<![\w.])\d+\.\d*(?:[eE][-+]?\d+)?[fF]?", "\n".join(body_lines))
     assert literals and all(x.endswith(("F", "f")) for x in literals), literals
-    rng_f32 = ks.source.split("sdeeos_normal_f32")[1]
+    # the splitmix float32 normal (its core is sdeeos_ndtri32_n2) calls single-precision logf/sqrtf
+    rng_f32 = kernel_source(reduced().step("sgd"), dtype="float32", rng="splitmix").source
+    rng_f32 = rng_f32.split("sdeeos_ndtri32_n2(long long n2)")[1].split("sdeeos_normal_f32")[0]
     assert "logf(" in rng_f32 and "sqrtf(" in rng_f32
+    # the Philox float32 normal (the default) calls no libm log at all (sdeeos_neglog_int), and sqrtf
+    philox = kernel_source(reduced().step("sgd"), dtype="float32", rng="philox").source
+    philox = philox.split("float sdeeos_normal_philox_f32")[1]
+    assert "sdeeos_neglog_int(" in philox and "sqrtf(" in philox and "log(" not in philox.replace("neglog_int(", "")
 
 
 # ------------------------------------------------------------------ GPU (skipped without one)

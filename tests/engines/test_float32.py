@@ -54,9 +54,10 @@ def test_float32_normals_are_the_float64_draws_to_a_few_ulps():
     (SelfStabilization(eta=0.01, alpha=1.0, beta=100.0, sigma=10.0, x0=0.05, y0=-3.0), "pgd"),
     (Minimalist(eta=0.05, sigma=0.1), "sgd-mult"),
 ])
-def test_numba_float32_bit_identical_to_the_cuda_float32_kernel(model, method):
+@pytest.mark.parametrize("rng", ["philox", "splitmix"])
+def test_numba_float32_bit_identical_to_the_cuda_float32_kernel(model, method, rng):
     spec = RunSpec.checked(model, method, n_traj=300, n_steps=1500, burn_in=500, seed=3, record_every=37,
-                           dtype="float32")
+                           dtype="float32", rng=rng)
     a = _run(get_engine("numba"), spec, 1500)
     b = spec.model.new_run(spec)
     host = CupyEngine(device=HostDevice())
@@ -84,7 +85,7 @@ def _traj_err(a, b, n_avg):
 def test_float32_bias_against_float64(model, method, summary):
     kw = dict(n_traj=400, n_steps=6000, seed=11, n_threads=1)
     d64 = sdeeos.simulate(model, method, **kw)
-    d32 = sdeeos.simulate(model, method, dtype="float32", **kw)
+    d32 = sdeeos.simulate(model, method, dtype="float32", rng="splitmix", **kw)  # paired: the same words
     assert d32.attrs["dtype"] == "float32" and d32.attrs["rng_scheme"] == _rng.RNG_SCHEME_F32
     assert d64.attrs["rng_scheme"] == _rng.RNG_SCHEME
     assert int(d32.n_diverged) == int(d64.n_diverged) == 0
@@ -106,7 +107,7 @@ def test_float32_per_trajectory_error_is_round_off():
                            n_steps=10_000, burn_in=5_000, seed=5)
     a = _run(get_engine("numba"), spec, 10_000)
     b = _run(get_engine("numba"), RunSpec.checked(spec.model, "sgd", n_traj=200, n_steps=10_000, burn_in=5_000,
-                                                  seed=5, dtype="float32"), 10_000)
+                                                  seed=5, dtype="float32", rng="splitmix"), 10_000)
     err = _traj_err(a, b, 5_000)
     assert err < 1e-5
     assert err > EPS32 / 100  # the float32 run really ran in single precision
@@ -154,4 +155,4 @@ def test_cli_dtype_float32(tmp_path, capsys):
     assert rc in (0, None)
     import xarray as xr
     with xr.open_dataset(out) as ds:
-        assert ds.attrs["dtype"] == "float32" and ds.attrs["rng_scheme"] == _rng.RNG_SCHEME_F32
+        assert ds.attrs["dtype"] == "float32" and ds.attrs["rng_scheme"] == _rng.RNG_SCHEME_PHILOX_F32  # the default

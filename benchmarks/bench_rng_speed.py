@@ -1,0 +1,310 @@
+"""Per-core speed of the reduced model (SGD) by RNG scheme and precision, its cycle breakdown, and the
+same work in NumPy and JAX: the complete markdown table of docs/benchmarks.md in one command.
+
+    python benchmarks/bench_rng_speed.py [--n-traj 100000] [--steps 1000] [--repeats 5] [--json out.json]
+
+Per core means per CPU-second: every rate is trajectory-steps / ``time.process_time()`` (CPU time of
+all the process's threads), best of ``--repeats``, so a loaded machine or a multi-threaded library is
+measured by the work it did, not by the wall clock.  Cycles are CPU seconds times the clock in
+/proc/cpuinfo (the TSC clock under a hypervisor; turbo is not seen).  Rows:
+
+* sdeeos Numba kernel, one thread, each (dtype, rng): the whole step, and three variants of the *same
+  generated kernel source* with parts taken out: "RNG alone" (a model whose update is x <- z: draw and
+  store), "update and sums alone" (the reduced model with the noise replaced by a parameter: no RNG),
+  "without the tail" (the tail fix-up pass removed: every lane keeps AS241's central branch);
+* NumPy hand-vectorised (in-place ufuncs, ``Generator.standard_normal``), float64;
+* JAX (if installed; ``pip install -e .[bench]``): ``vmap`` over trajectories of a ``lax.scan`` over
+  blocks of 64 steps (``FOLD``), normals from ``random.normal(fold_in(fold_in(key, traj), block))``
+  (threefry, counter-based), the same streamed sums (sharpness and x^2, with squares) and the
+  divergence check at every block; compile time reported apart.  Per core from CPU time; whole
+  machine from wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+import sdeeos
+from sdeeos.engines import FOLD, RunSpec
+from sdeeos.engines._codegen import print_python, print_python32
+from sdeeos.engines._numba import kernel_source
+from sdeeos.models import EnsembleModel, SymbolicStep
+
+ETA, ALPHA, BETA, SIGMA = 0.01, 1.0, 100.0, 10.0
+MODEL = sdeeos.SelfStabilization(eta=ETA, alpha=ALPHA, beta=BETA, sigma=SIGMA)
+
+
+class _NoiseOnly(EnsembleModel):
+    """x <- z: the RNG and the store, nothing else."""
+
+    name, methods = "bench-noise-only", ("draw",)
+
+    def parameters(self):
+        return {}
+
+    def initial_state(self):
+        return {"x": 0.0}
+
+    def step(self, method):
+        x, z = sp.symbols("x z")
+        return SymbolicStep(state=(x,), params=(), noise=(z,), update=(z,), observables={})
+
+
+class _NoRng(EnsembleModel):
+    """The reduced model's SGD step and observables with the normal replaced by a parameter ``zc``."""
+
+    name, methods = "bench-no-rng", ("sgd",)
+
+    def parameters(self):
+        return {**MODEL.parameters(), "zc": 0.5}
+
+    def initial_state(self):
+        return MODEL.initial_state()
+
+    def step(self, method):
+        base = MODEL.step("sgd")
+        zc = sp.Symbol("zc")
+        sub = {base.noise[0]: zc}
+        return SymbolicStep(state=base.state, params=base.params + (zc,), noise=(),
+                            update=tuple(e.subs(sub) for e in base.update), observables=dict(base.observables))
+
+
+def _no_tail(source: str) -> str:
+    """The kernel without the tail fix-up: no lane is counted as a tail lane."""
+    out, n = re.subn(r"n_tail \+= abs\(.*\n", "n_tail += 0\n", source)
+    assert n, "tail pass not found in the generated kernel"
+    return out
+
+
+def _compile(source: str, tag: str):
+    path = Path(tempfile.gettempdir()) / f"sdeeos_bench_{os.getpid()}_{tag}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module.advance
+
+
+def _kernel(model, method, dtype, rng, variant):
+    step = model.step(method)
+    printed = print_python32(step) if dtype == "float32" else print_python(step)
+    src = kernel_source(step, printed, type(model).__name__, method, dtype, rng)
+    if variant == "no-tail":
+        src = _no_tail(src)
+    return _compile(src, f"{type(model).__name__}_{dtype}_{rng}_{variant}")
+
+
+def _cpu_rate(fn, work, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return work / best
+
+
+def bench_kernel(model, method, dtype, rng, variant, n_traj, n_steps, repeats, result=None):
+    """Per-core rate of one kernel variant; ``result`` (a dict) receives the last run's state."""
+    import numba
+
+    kernel = _kernel(model, method, dtype, rng, variant)
+    spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=0, seed=0, dtype=dtype, rng=rng)
+
+    def run():
+        r = model.new_run(spec)
+        kernel(r.state, r.params, r.keys, r.gammas, 0, n_steps, n_steps, 0, FOLD, model.divergence_bound,
+               r.acc_sum, r.acc_sq, r.part_sum, r.part_sq, r.alive, r.diverged_step, r.burn_state, r.rec, 0)
+        if result is not None:
+            result["run"], result["spec"] = r, spec
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        small = RunSpec.checked(model, method, n_traj=64, n_steps=64, burn_in=0, dtype=dtype, rng=rng)
+        r = model.new_run(small)
+        kernel(r.state, r.params, r.keys, r.gammas, 0, 64, 64, 0, FOLD, model.divergence_bound, r.acc_sum,
+               r.acc_sq, r.part_sum, r.part_sq, r.alive, r.diverged_step, r.burn_state, r.rec, 0)  # compile
+        return _cpu_rate(run, n_traj * n_steps, repeats)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def bench_numpy(n_traj, n_steps, repeats):
+    rng = np.random.default_rng(0)
+
+    def run():
+        x = np.full(n_traj, np.sqrt(2 * ALPHA / BETA))
+        y = np.zeros(n_traj)
+        s_sum, s_sq, x2_sum, x2_sq = (np.zeros(n_traj) for _ in range(4))
+        x2, xi, tmp = np.empty(n_traj), np.empty(n_traj), np.empty(n_traj)
+        alive = np.ones(n_traj, bool)
+        for t in range(n_steps):
+            rng.standard_normal(out=xi)
+            np.multiply(x, x, out=x2)
+            s_sum += y
+            np.multiply(y, y, out=tmp)
+            s_sq += tmp
+            x2_sum += x2
+            np.multiply(x2, x2, out=tmp)
+            x2_sq += tmp
+            np.multiply(y, ETA, out=tmp)
+            tmp += 1.0
+            np.multiply(tmp, x, out=x)
+            np.negative(x, out=x)
+            xi *= ETA * SIGMA
+            x += xi
+            x2 *= -0.5 * BETA * ETA
+            x2 += ETA * ALPHA
+            y += x2
+            if (t + 1) % FOLD == 0:
+                alive &= np.abs(x) <= 1e100
+
+    return _cpu_rate(run, n_traj * n_steps, repeats)
+
+
+def bench_jax(n_traj, n_steps, repeats, dtype):
+    """(per-core rate, whole-machine rate, compile seconds, sharpness mean, its SE) or None."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    real = jnp.float64 if dtype == "float64" else jnp.float32
+    n_blocks = n_steps // FOLD
+
+    def one(key):
+        def block(carry, b):
+            x, y, ss, sq, xs, xq, alive = carry
+            z = jax.random.normal(jax.random.fold_in(key, b), (FOLD,), dtype=real)
+
+            def step(c, zt):
+                x, y, ps, pq, px, pxq = c
+                x2 = x * x
+                s = 2 / ETA + y
+                c = (-(1 + ETA * y) * x + ETA * SIGMA * zt, y + ETA * (ALPHA - 0.5 * BETA * x2),
+                     ps + s.astype(jnp.float64), pq + (s * s).astype(jnp.float64),
+                     px + x2.astype(jnp.float64), pxq + (x2 * x2).astype(jnp.float64))
+                return c, None
+
+            zero = jnp.float64(0.0)
+            (x, y, ps, pq, px, pxq), _ = jax.lax.scan(step, (x, y, zero, zero, zero, zero), z)
+            alive = alive & (jnp.abs(x.astype(jnp.float64)) <= 1e100) & jnp.isfinite(pq)  # the divergence check at each fold
+            return (x, y, ss + ps, sq + pq, xs + px, xq + pxq, alive), None
+
+        init = (real(np.sqrt(2 * ALPHA / BETA)), real(0.0), 0.0, 0.0, 0.0, 0.0, True)
+        return jax.lax.scan(block, init, jnp.arange(n_blocks))[0]
+
+    @jax.jit
+    def run(seed_key):
+        keys = jax.vmap(lambda i: jax.random.fold_in(seed_key, i))(jnp.arange(n_traj))
+        return jax.vmap(one)(keys)
+
+    key = jax.random.PRNGKey(0)
+    t = time.perf_counter()
+    compiled = run.lower(key).compile()
+    compile_s = time.perf_counter() - t
+    out = jax.block_until_ready(compiled(key))
+    per_core = _cpu_rate(lambda: jax.block_until_ready(compiled(key)), n_traj * n_blocks * FOLD, repeats)
+    wall = min(_timed(lambda: jax.block_until_ready(compiled(key))) for _ in range(repeats))
+    s_mean = np.asarray(out[2]) / (n_blocks * FOLD)
+    return per_core, n_traj * n_blocks * FOLD / wall, compile_s, float(s_mean.mean()), float(s_mean.std(ddof=1) / np.sqrt(n_traj))
+
+
+def _sharpness(run, n_steps):
+    """Ensemble mean of the per-trajectory time mean of the sharpness over steps 0 .. n_steps - 1, and its SE."""
+    k = list(MODEL.step("sgd").observables).index("sharpness")
+    m = run.acc_sum[k][run.alive.astype(bool)] / n_steps
+    return float(m.mean()), float(m.std(ddof=1) / np.sqrt(m.size))
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def clock_hz() -> float:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return float(re.search(r"cpu MHz\s*:\s*([\d.]+)", fh.read()).group(1)) * 1e6
+    except (OSError, AttributeError):
+        return float("nan")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-traj", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    n, T, rep = args.n_traj, args.steps - args.steps % FOLD, args.repeats
+    hz = clock_hz()
+    cyc = lambda rate: hz / rate  # noqa: E731
+    start = time.perf_counter()
+    rows, res, sharp = [], {}, {}
+    for dtype, rng in (("float64", "splitmix"), ("float64", "philox"), ("float32", "philox"), ("float32", "splitmix")):
+        last = {}
+        whole = bench_kernel(MODEL, "sgd", dtype, rng, "full", n, T, rep, last)
+        sharp[(dtype, rng)] = _sharpness(last["run"], T)
+        rng_only = bench_kernel(_NoiseOnly(), "draw", dtype, rng, "full", n, T, rep)
+        no_tail = bench_kernel(MODEL, "sgd", dtype, rng, "no-tail", n, T, rep)
+        res[(dtype, rng)] = whole
+        rows.append((f"sdeeos {dtype}, rng={rng}", whole, cyc(whole), cyc(rng_only), cyc(no_tail)))
+    upd = {d: bench_kernel(_NoRng(), "sgd", d, "splitmix", "full", n, T, rep) for d in ("float64", "float32")}
+    numpy_rate = bench_numpy(n, min(T, 256), rep)
+    jax_rows = {d: bench_jax(n, T, rep, d) for d in ("float64", "float32")}
+    elapsed = time.perf_counter() - start
+
+    print(f"# reduced model SGD, {n} trajectories x {T} steps, streamed sums; per core = per CPU-second, "
+          f"best of {rep}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, clock {hz / 1e9:.2f} GHz "
+          f"(/proc/cpuinfo), load average {os.getloadavg()[0]:.1f}; run took {elapsed:.0f} s")
+    print()
+    print("| implementation | traj-steps/s per core | cycles / traj-step | RNG alone | without the tail |")
+    print("|---|---:|---:|---:|---:|")
+    for name, rate, c_all, c_rng, c_tail in rows:
+        print(f"| {name} | {rate:.3g} | {c_all:.1f} | {c_rng:.1f} | {c_tail:.1f} |")
+    for d, rate in upd.items():
+        print(f"| sdeeos {d}, update and sums alone (no RNG) | {rate:.3g} | {cyc(rate):.1f} | | |")
+    print(f"| NumPy hand-vectorised, float64 | {numpy_rate:.3g} | {cyc(numpy_rate):.1f} | | |")
+    for d, r in jax_rows.items():
+        if r is None:
+            print(f"| JAX {d} | not installed (pip install -e .[bench]) | | | |")
+        else:
+            print(f"| JAX {d} (vmap, lax.scan, threefry) | {r[0]:.3g} | {cyc(r[0]):.1f} | | |")
+    print()
+    f64, f32 = res[("float64", "splitmix")], res[("float32", "philox")]
+    print(f"- float32 (philox) / float64 (splitmix), per core: {f32 / f64:.2f}x "
+          f"(float32 philox / float64 philox: {f32 / res[('float64', 'philox')]:.2f}x)")
+    print(f"- sdeeos float64 / NumPy same work, per core: {f64 / numpy_rate:.1f}x")
+    for d, r in jax_rows.items():
+        if r is not None:
+            mine = f64 if d == "float64" else f32
+            sm, se = sharp[(d, "splitmix" if d == "float64" else "philox")]
+            z = (r[3] - sm) / np.hypot(r[4], se)  # independent streams: the gaps agree if |z| < ~3
+            print(f"- JAX {d}: sdeeos / JAX per core {mine / r[0]:.1f}x; JAX whole machine {r[1]:.3g} traj-steps/s; "
+                  f"compile {r[2]:.1f} s (apart); sharpness mean JAX {r[3]:.5f} +- {r[4]:.5f}, sdeeos {sm:.5f} +- "
+                  f"{se:.5f}: difference {z:+.2f} standard errors")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"rows": rows, "update_alone": upd, "sharpness": {f"{d} {r}": v for (d, r), v in sharp.items()}, "numpy": numpy_rate,
+                       "jax": {d: r for d, r in jax_rows.items()}, "clock_hz": hz, "seconds": elapsed}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
