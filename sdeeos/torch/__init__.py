@@ -18,7 +18,7 @@ Public API
 * optimizers: :class:`EdgeSGD` (step size = margin x the smallest measured edge: curvature, batch
   sharpness, noise kernel), :class:`EoSSGD` (the proposal's rule), both :class:`EdgeStepOptimizer`;
   :class:`NonFiniteCurvatureError`
-* training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`
+* training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`, :func:`label_noise_targets`
 * studies: the real-network study kinds live in `sdeeos.studies` (``STUDY_RUNNERS``, ``real_eos``,
   ``real_gap``, ``eos_sgd_vs_baselines`` here are deprecated aliases)
 """
@@ -77,7 +77,7 @@ from ._quantities import (
     sharpness_gradient,
     without_replacement_factor,
 )
-from ._train import OPTIMIZERS, NonFiniteLossError, TrainConfig, train
+from ._train import OPTIMIZERS, NonFiniteLossError, TrainConfig, label_noise_targets, train
 
 __all__ = [
     "EigenResult", "FlatParams", "HessianOperator", "SharpnessTracker", "disable_tf32", "hvp",
@@ -92,7 +92,7 @@ __all__ = [
     "predicted_gap", "project_to_stable_set", "projected_gradient_components",
     "projected_noise_variance", "self_stabilization_constants", "sharpness_gradient",
     "without_replacement_factor",
-    "OPTIMIZERS", "NonFiniteLossError", "TrainConfig", "train",
+    "OPTIMIZERS", "NonFiniteLossError", "TrainConfig", "label_noise_targets", "train",
 ]
 
 _MOVED_TO_STUDIES = ("STUDY_RUNNERS", "eos_sgd_vs_baselines", "real_eos", "real_gap")

@@ -62,7 +62,7 @@ from ._quantities import (
     self_stabilization_constants,
 )
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "NonFiniteLossError", "train"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "NonFiniteLossError", "train", "label_noise_targets"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}  # TrainConfig.dtype choices
 
@@ -75,8 +75,8 @@ _EDGE_ESTIMATES = {"lambda_max": "edge_lambda_max", "lambda_residual": "edge_lam
                    "noise_kernel_at_lr": "edge_noise_kernel"}
 
 # generator seeds: seed + offset, one stream per purpose (seed <= 2**63 - 1 and offset < 2**62 stay below 2**64)
-_TRAIN_BATCHES, _THEORY, _CURVATURE_BATCH, _PROBE_BATCH, _EDGE_SAMPLES = (
-    1_000_003, 2_000_003, 3_000_017, 4_000_037, 5_000_011)
+_TRAIN_BATCHES, _THEORY, _CURVATURE_BATCH, _PROBE_BATCH, _EDGE_SAMPLES, _LABEL_NOISE = (
+    1_000_003, 2_000_003, 3_000_017, 4_000_037, 5_000_011, 6_000_011)
 
 
 class NonFiniteLossError(SdeeosError, FloatingPointError):
@@ -123,6 +123,17 @@ def _theory_record(flat, data_c, loss, theta, eig, lr, batch_size, n_batches, ge
 def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
     """``batch_size`` distinct indices of ``range(n)``, uniformly at random (one training batch)."""
     return torch.randperm(n, generator=generator)[:batch_size]
+
+
+def label_noise_targets(targets: torch.Tensor, s: float, generator: torch.Generator) -> torch.Tensor:
+    r"""Label-noise SGD's targets for one step: :math:`y+s\,\xi`, :math:`\xi` fresh i.i.d. standard normal.
+
+    The noise has its own generator (the batch stream never sees it), so a run is reproducible by seed.
+    For the MSE loss the expected loss is :math:`L+\tfrac12Cs^2`: the noise leaves the gradient's mean
+    unchanged and adds the projected variance :math:`\frac{s^2}{B}\,\frac1n\sum_i\lVert J_iu\rVert^2`
+    (docs/theory.md#label-noise).
+    """
+    return targets + s * torch.randn(targets.shape, generator=generator, dtype=targets.dtype)
 
 
 def cosine_lr(lr: float, step: int, n_steps: int) -> float:
@@ -185,6 +196,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         flat.assign(init_params.to(dtype))
     gen = torch.Generator().manual_seed(cfg.seed + _TRAIN_BATCHES)
     theory_gen = torch.Generator().manual_seed(cfg.seed + _THEORY)
+    label_gen = torch.Generator().manual_seed(cfg.seed + _LABEL_NOISE)
 
     # curvature data (possibly abridged, possibly float64)
     data_c = data.to(sdtype)
@@ -314,6 +326,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         else:
             idx = batch_indices(n, batch_size, gen)
             xb, tb = data.x_train[idx], data.targets_train[idx]
+        if cfg.label_noise > 0:
+            tb = label_noise_targets(tb, cfg.label_noise, label_gen)
         if cfg.optimizer == "eos-sgd":
             loss_val = opt.step(lambda: per_example_loss(model(xb), tb, cfg.loss))
             current_lr = opt.last_lr
