@@ -18,7 +18,9 @@ Public API
 * optimizers: :class:`EdgeSGD` (step size = margin x the smallest measured edge: curvature, batch
   sharpness, noise kernel), :class:`EoSSGD` (the proposal's rule), both :class:`EdgeStepOptimizer`;
   :class:`NonFiniteCurvatureError`
-* training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`, :func:`label_noise_targets`
+* training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`
+* label-noise SGD: :func:`label_noise_targets`, :func:`label_noise_projected_variance`
+  (the projected noise variance sigma_u^2(B, s)), :func:`output_jacobian_energy`
 * studies: the real-network study kinds live in `sdeeos.studies` (``STUDY_RUNNERS``, ``real_eos``,
   ``real_gap``, ``eos_sgd_vs_baselines`` here are deprecated aliases)
 """
@@ -77,7 +79,8 @@ from ._quantities import (
     sharpness_gradient,
     without_replacement_factor,
 )
-from ._train import OPTIMIZERS, NonFiniteLossError, TrainConfig, label_noise_targets, train
+from ._label_noise import label_noise_projected_variance, label_noise_targets, output_jacobian_energy
+from ._train import OPTIMIZERS, NonFiniteLossError, TrainConfig, train
 
 __all__ = [
     "EigenResult", "FlatParams", "HessianOperator", "SharpnessTracker", "disable_tf32", "hvp",
@@ -92,7 +95,8 @@ __all__ = [
     "predicted_gap", "project_to_stable_set", "projected_gradient_components",
     "projected_noise_variance", "self_stabilization_constants", "sharpness_gradient",
     "without_replacement_factor",
-    "OPTIMIZERS", "NonFiniteLossError", "TrainConfig", "label_noise_targets", "train",
+    "label_noise_projected_variance", "label_noise_targets", "output_jacobian_energy",
+    "OPTIMIZERS", "NonFiniteLossError", "TrainConfig", "train",
 ]
 
 _MOVED_TO_STUDIES = ("STUDY_RUNNERS", "eos_sgd_vs_baselines", "real_eos", "real_gap")

@@ -51,6 +51,7 @@ from ._data import load_data
 from ._edge_optimizer import NonFiniteCurvatureError
 from ._edge_sgd import EdgeSGD
 from ._eos_sgd import EoSSGD
+from ._label_noise import label_noise_targets
 from ._nets import build_model, per_example_loss
 from ._quantities import (
     batch_sharpness,
@@ -62,7 +63,7 @@ from ._quantities import (
     self_stabilization_constants,
 )
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "NonFiniteLossError", "train", "label_noise_targets"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "NonFiniteLossError", "train"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}  # TrainConfig.dtype choices
 
@@ -123,17 +124,6 @@ def _theory_record(flat, data_c, loss, theta, eig, lr, batch_size, n_batches, ge
 def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
     """``batch_size`` distinct indices of ``range(n)``, uniformly at random (one training batch)."""
     return torch.randperm(n, generator=generator)[:batch_size]
-
-
-def label_noise_targets(targets: torch.Tensor, s: float, generator: torch.Generator) -> torch.Tensor:
-    r"""Label-noise SGD's targets for one step: :math:`y+s\,\xi`, :math:`\xi` fresh i.i.d. standard normal.
-
-    The noise has its own generator (the batch stream never sees it), so a run is reproducible by seed.
-    For the MSE loss the expected loss is :math:`L+\tfrac12Cs^2`: the noise leaves the gradient's mean
-    unchanged and adds the projected variance :math:`\frac{s^2}{B}\,\frac1n\sum_i\lVert J_iu\rVert^2`
-    (docs/theory.md#label-noise).
-    """
-    return targets + s * torch.randn(targets.shape, generator=generator, dtype=targets.dtype)
 
 
 def cosine_lr(lr: float, step: int, n_steps: int) -> float:

@@ -17,7 +17,19 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sdeeos import ParameterError  # noqa: E402
-from sdeeos.torch import _train, load_data, train  # noqa: E402
+from torch.func import grad  # noqa: E402
+
+from sdeeos.torch import (  # noqa: E402
+    FlatParams,
+    _train,
+    build_model,
+    label_noise_projected_variance,
+    label_noise_targets,
+    load_data,
+    loss_function,
+    per_example_loss_function,
+    train,
+)
 
 N_TRAIN, N_TEST, B, STEPS, S = 64, 20, 8, 200, 0.3
 CFG = dict(dataset="digits", n_train=N_TRAIN, n_test=N_TEST, width=8, optimizer="sgd", batch_size=B, lr=0.05,
@@ -69,3 +81,28 @@ def test_label_noise_needs_the_mse_loss():
         train(dict(CFG, loss="ce"), progress=False)
     with pytest.raises(ParameterError, match="label_noise"):
         train(dict(CFG, label_noise=-0.1), progress=False)
+
+
+def test_projected_variance_matches_monte_carlo_of_the_step_gradient():
+    """sigma_u^2(B, s) = (n-B)/(B(n-1)) sigma_1^2 + s^2/B mean_i |J_i u|^2 against the sample variance of
+    u . g over independent (batch, noise) draws of real step gradients (autograd, noisy targets)."""
+    data = load_data("digits", loss="mse", n_train=24, dtype=torch.float64)
+    net = build_model("mlp-tanh", data.input_shape, data.n_classes, width=4, depth=1, seed=3, dtype=torch.float64)
+    flat = FlatParams(net)
+    theta = flat.flat()
+    x, t, n = data.x_train, data.targets_train, data.n_train
+    u = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    u = u / u.norm()
+    b, s, m = 4, 0.7, 4000
+    pred = label_noise_projected_variance(flat, per_example_loss_function(flat, x, t, "mse"), x, theta, u, b, s)
+    assert pred["label"] > pred["sampling"] / 10  # both parts matter in this check
+    gen, noise_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    proj = np.empty(m)
+    for k in range(m):
+        idx = _train.batch_indices(n, b, gen)
+        proj[k] = float(torch.dot(u, grad(loss_function(flat, x[idx], label_noise_targets(t[idx], s, noise_gen),
+                                                        "mse"))(theta)))
+    var = proj.var(ddof=1)
+    c = proj - proj.mean()
+    se = math.sqrt((np.mean(c**4) - var**2) / m)  # standard error of a sample variance (any distribution)
+    assert abs(var - pred["sigma_u_sq"]) < 4 * se, (var, pred, se)
