@@ -262,7 +262,7 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
 
 
 def _gate(lam1, lr, cfg):
-    """The stationarity gate (`sdeeos._stationarity`) on a window's lambda_1: drift within ``z_max`` SE and
+    r"""The stationarity gate (`sdeeos._stationarity`) on a window's lambda_1: drift within ``z_max`` SE and
     below ``gap_fraction`` of the gap :math:`\\max(|2/\\eta-\\bar S|,\\ \\epsilon\\,2/\\eta)`."""
     v = np.asarray(lam1, float)
     gap = max(abs(2 / lr - float(np.mean(v))), float(cfg["edge_tolerance"]) * 2 / lr) if v.size else None
