@@ -54,7 +54,7 @@ def test_stored_verdicts_are_the_gate_on_the_stored_last_window(quick):
         part = str(sub.setting.values).split(":")[0]
         m = cfg[part]["window"] // cfg[part]["measure_every"]
         n = int(sub.n_measurements)
-        lam = sub.trace_lambda_max.values[n - m:n]
+        lam = sub.trace_lambda_max.values[max(n - 2 * m, 0):n]  # the gate spans the last two windows
         eta = float(sub.eta)
         v = stationarity(lam, n_blocks=cfg["n_blocks"], gap=max(abs(2 / eta - np.mean(lam)), cfg["edge_tolerance"] * 2 / eta))
         assert float(sub.lambda_max_mean) == pytest.approx(v.mean, rel=1e-12)
@@ -63,8 +63,13 @@ def test_stored_verdicts_are_the_gate_on_the_stored_last_window(quick):
         assert float(sub.gap) == pytest.approx(2 / eta - v.mean, rel=1e-12)
         gated = [bool(sub[f"{q}_stationary"]) for q in edge_regimes.GATED[part]]
         assert float(sub.stationary) == float(all(gated))
+        a, be = float(sub.alpha_gf), float(sub.beta)
+        if part == "label_noise" and np.isfinite(float(sub.gap_slope_pred)):
+            assert float(sub.gap_slope_pred) == pytest.approx(eta * be / (4 * a), rel=1e-10)  # Liao et al.'s slope
+            assert float(sub.gap_pred_leading) == pytest.approx(eta * be * float(sub.sigma_u_sq_dagger) / (4 * a),
+                                                                rel=1e-10)
         if str(sub.stop_reason.values) == "stationary":
-            assert all(gated)
+            assert all(gated) and n >= 2 * m
 
 
 def _small(tmp_path) -> pathlib.Path:
