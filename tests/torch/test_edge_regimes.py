@@ -141,3 +141,39 @@ def test_bad_input_names_the_key(tmp_path):
     p.write_text(text.replace('loss = "mse"}', 'loss = "ce"}'))
     with pytest.raises(ParameterError, match="setting loss must be 'mse'"):
         load_study(p)
+
+
+def test_kernel_on_a_stride_is_measured_every_kth_time_and_still_gated(tmp_path):
+    p = tmp_path / "edge_regimes.toml"
+    p.write_text(textwrap.dedent("""\
+        kind = "edge_regimes"
+        width = 8
+        n_blocks = 2
+        kernel_top = 2
+        kernel_every = 2
+        bs_batches = 2
+        eoss = {run = false}
+        label_noise = {run = false}
+        [ap]
+        settings = [{dataset = "digits", model = "mlp-tanh", loss = "mse"}]
+        lrs = [0.2]
+        batch_sizes = [2]
+        seeds = [0]
+        n_train = 48
+        warmup_steps = 40
+        window = 80
+        measure_every = 10
+        max_steps = 200
+        """))
+    ds = run_study(p, tmp_path / "out", progress=False)
+    c = ds.isel(setting=0, eta=0, batch_size=0, label_noise=0, seed=0)
+    n = int(c.n_measurements)
+    k = c.trace_K_trace.values[:n]
+    assert np.all(np.isfinite(k[::2])) and np.all(np.isnan(k[1::2]))
+    assert np.all(np.isfinite(c.trace_lambda_max.values[:n]))
+    v = stationarity(k[max(n - 16, 0):], n_blocks=2, gap=max(abs(1 - np.nanmean(k[max(n - 16, 0):])), 0.05))
+    assert float(c.K_trace_stationary) == float(v.stationary)
+    assert float(c.K_trace_mean) == pytest.approx(v.mean, rel=1e-12)
+    p.write_text(p.read_text().replace("kernel_every = 2", "kernel_every = 3"))
+    with pytest.raises(ParameterError, match=r"kernel_every must be an integer in \[1, 2\]"):
+        run_study(p, tmp_path / "o2", progress=False)
