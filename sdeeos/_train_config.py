@@ -81,6 +81,8 @@ class TrainConfig:
     lr_schedule: str = _setting("constant", "step-size schedule of gd/sgd/momentum/adam: constant | cosine "
                                 "(lr_t = lr (1 + cos(pi t / n_steps))/2 at step t)", choices=LR_SCHEDULES)
     batch_size: int | None = _setting(None, "mini-batch size (default: full batch; EoS-SGD: >= 2)", low=1)
+    label_noise: float = _setting(0.0, "label-noise SGD: standard deviation s of fresh Gaussian noise added to the "
+                                       "MSE targets at every step (0 = off)", low=0.0)
     momentum: float = _setting(0.9, "heavy-ball momentum of the momentum optimizer", **_unit())
     adam_beta1: float = _setting(0.9, "Adam beta1", **_unit())
     adam_beta2: float = _setting(0.999, "Adam beta2", **_unit())
@@ -154,6 +156,9 @@ class TrainConfig:
         if c.n_train is not None and c.edge_probe_size > c.n_train and c.optimizer == "edge-sgd":
             raise ParameterError(f"edge_probe_size must be an integer in [1, {c.n_train}] (n_train), "
                                  f"got {c.edge_probe_size}")
+        if c.label_noise > 0 and c.loss != "mse":
+            raise ParameterError(f"label_noise must be 0 with loss {c.loss!r} (it perturbs MSE targets), "
+                                 f"got {c.label_noise}")
         # the optimiser multiplies parameters of the training dtype by lr: it must be representable
         c.lr = check_real("lr", c.lr, low=0.0, low_open=True, high=float(np.finfo(c.dtype).max))
         return c

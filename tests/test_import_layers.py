@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1] / "sdeeos"
 #: bottom to top; a module belongs to the first entry that is it or a package above it
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("sdeeos._errors", "sdeeos._validation", "sdeeos._version", "sdeeos._rng", "sdeeos._io",
-              "sdeeos._provenance", "sdeeos._toml", "sdeeos._statistics",
+              "sdeeos._provenance", "sdeeos._toml", "sdeeos._statistics", "sdeeos._stationarity",
               "sdeeos._labels", "sdeeos._dask_connect", "sdeeos._checksum", "sdeeos._storelock",
               "sdeeos._interrupts", "sdeeos._resources", "sdeeos._checkpoint", "sdeeos._exact_sums",
               "sdeeos._optimizer_defaults")),

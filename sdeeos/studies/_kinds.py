@@ -52,6 +52,9 @@ KINDS: dict[str, StudyKind] = {
     "batch_sharpness_anchor": StudyKind(
         "sdeeos.studies.batch_sharpness_anchor", "does batch sharpness settle at 2/eta (Andreyev & Beneventano's regime)?",
         extra="torch"),
+    "edge_regimes": StudyKind(
+        "sdeeos.studies.edge_regimes", "the three edge claims on real networks, each in its regime, stationarity gated",
+        extra="torch"),
     "eos_sgd_vs_baselines": StudyKind(
         "sdeeos.studies.eos_sgd_vs_baselines", "time to a target accuracy: edge-SGD and EoS-SGD vs tuned SGD, momentum, Adam, cosine",
         extra="torch"),

@@ -10,7 +10,10 @@ examples) is the one used for training, so :math:`2/\eta` is the right reference
 Their regime: MSE, initial parameters scaled by ``init_scale`` (≈ 0.2 of PyTorch's default), SGD
 trained until the training loss plateaus.  For each (η, B, seed): every ``every`` steps the training
 loss, :math:`\lambda_{\max}` (warm-started Lanczos, full training set) and batch sharpness; on the last
-``1 - plateau_start_fraction`` of the run, plateau means.  Reported: BS/(2/η) and
+``1 - plateau_start_fraction`` of ``n_steps`` (the window), plateau means.  Batch sharpness and
+:math:`\lambda_{\max}` go through the stationarity gate (`sdeeos._stationarity`) on that window; a run
+that fails is extended window by window up to ``max_steps`` and judged on its last window; the ratios
+to :math:`2/\eta` are reported for stationary runs only (drift and verdict are stored for all).  Reported: BS/(2/η) and
 :math:`\lambda_{\max}`/(2/η) with 95 % intervals over the plateau measurements (block means) and over seeds.
 """
 
@@ -28,6 +31,7 @@ from torch.func import grad
 
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
+from .._stationarity import stationarity
 from .._train_config import DATASETS, LOSSES, MODELS
 from ._real import save_study
 from ._schema import Field
@@ -39,6 +43,7 @@ DEFAULTS = {
     "dataset": "digits", "model": "mlp-tanh", "loss": "mse", "n_train": 512, "width": 64, "depth": 2,
     "init_scale": 0.2, "lrs": [0.2, 0.4], "batch_sizes": [16, 64], "seeds": [0, 1, 2], "n_steps": 4000,
     "every": 100, "plateau_start_fraction": 0.5, "bs_batches": 16, "threads": 1, "title": "", "description": "",
+    "max_steps": 0, "n_blocks": 3, "z_max": 2.0, "gap_fraction": 0.1, "edge_tolerance": 0.05,
 }
 
 
@@ -60,6 +65,14 @@ SCHEMA = {
                                     low_open=True, high_open=True, doc="plateau = steps >= this fraction"),
     "bs_batches": Field("int", default=DEFAULTS["bs_batches"], low=2, doc="batches per batch-sharpness estimate"),
     "threads": Field("int", default=DEFAULTS["threads"], low=1, doc="torch threads"),
+    "max_steps": Field("int", default=DEFAULTS["max_steps"], low=0,
+                       doc="extend a non-stationary run window by window up to this many steps (0: n_steps)"),
+    "n_blocks": Field("int", default=DEFAULTS["n_blocks"], low=2, doc="stationarity gate: batch-means blocks per half"),
+    "z_max": Field("float", default=DEFAULTS["z_max"], low=0.0, low_open=True, doc="gate: drift within this many SE"),
+    "gap_fraction": Field("float", default=DEFAULTS["gap_fraction"], low=0.0, low_open=True,
+                          doc="gate: drift below this fraction of the gap to 2/eta"),
+    "edge_tolerance": Field("float", default=DEFAULTS["edge_tolerance"], low=0.0, low_open=True,
+                            doc="gate: the gap is floored at this fraction of 2/eta"),
 }
 
 
@@ -77,6 +90,15 @@ def _block_ci(values, n_blocks=4):
         return (float(v.mean()) if v.size else np.nan), np.nan
     blocks = np.array([b.mean() for b in np.array_split(v, n_blocks)])
     return float(blocks.mean()), float(stats.t.ppf(0.975, n_blocks - 1) * blocks.std(ddof=1) / math.sqrt(n_blocks))
+
+
+def _gate(values, lr, cfg):
+    r"""The stationarity gate (`sdeeos._stationarity`): drift within ``z_max`` batch-means SE and below
+    ``gap_fraction`` of :math:`\max(|2/\eta-\bar q|,\ \epsilon\,2/\eta)`."""
+    v = np.asarray(values, float)
+    m = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    return stationarity(v, gap=max(abs(2 / lr - m), float(cfg["edge_tolerance"]) * 2 / lr), n_blocks=int(cfg["n_blocks"]),
+                        z_max=float(cfg["z_max"]), gap_fraction=float(cfg["gap_fraction"]))
 
 
 def run(cfg, out_dir, *, progress: bool = True) -> xr.Dataset:
@@ -97,9 +119,15 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "bat
     x, t, n = data.x_train, data.targets_train, data.n_train
     lrs, bsz, seeds = [float(v) for v in cfg["lrs"]], [int(b) for b in cfg["batch_sizes"]], [int(s) for s in cfg["seeds"]]
     n_steps, every = int(cfg["n_steps"]), int(cfg["every"])
-    n_rec = n_steps // every + 1
+    max_steps = max(int(cfg["max_steps"]) or n_steps, n_steps)
+    n_rec = max_steps // every + 1
+    start = int(float(cfg["plateau_start_fraction"]) * (n_steps // every + 1))
+    wlen = n_steps // every + 1 - start  # records per window
     shape = (len(lrs), len(bsz), len(seeds))
     rec = {k: np.full(shape + (n_rec,), np.nan) for k in ("loss", "sharpness", "batch_sharpness", "batch_sharpness_ci95")}
+    gate = {f"{k}_{f}": np.full(shape, np.nan) for k in ("batch_sharpness", "sharpness") for f in
+            ("drift", "drift_stderr", "stationary")}
+    gate.update(stationary=np.full(shape, np.nan), steps_run=np.full(shape, np.nan), window_start=np.full(shape, np.nan))
     for (i, lr), (j, b), (m, seed) in itertools.product(enumerate(lrs), enumerate(bsz), enumerate(seeds)):
         net = build_model(cfg["model"], data.input_shape, data.n_classes, width=int(cfg["width"]),
                           depth=int(cfg["depth"]), seed=seed, dtype=torch.float64)
@@ -110,7 +138,7 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "bat
         bs_gen = torch.Generator().manual_seed(200 + seed)
         v = None
         t0 = time.perf_counter()
-        for step in range(n_steps + 1):
+        for step in range(max_steps + 1):
             if step % every == 0:
                 r = step // every
                 rec["loss"][i, j, m, r] = float(fn(theta))
@@ -121,40 +149,92 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "bat
                 bs, half, _ = batch_sharpness_ci(flat, x, t, cfg["loss"], theta, b, int(cfg["bs_batches"]), bs_gen)
                 rec["batch_sharpness"][i, j, m, r] = bs
                 rec["batch_sharpness_ci95"][i, j, m, r] = half
-            if step == n_steps:
-                break
+                if r + 1 - start >= wlen and (r + 1 - start) % wlen == 0:  # a window ends: the gate
+                    verdicts = {k: _gate(rec[k][i, j, m, r + 1 - wlen:r + 1], lr, cfg)
+                                for k in ("batch_sharpness", "sharpness")}
+                    done = all(v.stationary for v in verdicts.values())
+                    if done or step + wlen * every > max_steps:  # stationary, or the next window would pass the budget
+                        for k, v in verdicts.items():
+                            gate[f"{k}_drift"][i, j, m], gate[f"{k}_drift_stderr"][i, j, m] = v.drift, v.drift_stderr
+                            gate[f"{k}_stationary"][i, j, m] = float(v.stationary)
+                        gate["stationary"][i, j, m] = float(done)
+                        gate["steps_run"][i, j, m] = step
+                        gate["window_start"][i, j, m] = r + 1 - wlen
+                        break
             idx = torch.randperm(n, generator=gen)[:b]
             theta = (theta - lr * grad(loss_function(flat, x[idx], t[idx], cfg["loss"]))(theta)).detach()
             if not bool(torch.isfinite(theta).all()):
                 break
         if progress:
-            print(f"[batch_sharpness_anchor] eta={lr} B={b} seed={seed}: loss {rec['loss'][i, j, m, -1]:.4g}, "
-                  f"BS/(2/eta) {rec['batch_sharpness'][i, j, m, -1] * lr / 2:.3f} ({time.perf_counter() - t0:.0f}s)",
-                  flush=True)
+            last = int(np.flatnonzero(np.isfinite(rec["loss"][i, j, m]))[-1])
+            print(f"[batch_sharpness_anchor] eta={lr} B={b} seed={seed}: loss {rec['loss'][i, j, m, last]:.4g}, "
+                  f"BS/(2/eta) {rec['batch_sharpness'][i, j, m, last] * lr / 2:.3f} ({time.perf_counter() - t0:.0f}s), "
+                  f"stationary: {gate['stationary'][i, j, m] == 1} at step {gate['steps_run'][i, j, m]:.0f}", flush=True)
     steps = np.arange(n_rec) * every
     dims = ("eta", "batch_size", "seed")
     ds = xr.Dataset({k: (dims + ("step",), v) for k, v in rec.items()},
                     coords={"eta": lrs, "batch_size": bsz, "seed": seeds, "step": steps})
-    start = int(float(cfg["plateau_start_fraction"]) * n_rec)
+    window = np.full(shape + (n_rec,), False)
+    for at in np.ndindex(shape):
+        if np.isfinite(gate["window_start"][at]):
+            w = int(gate["window_start"][at])
+            window[at + (slice(w, w + wlen),)] = True
     for key in ("batch_sharpness", "sharpness", "loss"):
         mean = np.full(shape, np.nan)
         half = np.full(shape, np.nan)
         for at in np.ndindex(shape):
-            mean[at], half[at] = _block_ci(rec[key][at][start:])
+            mean[at], half[at] = _block_ci(rec[key][at][window[at]])
         ds[f"plateau_{key}"] = (dims, mean)
         ds[f"plateau_{key}_ci95"] = (dims, half)
+    for k, v in gate.items():
+        ds[k] = (dims, v)
     two = np.asarray(lrs)[:, None, None] / 2
-    ds["bs_over_2_over_eta"] = (dims, ds.plateau_batch_sharpness.values * two)
-    ds["lmax_over_2_over_eta"] = (dims, ds.plateau_sharpness.values * two)
-    late = rec["loss"][..., start:]
-    ds["loss_plateau_relative_drift"] = (dims, (np.nanmean(late[..., late.shape[-1] // 2:], -1)
-                                                - np.nanmean(late[..., : late.shape[-1] // 2], -1))
-                                         / np.nanmean(late, -1))
+    stat = gate["stationary"] == 1  # never compared with 2/eta where the run is not stationary
+    ds["bs_over_2_over_eta"] = (dims, np.where(stat, ds.plateau_batch_sharpness.values * two, np.nan))
+    ds["lmax_over_2_over_eta"] = (dims, np.where(stat, ds.plateau_sharpness.values * two, np.nan))
+    late = np.where(window, rec["loss"], np.nan)
+    rel = np.full(shape, np.nan)
+    for at in np.ndindex(shape):
+        v = late[at][window[at]]
+        if v.size >= 2:
+            rel[at] = (v[v.size - v.size // 2:].mean() - v[:v.size // 2].mean()) / v.mean()
+    ds["loss_plateau_relative_drift"] = (dims, rel)
+    _describe(ds)
     ds.attrs = provenance_attrs(study="batch_sharpness_anchor", study_wall_time_s=time.perf_counter() - t_start,
                                 config=repr(cfg), definition="mean over batches (without replacement) of "
                                 "g_B^T H_B g_B / |g_B|^2; 95% t-intervals", reference="2/eta")
     save_study(ds, plot(ds), out_dir, name)
     return ds
+
+
+_LONG_NAMES = {
+    "loss": ("training loss, every `every` steps", "loss"),
+    "sharpness": ("lambda_max of the training loss, every `every` steps", "loss/parameter^2"),
+    "batch_sharpness": ("batch sharpness E_B[g_B.H_B g_B/|g_B|^2], every `every` steps", "loss/parameter^2"),
+    "batch_sharpness_ci95": ("95 % t half-width of that batch sharpness over its batches", "loss/parameter^2"),
+    "plateau_batch_sharpness": ("batch sharpness, mean over the last window", "loss/parameter^2"),
+    "plateau_sharpness": ("lambda_max, mean over the last window", "loss/parameter^2"),
+    "plateau_loss": ("training loss, mean over the last window", "loss"),
+    "batch_sharpness_drift": ("half-window drift of batch sharpness on the last window", "loss/parameter^2"),
+    "batch_sharpness_drift_stderr": ("batch-means SE of that drift", "loss/parameter^2"),
+    "batch_sharpness_stationary": ("batch sharpness stationary on the last window (1) or not (0)", "1"),
+    "sharpness_drift": ("half-window drift of lambda_max on the last window", "loss/parameter^2"),
+    "sharpness_drift_stderr": ("batch-means SE of that drift", "loss/parameter^2"),
+    "sharpness_stationary": ("lambda_max stationary on the last window (1) or not (0)", "1"),
+    "stationary": ("run stationary: batch sharpness and lambda_max both pass the gate", "1"),
+    "steps_run": ("steps run (n_steps, or more where extended)", "steps"),
+    "window_start": ("record index where the last window starts", "1"),
+    "bs_over_2_over_eta": ("plateau batch sharpness over 2/eta (stationary runs only)", "1"),
+    "lmax_over_2_over_eta": ("plateau lambda_max over 2/eta (stationary runs only)", "1"),
+    "loss_plateau_relative_drift": ("relative drift of the loss over the last window", "1"),
+}
+
+
+def _describe(ds: xr.Dataset) -> None:
+    for k, (name, units) in _LONG_NAMES.items():
+        ds[k].attrs.update(long_name=name, units=units)
+    for k in ("plateau_batch_sharpness", "plateau_sharpness", "plateau_loss"):
+        ds[f"{k}_ci95"].attrs.update(long_name=f"95 % block-means half-width of {k}", units=ds[k].attrs["units"])
 
 
 def plot(ds: xr.Dataset):

@@ -2,7 +2,11 @@ r"""Study ``regime``: the measured SGD sharpness gap on real networks against th
 
 For every setting (data set × network × loss), step size η, seed and batch size B (``"full"`` = GD),
 one run of plain GD/SGD (batches uniformly without replacement, as in :mod:`sdeeos.torch._train`),
-float64 throughout.  On the plateau (the last ``1 - plateau_start_fraction`` of the run):
+float64 throughout.  On the plateau window (the last ``1 - plateau_start_fraction`` of ``n_steps``; if
+:math:`\lambda_1` there is not stationary by the gate of `sdeeos._stationarity` -- half-window drift within
+``z_max`` batch-means SE and below ``gap_fraction`` of :math:`\max(|2/\eta-\bar S|,\epsilon\,2/\eta)` --
+the run is extended window by window up to ``max_steps`` and judged on its last window; the drift,
+its standard error and the verdict are stored as ``sharpness_drift``, ``sharpness_drift_stderr``, ``sharpness_stationary``):
 
 * :math:`\lambda_1,\lambda_2` every ``sharpness_every`` steps (warm-started block Lanczos, k = 2);
 * at ``n_snapshots`` snapshots: the number of the top-k eigenvalues above :math:`2/\eta`, α₁ with
@@ -22,8 +26,9 @@ and η), and the predictions, each naming its α:
   :math:`(G^{-1}\alpha)_j>0` (directions that cannot sit at the edge are dropped one at a time);
   ``pred_k_dir1``: that model's gap of direction 1, :math:`\approx\eta\beta_{{\rm eff},1}\sigma_1^2/(4\alpha_1)`.
 
-Across seeds: means with 95 % Student-t confidence intervals.  The regime label per (setting, η, B):
-``"nonlinear"`` where :math:`\eta\Delta S>0.5` (outside the small-gap expansion), ``"stochastic-edge"``
+Across seeds: means with 95 % Student-t confidence intervals; the ratios measured/predicted only
+over stationary runs.  The regime label per (setting, η, B): ``"not stationary"`` where a seed's
+run is not, ``"nonlinear"`` where :math:`\eta\Delta S>0.5` (outside the small-gap expansion), ``"stochastic-edge"``
 where the trace form of K (``K_trace``; the full K diverges at the deterministic edge) is ≥ 0.5, else ``"1-D"``/``"k-direction"``/``"neither"`` by which prediction's 95 % interval of the
 ratio measured/predicted contains 1 (within a factor 1.5 when the interval is wider).
 
@@ -46,6 +51,7 @@ from torch.func import grad
 
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
+from .._stationarity import stationarity
 from .._train_config import DATASETS, LOSSES, MODELS
 from ..theory import multi_direction as md
 from ._real import batch_sizes_field, save_study
@@ -89,6 +95,11 @@ DEFAULTS = {
     "kernel_top": 8,
     "init_scale": 1.0,
     "eig_tol": 1e-4,
+    "max_steps": 0,
+    "n_blocks": 3,
+    "z_max": 2.0,
+    "gap_fraction": 0.1,
+    "edge_tolerance": 0.05,
     "threads": 1,
     "title": "",
     "description": "",
@@ -147,6 +158,14 @@ SCHEMA = {
     "kernel_top": Field("int", default=DEFAULTS["kernel_top"], low=1, doc="top Gauss-Newton eigenvalues for K"),
     "init_scale": Field("float", default=DEFAULTS["init_scale"], low=0.0, low_open=True, doc="initial parameters scale"),
     "eig_tol": Field("float", default=DEFAULTS["eig_tol"], low=0.0, low_open=True, doc="eigensolver tolerance"),
+    "max_steps": Field("int", default=DEFAULTS["max_steps"], low=0,
+                       doc="extend a non-stationary run window by window up to this many steps (0: n_steps, no extension)"),
+    "n_blocks": Field("int", default=DEFAULTS["n_blocks"], low=2, doc="stationarity gate: batch-means blocks per half window"),
+    "z_max": Field("float", default=DEFAULTS["z_max"], low=0.0, low_open=True, doc="gate: drift within this many SE"),
+    "gap_fraction": Field("float", default=DEFAULTS["gap_fraction"], low=0.0, low_open=True,
+                          doc="gate: drift below this fraction of the gap 2/eta - S"),
+    "edge_tolerance": Field("float", default=DEFAULTS["edge_tolerance"], low=0.0, low_open=True,
+                            doc="gate: the gap is floored at this fraction of 2/eta"),
     "threads": Field("int", default=DEFAULTS["threads"], low=1, doc="torch threads"),
 }
 
@@ -193,15 +212,19 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
     n_steps = int(cfg["n_steps"])
     start = int(cfg["plateau_start_fraction"] * n_steps)
     every = int(cfg["sharpness_every"])
-    snaps = set(np.linspace(start, n_steps, int(cfg["n_snapshots"]) + 1)[1:].round().astype(int).tolist())
+    window = n_steps - start
+    max_steps = max(int(cfg["max_steps"]) or n_steps, n_steps)
+    snap_offsets = set(np.linspace(0, window, int(cfg["n_snapshots"]) + 1)[1:].round().astype(int).tolist())
     batch = None if b == "full" else int(b)
-    lam1, lam2, loss_tr = [], [], []
-    snap_rows = []
     v0 = None
     k = int(cfg["k"])
     t0 = time.perf_counter()
-    for step in range(n_steps + 1):
-        if step >= start and (step % every == 0 or step in snaps):
+    w0 = start  # the current window is the steps (w0, w0 + window]; the first one also measures step `start`
+    lam1, lam2, loss_tr, snap_thetas = [], [], [], []
+    verdict = None
+    for step in range(max_steps + 1):
+        off = step - w0
+        if step >= start and (off % every == 0 or off in snap_offsets) and (off > 0 or w0 == start):  # 0: carried over
             op = HessianOperator(fn, theta)
             try:
                 e = top_k_eigenpairs(op, op.dim, 2, v0=v0, tol=float(cfg["eig_tol"]), max_hvp=300, dtype=dtype,
@@ -215,10 +238,15 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
                 lam1.append(e.values[0])
                 lam2.append(e.values[1])
                 loss_tr.append(float(fn(theta)))
-            if step in snaps:
-                snap_rows.append(_snapshot(fn, pfn, flat, x, t, theta, lr, batch or n, n, k, cfg, loss, eig_gen))
-        if step == n_steps:
-            break
+            if off in snap_offsets:
+                snap_thetas.append(theta.clone())
+        if off == window:
+            verdict = _gate(lam1, lr, cfg)
+            if verdict.stationary or step + window > max_steps:
+                break
+            w0 += window  # not stationary: extend by one window, judged on its own
+            # its first point is this step's measurement (same parameters)
+            lam1, lam2, loss_tr, snap_thetas = lam1[-1:], lam2[-1:], loss_tr[-1:], []
         if batch is None:
             gstep = g_full(theta)
         else:
@@ -227,13 +255,23 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
         theta = (theta - lr * gstep).detach()
         if not bool(torch.isfinite(theta).all()):
             return {"diverged": True}
+    snap_rows = [_snapshot(fn, pfn, flat, x, t, th, lr, batch or n, n, k, cfg, loss, eig_gen) for th in snap_thetas]
     out = {"diverged": False, "lam1": np.asarray(lam1), "lam2": np.asarray(lam2), "seconds": time.perf_counter() - t0,
-           "final_loss": float(fn(theta))}
+           "final_loss": float(fn(theta)), "steps_run": step, "verdict": verdict}
     keys = snap_rows[0].keys() if snap_rows else []
     for key in keys:
         vals = [r[key] for r in snap_rows]
         out[key] = np.mean(np.stack([np.asarray(v, float) for v in vals]), axis=0)
     return out
+
+
+def _gate(lam1, lr, cfg):
+    r"""The stationarity gate (`sdeeos._stationarity`) on a window's lambda_1: drift within ``z_max`` SE and
+    below ``gap_fraction`` of the gap :math:`\\max(|2/\\eta-\\bar S|,\\ \\epsilon\\,2/\\eta)`."""
+    v = np.asarray(lam1, float)
+    gap = max(abs(2 / lr - float(np.mean(v))), float(cfg["edge_tolerance"]) * 2 / lr) if v.size else None
+    return stationarity(v, gap=gap, n_blocks=int(cfg["n_blocks"]), z_max=float(cfg["z_max"]),
+                        gap_fraction=float(cfg["gap_fraction"]))
 
 
 def _snapshot(fn, pfn, flat, x, t, theta, lr, b, n, k, cfg, loss, gen):
@@ -297,7 +335,8 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "reg
     fields = ["S", "lam2", "gap_2eta", "gap_gd", "pred_1d_kproj", "pred_1d_gf", "pred_k", "pred_k_dir1", "n_active", "alpha_kproj",
               "alpha_gf", "alpha_gf_se", "alpha_1proj", "G11", "G12_over_G11", "sigma1_sq", "eta_gap", "lam12",
               "K_lower", "K_upper", "K_trace", "batch_sharpness", "noise_corr12", "edge_hvp", "edge_seconds",
-              "gf_hvp", "gf_seconds", "run_seconds", "final_loss", "diverged", "S_drift", "identity_Gx2_1",
+              "gf_hvp", "gf_seconds", "run_seconds", "final_loss", "diverged", "S_drift", "S_drift_stderr",
+              "S_stationary", "steps_run", "identity_Gx2_1",
               "identity_2alpha_1", "n_above_2_over_eta"] + [f"alpha_k{int(q)}" for q in cfg["k_scan"]]
     arr = {f: np.full(shape, np.nan) for f in fields}
     for (i, s), (j, lr), (m, seed) in itertools.product(enumerate(settings), enumerate(lrs), enumerate(seeds)):
@@ -318,8 +357,10 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "reg
             if r["diverged"]:
                 continue
             S = float(np.mean(r["lam1"]))
-            half = len(r["lam1"]) // 2
-            arr["S_drift"][at] = float(np.mean(r["lam1"][half:]) - np.mean(r["lam1"][:half])) if half else np.nan
+            arr["S_drift"][at] = r["verdict"].drift
+            arr["S_drift_stderr"][at] = r["verdict"].drift_stderr
+            arr["S_stationary"][at] = float(r["verdict"].stationary)
+            arr["steps_run"][at] = r["steps_run"]
             arr["S"][at] = S
             arr["lam2"][at] = float(np.mean(r["lam2"]))
             arr["lam12"][at] = float(np.mean(r["lam1"] - r["lam2"]))
@@ -370,7 +411,8 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "reg
         ds[f + "_ci95"] = (dims[:3], half)
     for p in ("pred_1d_kproj", "pred_1d_gf", "pred_k", "pred_k_dir1"):
         for ref in ("gap_2eta", "gap_gd"):
-            ratio = arr[ref] / arr[p]
+            # never compared with the stationary theory where the run is not stationary
+            ratio = np.where(arr["S_stationary"] == 1, arr[ref] / arr[p], np.nan)
             mean = np.full(shape[:3], np.nan)
             half = np.full(shape[:3], np.nan)
             for at in np.ndindex(shape[:3]):
@@ -378,6 +420,12 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "reg
             ds[f"ratio_{ref}_to_{p}_mean"] = (dims[:3], mean)
             ds[f"ratio_{ref}_to_{p}_ci95"] = (dims[:3], half)
     ds = ds.rename({v: output_name(v) for v in ds.data_vars})
+    for f, (long_name, units) in {
+            "S_drift": ("half-window drift of lambda_1 on the last window (stationarity gate)", "loss/parameter^2"),
+            "S_drift_stderr": ("batch-means standard error of that drift", "loss/parameter^2"),
+            "S_stationary": ("1 if lambda_1 is stationary on the last window, else 0", "1"),
+            "steps_run": ("steps run (n_steps, or more where the run was extended)", "step")}.items():
+        ds[_out(f)].attrs.update(long_name=long_name, units=units)
     ds["regime"] = (dims[:3], _labels(ds))
     ds.attrs = provenance_attrs(study=name, study_wall_time_s=time.perf_counter() - t_start,
                                 config=repr({k: v for k, v in cfg.items()}), quick=int(bool(quick)),
@@ -404,7 +452,8 @@ OUTPUT_NAMES = {
     "noise_corr12": "noise_correlation_12", "edge_hvp": "edge_constants_hvp",
     "edge_seconds": "edge_constants_time_s", "gf_hvp": "gradient_flow_hvp", "gf_seconds": "gradient_flow_time_s",
     "run_seconds": "run_time_s", "final_loss": "final_loss", "diverged": "diverged",
-    "S_drift": "sharpness_drift", "identity_Gx2_1": "identity_coupling_x_sq_1",
+    "S_drift": "sharpness_drift", "S_drift_stderr": "sharpness_drift_stderr",
+    "S_stationary": "sharpness_stationary", "steps_run": "steps_run", "identity_Gx2_1": "identity_coupling_x_sq_1",
     "identity_2alpha_1": "identity_two_alpha_1", "n_above_2_over_eta": "n_above_2_over_eta",
     "batch_sharpness": "batch_sharpness",
 }
@@ -444,6 +493,9 @@ def _labels(ds) -> np.ndarray:
             continue
         if not np.isfinite(eg):
             lab[at] = "diverged"
+            continue
+        if np.any(ds[_out("S_stationary")].values[at] == 0):  # never compared with a stationary theory
+            lab[at] = "not stationary"
             continue
 
         def holds(p):

@@ -24,6 +24,8 @@ Public API
   drop-in ``torch.optim`` optimizers (docs/torch_optimizers.md);
   :class:`NonFiniteCurvatureError`
 * training: :func:`train`, :class:`TrainConfig`, :class:`NonFiniteLossError`
+* label-noise SGD: :func:`label_noise_targets`, :func:`label_noise_projected_variance`
+  (the projected noise variance sigma_u^2(B, s)), :func:`output_jacobian_energy`
 * studies: the real-network study kinds live in `sdeeos.studies` (`real_eos`, `real_gap`,
   `eos_sgd_vs_baselines`)
 """
@@ -84,6 +86,7 @@ from ._quantities import (
     without_replacement_factor,
 )
 from ._trace import TraceResult, hessian_trace
+from ._label_noise import label_noise_projected_variance, label_noise_targets, output_jacobian_energy
 from ._train import OPTIMIZERS, NonFiniteLossError, TrainConfig, train
 
 __all__ = [
@@ -99,6 +102,7 @@ __all__ = [
     "predicted_gap", "project_to_stable_set", "projected_gradient_components",
     "projected_noise_variance", "self_stabilization_constants", "sharpness_gradient",
     "without_replacement_factor",
+    "label_noise_projected_variance", "label_noise_targets", "output_jacobian_energy",
     "OPTIMIZERS", "NonFiniteLossError", "TrainConfig", "train",
 ]
 

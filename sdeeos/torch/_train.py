@@ -51,6 +51,7 @@ from ._data import load_data
 from ._edge_optimizer import NonFiniteCurvatureError
 from ._edge_sgd import EdgeSGD
 from ._eos_sgd import EoSSGD
+from ._label_noise import label_noise_targets
 from ._nets import build_model, per_example_loss
 from ._quantities import (
     batch_sharpness,
@@ -75,8 +76,8 @@ _EDGE_ESTIMATES = {"lambda_max": "edge_lambda_max", "lambda_residual": "edge_lam
                    "noise_kernel_at_lr": "edge_noise_kernel"}
 
 # generator seeds: seed + offset, one stream per purpose (seed <= 2**63 - 1 and offset < 2**62 stay below 2**64)
-_TRAIN_BATCHES, _THEORY, _CURVATURE_BATCH, _PROBE_BATCH, _EDGE_SAMPLES = (
-    1_000_003, 2_000_003, 3_000_017, 4_000_037, 5_000_011)
+_TRAIN_BATCHES, _THEORY, _CURVATURE_BATCH, _PROBE_BATCH, _EDGE_SAMPLES, _LABEL_NOISE = (
+    1_000_003, 2_000_003, 3_000_017, 4_000_037, 5_000_011, 6_000_011)
 
 
 class NonFiniteLossError(SdeeosError, FloatingPointError):
@@ -185,6 +186,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         flat.assign(init_params.to(dtype))
     gen = torch.Generator().manual_seed(cfg.seed + _TRAIN_BATCHES)
     theory_gen = torch.Generator().manual_seed(cfg.seed + _THEORY)
+    label_gen = torch.Generator().manual_seed(cfg.seed + _LABEL_NOISE)
 
     # curvature data (possibly abridged, possibly float64)
     data_c = data.to(sdtype)
@@ -314,6 +316,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         else:
             idx = batch_indices(n, batch_size, gen)
             xb, tb = data.x_train[idx], data.targets_train[idx]
+        if cfg.label_noise > 0:
+            tb = label_noise_targets(tb, cfg.label_noise, label_gen)
         if cfg.optimizer in ADAPTIVE_STEP_OPTIMIZERS:
             def closure():
                 opt.zero_grad(set_to_none=True)
