@@ -65,14 +65,11 @@ OTHER_LANGUAGES = ("{toctree}", "text", "toml", "math", "{math}")
 VISIBLE = ("studies", "derivations", "scripts", "benchmarks")  # what console/bash commands may name
 
 # (page, a string that identifies the block) -> why it fails today
-KNOWN_FAILING = {
-    ("README.md", "n_shards=8"): "the embedded Dask cluster cannot start in a script without a main guard "
-                                 "(fixed on the dask-shards branch)",
-}
+KNOWN_FAILING: dict[tuple[str, str], str] = {}
 # a block containing the key needs the module (an optional extra); without it the block is skipped
 NEEDS = {"sdeeos.torch": "torch", "sdeeos train": "torch", "n_shards": "distributed"}
 # relative links of the README to pages that another branch adds -> that branch
-PENDING_PAGES = {"docs/findings-edge-regimes.md": "edge-regimes"}
+PENDING_PAGES: dict[str, str] = {}
 
 _NOT_RUN = re.compile(r"^#\s*not run\b")
 _SUBST = re.compile(r"^#\s*in the tests:\s*(.+)$")
