@@ -7,7 +7,9 @@ import sys
 import pytest
 import xarray as xr
 
+import sdeeos
 from sdeeos._cli import main
+from sdeeos._rng import check_rng, rng_scheme
 from sdeeos.theory import self_stabilization as theory
 
 
@@ -49,3 +51,23 @@ def test_bad_input_exits_2_with_one_line(args, fragment):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("dtype, rng", [("float64", "philox"), ("float32", "splitmix"), ("float32", None)])
+def test_rng_option_runs_the_family_the_api_runs(capsys, dtype, rng):
+    args = ["simulate", "self-stabilization", "--eta", "0.01", "--alpha", "1", "--beta", "100", "--sigma", "5",
+            "--n-traj", "64", "--steps", "512", "--seed", "3", "--dtype", dtype, "--json", "--no-progress"]
+    assert main(args + (["--rng", rng] if rng else [])) == 0
+    summary = json.loads(capsys.readouterr().out)
+    ds = sdeeos.simulate(sdeeos.SelfStabilization(eta=0.01, alpha=1.0, beta=100.0, sigma=5.0), n_traj=64,
+                         n_steps=512, seed=3, dtype=dtype, rng=rng, progress=False)
+    assert summary["rng_scheme"] == ds.attrs["rng_scheme"] == rng_scheme(dtype, check_rng(rng, dtype))
+    assert summary["sharpness_gap"] == float(ds.sharpness_gap)  # the same draws: the same bits
+
+
+def test_rng_a_model_does_not_support_is_one_line():
+    proc = run_cli("simulate", "quadratic-regression", "--n", "8", "--n-params", "4", "--eta", "0.1",
+                   "--rng", "philox", "--n-traj", "2", "--steps", "10")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rng 'philox' is not supported by model" in lines[0], proc.stderr

@@ -19,6 +19,7 @@ from pathlib import Path
 from .._dask_connect import DEFAULT_NO_WORKERS_TIMEOUT_S
 from .._errors import ParameterError
 from .._io import check_checkpoint_path, check_output_path, write_dataset
+from .._rng import RNGS
 from .._simulate import simulate
 from ..engines import ENGINES
 from ..models import MODEL_REGISTRY
@@ -82,6 +83,9 @@ def register(subparsers) -> None:
         mp.add_argument("--checkpoint", default=None, help="checkpoint file: resume an interrupted run")
         mp.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="precision of the state: float64 (default) or float32 (numba/cupy, symbolic models)")
+        mp.add_argument("--rng", choices=RNGS, default=None,
+                        help="counter-based random-number family (default: philox for float32, splitmix for "
+                             "float64; docs/rng.md)")
         mp.add_argument("--scheduler", default=None,
                         help="run the trajectories as shards on the Dask scheduler at this address (tcp://host:port)")
         mp.add_argument("--n-shards", type=int, default=None,
@@ -140,7 +144,7 @@ def _run(args) -> int:
     ds = simulate(model, args.method, n_traj=args.n_traj, n_steps=args.steps, burn_in=args.burn_in,
                   seed=args.seed, backend=args.backend, record_every=args.record_every,
                   n_threads=args.threads, progress=False if args.no_progress else None,
-                  checkpoint=args.checkpoint, dtype=args.dtype, scheduler=args.scheduler, n_shards=args.n_shards,
+                  checkpoint=args.checkpoint, dtype=args.dtype, rng=args.rng, scheduler=args.scheduler, n_shards=args.n_shards,
                   keep_checkpoint=bool(args.out), per_trajectory=args.per_trajectory,
                   no_workers_timeout=args.no_workers_timeout)
     if args.out:

@@ -76,15 +76,15 @@ def test_regime_labels_non_stationary_cells_and_compares_only_stationary_runs(tm
         """))
     ds = run_study(p, tmp_path / "out", progress=False)
     sgd = ds.sel(batch_size="16")
-    stat = sgd.S_stationary.values  # (setting, eta, seed)
+    stat = sgd.sharpness_stationary.values  # (setting, eta, seed)
     assert np.all(np.isin(stat, (0.0, 1.0)))
     assert np.all(sgd.steps_run.values <= 200)
-    ratio = sgd.gap_2eta.values / sgd.pred_1d_kproj.values
+    ratio = sgd.gap_from_2_over_eta.values / sgd.predicted_gap_1d_topk_projected_alpha.values
     for at in np.ndindex(stat.shape[:2]):
         if np.any(stat[at] == 0):
             assert sgd.regime.values[at] == "not stationary"
         finite = np.isfinite(ratio[at]) & (stat[at] == 1)
         if finite.sum() == 1:
-            assert float(sgd.ratio_gap_2eta_to_pred_1d_kproj_mean.values[at]) == pytest.approx(ratio[at][finite][0])
+            assert float(sgd.ratio_gap_from_2_over_eta_to_predicted_gap_1d_topk_projected_alpha_seed_mean.values[at]) == pytest.approx(ratio[at][finite][0])
         if finite.sum() == 0:
-            assert np.isnan(sgd.ratio_gap_2eta_to_pred_1d_kproj_mean.values[at])
+            assert np.isnan(sgd.ratio_gap_from_2_over_eta_to_predicted_gap_1d_topk_projected_alpha_seed_mean.values[at])

@@ -125,9 +125,12 @@ def test_regime_runner_tiny(tmp_path):
     np.testing.assert_allclose(sgd.gap_from_2_over_eta.values, 2 / 0.4 - sgd.sharpness.values, rtol=1e-14)
     np.testing.assert_allclose(sgd.eta_times_gap.values, 0.4 * sgd.gap_from_2_over_eta.values, rtol=1e-14)
     r = sgd.gap_from_2_over_eta.values / sgd.predicted_gap_1d_topk_projected_alpha.values
-    ok = np.isfinite(r)
+    ok = np.isfinite(r) & (sgd.sharpness_stationary.values == 1)  # only stationary runs meet the theory
+    mean = sgd.ratio_gap_from_2_over_eta_to_predicted_gap_1d_topk_projected_alpha_seed_mean.values.item()
     if ok.any():
-        assert sgd.ratio_gap_from_2_over_eta_to_predicted_gap_1d_topk_projected_alpha_seed_mean.values.item() == pytest.approx(float(r[ok].mean()), rel=1e-12)
+        assert mean == pytest.approx(float(r[ok].mean()), rel=1e-12)
+    else:
+        assert np.isnan(mean)
     assert str(ds.regime.sel(batch_size="full").values.item()) == "GD"
     np.testing.assert_array_equal(ds.alpha_top1_projected.isel(seed=0).values.shape, (1, 1, 2))
     assert "alpha_used" in ds.attrs and (tmp_path / "regime.png").stat().st_size > 0
@@ -149,7 +152,9 @@ def test_batch_sharpness_anchor_runner_tiny(tmp_path, tiny):
     cfg = dict(n_train=40, width=6, lrs=[0.4], batch_sizes=[8], seeds=[0, 1], n_steps=40, every=20, bs_batches=3)
     ds = run_anchor(cfg, tmp_path, progress=False)
     assert ds.batch_sharpness.shape == (1, 1, 2, 3)
-    np.testing.assert_allclose(ds.bs_over_2_over_eta.values, ds.plateau_batch_sharpness.values * 0.2, rtol=1e-14)
+    stationary = ds.stationary.values == 1  # the ratio to 2/eta is reported for stationary runs only
+    np.testing.assert_allclose(ds.bs_over_2_over_eta.values, np.where(stationary, ds.plateau_batch_sharpness.values * 0.2,
+                                                                       np.nan), rtol=1e-14)
     assert (tmp_path / "batch_sharpness_anchor.png").exists()
 
     flat, x, t, _, theta = tiny("mlp-tanh", "mse", n=10)

@@ -340,7 +340,8 @@ class QuadraticRegression(Model):
 
         * observation of the linear model: residuals and their squares (M, n), gradients (M, P), the
           Gram matrix of :math:`J_0` and its eigen-workspace (r, r) twice;
-        * observation (every record and the end): :math:`W, J` (b, n, P), curvature or Hessian,
+        * observation (every record and the end): the BLAS products :math:`Q\theta` (32, n, P) and
+          :math:`zQ` (32, P, P) of a full (padded) block, :math:`W, J` (b, n, P), curvature or Hessian,
           its eigenvectors and a temporary (b, P, P), the Gram matrix (b, r, r), the block's NTKs (b, n, n),
           and the NTKs of all trajectories (M, n, n) when K_exact is recorded;
         * SGD/GD step: batch indices and marks (M, n), gradients (M, P), per-pair contributions of the
@@ -352,7 +353,9 @@ class QuadraticRegression(Model):
         if self.is_linear:
             observe = 8 * (2 * M * n + M * P + 2 * min(n, P) ** 2)
         else:
-            observe = 8 * b * (2 * n * P + 3 * P * P + min(n, P) ** 2 + n * n)
+            # + the BLAS products, always of a full block (padded; see the Numba engine)
+            observe = 8 * b * (2 * n * P + 3 * P * P + min(n, P) ** 2 + n * n) \
+                + 8 * _OBSERVE_BLOCK * (n * P + P * P)
         if self.records_exact_kernel():
             observe += 8 * M * n * n
         if spec.method == "pgd":

@@ -653,13 +653,18 @@ class QRNumbaEngine(QREngineBase):
                 alive = run.alive[lo:hi]
                 if not alive.any():
                     continue
-                th = np.where(alive[:, None].astype(bool), run.theta[lo:hi], 0.0)
-                W = np.ascontiguousarray((Qr @ th.T).reshape(n, P, hi - lo).transpose(2, 0, 1))
+                # BLAS products always of OBS_BLOCK trajectories (zero rows pad the last block): BLAS
+                # takes another summation order for one column (GEMV) than for several (GEMM), and a
+                # trajectory's observables must not depend on how many share its block (a shard of one)
+                th = np.zeros((OBS_BLOCK, P))
+                th[:hi - lo] = np.where(alive[:, None].astype(bool), run.theta[lo:hi], 0.0)
+                W = np.ascontiguousarray((Qr @ th.T)[:, :hi - lo].reshape(n, P, hi - lo).transpose(2, 0, 1))
+                th = th[:hi - lo]
                 J = np.zeros_like(W)
-                z = np.zeros((hi - lo, n))
+                z = np.zeros((OBS_BLOCK, n))
                 o = np.full((len(OBSERVABLES), hi - lo), np.nan)
-                _observe_jz(th, alive, model.J0, model.z0, W, J, z, o)
-                A = np.ascontiguousarray((z @ Qf).reshape(hi - lo, P, P))
+                _observe_jz(th, alive, model.J0, model.z0, W, J, z[:hi - lo], o)
+                A = np.ascontiguousarray((z @ Qf)[:hi - lo].reshape(hi - lo, P, P))
                 sv = run.sharp_vec[lo:hi].copy()
                 sp = np.full((hi - lo, min(n, P)), np.nan)
                 _observe_curvature(alive, J, A, sv, run.start_vec[lo:hi], model.lanczos_iters, o, sp)

@@ -20,6 +20,15 @@ __all__ = ["QRNumpyEngine", "batch_counts", "hessian", "exact_observables"]
 BLOCK = 16
 
 
+def _padded(rows: np.ndarray) -> np.ndarray:
+    """``rows`` (m <= BLOCK, ...) with zero rows appended up to BLOCK.  Every block then has one shape:
+    NumPy's matmul and einsum sum in another order for a single row (GEMV) than for several, and a
+    trajectory's numbers must not depend on how many trajectories share its block (a shard of one)."""
+    out = np.zeros((BLOCK,) + rows.shape[1:])
+    out[:rows.shape[0]] = rows
+    return out
+
+
 def batch_counts(keys, gammas, c0: int, n: int, B: int, scheme: int) -> np.ndarray:
     """How often each row is in each trajectory's batch: (M, n) float array (the same draws as Numba)."""
     M = keys.size
@@ -110,8 +119,8 @@ class QRNumpyEngine(QREngineBase):
             for lo in range(0, live.size, BLOCK):
                 sel = live[lo:lo + BLOCK]
                 th = run.theta[sel]
-                J, z = jacobian_residual(model, th)
-                g = np.einsum("mi,mia->ma", C[lo:lo + BLOCK] * z, J)
+                J, z = jacobian_residual(model, _padded(th))
+                g = np.einsum("mi,mia->ma", _padded(C[lo:lo + BLOCK]) * z, J)[:sel.size]
                 upd = g * (1.0 / B)
                 if model.momentum != 0.0:
                     v = model.momentum * run.velocity[sel] + upd
@@ -169,10 +178,10 @@ class QRNumpyEngine(QREngineBase):
         live = np.flatnonzero(run.alive)
         for lo in range(0, live.size, BLOCK):
             sel = live[lo:lo + BLOCK]
-            o, sp, u, ntk = exact_observables(model, run.theta[sel])
-            out[:, sel] = o
-            spectra[sel] = sp
-            run.sharp_vec[sel] = u
+            o, sp, u, ntk = exact_observables(model, _padded(run.theta[sel]))
+            out[:, sel] = o[:, :sel.size]
+            spectra[sel] = sp[:sel.size]
+            run.sharp_vec[sel] = u[:sel.size]
             if ntks is not None:
-                ntks[sel] = ntk
+                ntks[sel] = ntk[:sel.size]
         return out, spectra, ntks
