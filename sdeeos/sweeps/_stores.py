@@ -455,7 +455,14 @@ class _ZarrStore(Store):
                                                 "long_name": LONG_NAMES["point_checksum"][0],
                                                 STATIC_ATTR: " ".join(sorted(self.static))})
         names = [n for n in self._point_arrays() if n not in ("point_done", "point_checksum")]
-        done = self._read_or_drop("point_done").astype(bool)
+        flags = self._read_or_drop("point_done")
+        damaged_flags = (flags != 0) & (flags != 1)
+        for idx in zip(*np.nonzero(damaged_flags)):  # a flag is 0 or 1; anything else is damage
+            idx = tuple(int(i) for i in idx)
+            _report(f"sweep store {str(self.path)!r}: the done flag of point ({self.labels.get(idx, idx)}) is "
+                    f"damaged ({int(flags[idx])}); recomputing the point")
+            self.group["point_done"][idx] = 0
+        done = flags == 1
         sums = self._read_or_drop("point_checksum").astype(np.uint64)
         values = {n: self._read_or_drop(n).astype(np.float64) for n in names}
         bad = []
@@ -467,7 +474,7 @@ class _ZarrStore(Store):
             _report(f"sweep store {str(self.path)!r}: finished point ({self.labels.get(idx, idx)}) fails its "
                     "checksum; recomputing it")
             self.group["point_done"][idx] = 0
-        self.n_damaged = len(bad)
+        self.n_damaged = len(bad) + int(damaged_flags.sum())
 
     def done_mask(self) -> np.ndarray:
         return np.asarray(self.group["point_done"][...]).astype(bool)
