@@ -71,6 +71,7 @@ from .._stationarity import stationarity
 from .._train_config import DATASETS, LOSSES, MODELS
 from ..theory import self_stabilization as ss
 from ..torch import (
+    EigenSolveError,
     FlatParams,
     HessianOperator,
     batch_sharpness,
@@ -287,8 +288,14 @@ def _run(job: dict) -> dict:
         row["batch_sharpness"] = batch_sharpness(flat, x, t, "mse", theta, b, n_batches=spec["bs_batches"],
                                                  generator=gens["measure"])[0]
         if part == "ap" and len(st["record_step"]) % spec["kernel_every"] == 0:
-            kern = noise_kernel(flat, x, theta, lr, b, n_top=spec["kernel_top"], generator=gens["measure"])
-            row.update(K_lower=kern["K_lower"], K_upper=kern["K_upper"], K_trace=kern["K_trace"], ntk_trace=kern["trace"])
+            try:
+                kern = noise_kernel(flat, x, theta, lr, b, n_top=spec["kernel_top"], generator=gens["measure"])
+                row.update(K_lower=kern["K_lower"], K_upper=kern["K_upper"], K_trace=kern["K_trace"],
+                           ntk_trace=kern["trace"])
+            except EigenSolveError:
+                # the top Gauss-Newton modes did not converge (seen on the way to divergence): this K is
+                # missing (NaN), which the gate reads as not stationary; the run goes on
+                pass
         if part == "label_noise":
             row["sigma_u_sq"] = label_noise_projected_variance(flat, pfn, x, theta, e.vector, b, s)["sigma_u_sq"]
         for q in QUANTITIES:

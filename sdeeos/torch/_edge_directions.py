@@ -50,7 +50,9 @@ __all__ = ["EigenSolveError", "TopKResult", "top_k_eigenpairs", "EdgeConstants",
 class EigenSolveError(SdeeosError, RuntimeError):
     """An eigen-solve did not converge within its budget; ``residuals`` and ``values`` say how far it got."""
 
-    def __init__(self, message: str, *, values, residuals, n_hvp: int):
+    # defaults: an exception is unpickled by calling its class with the message alone (then its
+    # attributes are restored); a study's worker process sends it back that way
+    def __init__(self, message: str, *, values=(), residuals=(), n_hvp: int = 0):
         super().__init__(message)
         self.values = np.asarray(values)
         self.residuals = np.asarray(residuals)
