@@ -10,6 +10,12 @@ from __future__ import annotations
 class SdeeosError(Exception):
     """Base class of every error sdeeos raises on purpose."""
 
+    def __reduce__(self):
+        # Unpickled as class(*args), then the attributes restored: an error raised in a study worker
+        # or a Dask shard arrives whole.  Defined here, not inherited from BaseException, so that tblib
+        # (which dask.distributed installs) takes the same path instead of MemoryError.__new__ and the like.
+        return type(self), self.args, self.__dict__ or None
+
 
 class ParameterError(SdeeosError, ValueError):
     """A parameter is outside its allowed range.  The message names the parameter and the range."""

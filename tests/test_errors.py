@@ -7,8 +7,10 @@ a class whose constructor needs more than the message breaks the pool that recei
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import importlib.util
+import io
 import pickle
 import pkgutil
 
@@ -43,11 +45,22 @@ def test_the_walk_found_the_errors():
     assert {"ParameterError", "DamagedDataError", "NoWorkersError"} <= names
 
 
+def _dumps_as_dask_does(err) -> bytes:
+    """Pickled with tblib's reducer, which dask.distributed installs for every exception class."""
+    pickling_support = pytest.importorskip("tblib.pickling_support")
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf)
+    pickler.dispatch_table = {**copyreg.dispatch_table, type(err): pickling_support.pickle_exception}
+    pickler.dump(err)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("dumps", [pickle.dumps, _dumps_as_dask_does], ids=["pickle", "tblib"])
 @pytest.mark.parametrize("cls", ERRORS, ids=lambda c: c.__name__)
-def test_every_error_survives_pickling(cls):
+def test_every_error_survives_pickling(cls, dumps):
     err = cls("what went wrong, in one line")
     err.extra = np.arange(3)  # attributes travel in __dict__
-    back = pickle.loads(pickle.dumps(err))
+    back = pickle.loads(dumps(err))
     assert type(back) is cls and str(back) == str(err)
     np.testing.assert_array_equal(back.extra, err.extra)
 
