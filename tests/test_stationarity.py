@@ -13,7 +13,7 @@ import pytest
 from scipy.signal import lfilter
 
 from sdeeos._errors import ParameterError
-from sdeeos._stationarity import false_alarm_rate, stationarity
+from sdeeos._stationarity import false_alarm_rate, stationarity, windowed_stationarity
 
 PHI, N, K = 0.5, 2000, 10  # 2 halves x 10 blocks of 100 points
 
@@ -69,3 +69,26 @@ def test_too_short_windows_and_bad_input():
         stationarity(np.ones(100), n_blocks=1)
     with pytest.raises(ParameterError, match="z_max"):
         stationarity(np.ones(100), n_blocks=2, z_max=0.0)
+
+
+def _staircase(levels, pattern=(1.0, -1.0, 1.0, -1.0, 0.0), per_block=2):
+    """One window per level: its 5 block means are level + pattern (sample sd 1, so the half-mean SE is
+    1/sqrt(5) and the SE of a window-to-window drift is sqrt(2/5) = 0.632)."""
+    return np.concatenate([np.repeat(level + np.asarray(pattern), per_block) for level in levels])
+
+
+def test_a_drift_too_slow_for_neighbouring_windows_is_caught_over_several():
+    step = np.sqrt(2 / 5)                       # one SE of the drift per window: z = 1 between neighbours
+    drifting = _staircase(step * np.arange(4))  # z = 3 from the first to the last of 4 windows
+    assert windowed_stationarity(drifting, 10, span=1, n_blocks=5).stationary
+    v = windowed_stationarity(drifting, 10, span=3, n_blocks=5)
+    assert not v.stationary and v.reason == "drift > 2 SE over 3 windows"
+    assert v.z == pytest.approx(1.0, rel=1e-12)  # the reported drift is the neighbouring windows'
+    level = _staircase([0.0, step, 0.0, step])   # up and down: no drift over 3 windows
+    assert windowed_stationarity(level, 10, span=3, n_blocks=5).stationary
+
+
+def test_windowed_gate_needs_span_plus_one_windows():
+    flat = _staircase([0.0, 0.0, 0.0])
+    assert windowed_stationarity(flat, 10, span=3, n_blocks=5).reason == "fewer than 4 windows"
+    assert windowed_stationarity(flat, 10, span=2, n_blocks=5).stationary

@@ -23,10 +23,11 @@ loss, n and initial scale; cells a part does not run are NaN):
 
 **Windows and the gate.**  A run trains ``warmup_steps``, then window after window of ``window``
 steps, measuring every ``measure_every`` steps.  After each window every gated quantity of the last
-two windows goes through the stationarity gate (`sdeeos._stationarity.stationarity`, the two windows
-being its halves: the window-to-window drift within ``z_max`` batch-means SE and below
+two windows goes through the stationarity gate (`sdeeos._stationarity.windowed_stationarity`, the two
+windows being its halves: the window-to-window drift within ``z_max`` batch-means SE and below
 ``gap_fraction`` of its gap; one window alone lets a slow sharpening pass, its drift hidden in the
-noise of half a window); the run stops when all are
+noise of half a window), and so does the last window against the one ``gate_span`` windows before it
+(a drift too slow to show between neighbours adds up over several); the run stops when all are
 stationary, when the loss falls below ``loss_stop`` (``eoss``), or when the next window would pass
 ``max_steps`` (then reported
 ``not stationary`` with its drift, never compared with a stationary theory).  Gaps: for
@@ -67,7 +68,7 @@ from scipy import stats
 from .._checkpoint import load_run_arrays, save_run_arrays
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
-from .._stationarity import stationarity
+from .._stationarity import windowed_stationarity
 from .._train_config import DATASETS, LOSSES, MODELS
 from ..theory import self_stabilization as ss
 from ..torch import (
@@ -173,6 +174,9 @@ SCHEMA = {
     "n_blocks": Field("int", default=5, low=2, doc="batch-means blocks per half window (gate)"),
     "z_max": Field("float", default=2.0, low=0.0, low_open=True, doc="gate: drift within this many SE"),
     "gap_fraction": Field("float", default=0.1, low=0.0, low_open=True, doc="gate: drift below this fraction of the gap"),
+    "gate_span": Field("int", default=3, low=1,
+                       doc="gate: also the drift from the window this many windows back to the last one "
+                           "(1: neighbouring windows only; a slow drift passes those)"),
     "edge_tolerance": Field("float", default=0.05, low=0.0, low_open=True,
                             doc="a quantity is at its edge within this relative distance"),
     "bs_batches": Field("int", default=8, low=2, doc="batches per batch-sharpness estimate"),
@@ -228,13 +232,16 @@ def _gap_reference(q: str, mean: float, lr: float, tol: float) -> float | None:
 
 
 def _verdicts(spec: dict, series: dict, n_window: int) -> dict:
-    """The gate on the last two windows (its halves are the windows: the drift is window to window)."""
+    """The gate (`windowed_stationarity`): the last two windows, and the last window against the one
+    ``gate_span`` windows before it; the gap is taken at the mean of the last two windows."""
     out = {}
     for q in MEASURED[spec["part"]]:
-        v = np.asarray(series[q][-2 * n_window:], float)
-        m = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-        out[q] = stationarity(v, n_blocks=spec["n_blocks"], z_max=spec["z_max"], gap_fraction=spec["gap_fraction"],
-                              gap=_gap_reference(q, m, spec["lr"], spec["edge_tolerance"]))
+        v = np.asarray(series[q], float)
+        last_two = v[-2 * n_window:]
+        m = float(np.nanmean(last_two)) if np.isfinite(last_two).any() else float("nan")
+        out[q] = windowed_stationarity(v, n_window, span=spec["gate_span"], n_blocks=spec["n_blocks"],
+                                       z_max=spec["z_max"], gap_fraction=spec["gap_fraction"],
+                                       gap=_gap_reference(q, m, spec["lr"], spec["edge_tolerance"]))
     return out
 
 

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sdeeos import ParameterError  # noqa: E402
-from sdeeos._stationarity import stationarity  # noqa: E402
+from sdeeos._stationarity import stationarity, windowed_stationarity  # noqa: E402
 from sdeeos.studies import edge_regimes, load_study, run_study  # noqa: E402
 
 STUDY = pathlib.Path(__file__).resolve().parents[2] / "studies" / "edge_regimes.toml"
@@ -54,12 +54,16 @@ def test_stored_verdicts_are_the_gate_on_the_stored_last_window(quick):
         part = str(sub.setting.values).split(":")[0]
         m = cfg[part]["window"] // cfg[part]["measure_every"]
         n = int(sub.n_measurements)
-        lam = sub.trace_lambda_max.values[max(n - 2 * m, 0):n]  # the gate spans the last two windows
+        lam = sub.trace_lambda_max.values[max(n - 2 * m, 0):n]  # the gate's statistics: the last two windows
         eta = float(sub.eta)
-        v = stationarity(lam, n_blocks=cfg["n_blocks"], gap=max(abs(2 / eta - np.mean(lam)), cfg["edge_tolerance"] * 2 / eta))
+        gap = max(abs(2 / eta - np.mean(lam)), cfg["edge_tolerance"] * 2 / eta)
+        v = stationarity(lam, n_blocks=cfg["n_blocks"], gap=gap)
         assert float(sub.lambda_max_mean) == pytest.approx(v.mean, rel=1e-12)
         assert float(sub.lambda_max_drift) == pytest.approx(v.drift, rel=1e-12, abs=1e-14)
-        assert float(sub.lambda_max_stationary) == float(v.stationary)
+        # its verdict: also the last window against the one gate_span windows back
+        w = windowed_stationarity(sub.trace_lambda_max.values[:n], m, span=cfg["gate_span"], n_blocks=cfg["n_blocks"],
+                                  gap=gap)
+        assert float(sub.lambda_max_stationary) == float(w.stationary) and (v.stationary or not w.stationary)
         assert float(sub.gap) == pytest.approx(2 / eta - v.mean, rel=1e-12)
         gated = [bool(sub[f"{q}_stationary"]) for q in edge_regimes.GATED[part]]
         assert float(sub.stationary) == float(all(gated))
@@ -171,8 +175,10 @@ def test_kernel_on_a_stride_is_measured_every_kth_time_and_still_gated(tmp_path)
     k = c.trace_K_trace.values[:n]
     assert np.all(np.isfinite(k[::2])) and np.all(np.isnan(k[1::2]))
     assert np.all(np.isfinite(c.trace_lambda_max.values[:n]))
-    v = stationarity(k[max(n - 16, 0):], n_blocks=2, gap=max(abs(1 - np.nanmean(k[max(n - 16, 0):])), 0.05))
-    assert float(c.K_trace_stationary) == float(v.stationary)
+    gap = max(abs(1 - np.nanmean(k[max(n - 16, 0):])), 0.05)
+    v = stationarity(k[max(n - 16, 0):], n_blocks=2, gap=gap)
+    w = windowed_stationarity(k, 8, span=3, n_blocks=2, gap=gap)
+    assert float(c.K_trace_stationary) == float(w.stationary)
     assert float(c.K_trace_mean) == pytest.approx(v.mean, rel=1e-12)
     p.write_text(p.read_text().replace("kernel_every = 2", "kernel_every = 3"))
     with pytest.raises(ParameterError, match=r"kernel_every must be an integer in \[1, 2\]"):
