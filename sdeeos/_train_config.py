@@ -142,8 +142,6 @@ class TrainConfig:
             if value is None and _optional(f):
                 continue
             setattr(c, f.name, _check(f, value))
-        if c.optimizer == "eos-sgd" and c.batch_size is not None:
-            c.batch_size = check_int("batch_size", c.batch_size, low=2)
         if c.optimizer in ADAPTIVE_STEP_OPTIMIZERS and c.lr_schedule != "constant":
             raise ParameterError(f"lr_schedule must be 'constant' for optimizer {c.optimizer} (it sets its own "
                                  f"step size), got {c.lr_schedule!r}")

@@ -46,7 +46,6 @@ def test_study_schema_keys_are_the_settings():
 @pytest.mark.parametrize("settings, message", [
     ({"momentum": 1.0}, r"momentum must be in \[0.0, 1.0\)"),
     ({"optimizer": "lbfgs"}, "optimizer must be one of"),
-    ({"optimizer": "eos-sgd", "batch_size": 1}, r"batch_size must be an integer in \[2, inf\)"),
     ({"n_train": 1}, r"n_train must be an integer in \[2, inf\)"),
     ({"lr": float("nan")}, "lr must be finite"),
     ({"measure_theory": 1}, "measure_theory must be true or false"),

@@ -173,8 +173,6 @@ def train(config: TrainConfig | dict, *, progress: bool = True, on_nonfinite: st
         raise ParameterError(f"batch_size must be in [1, {n}] (the training-set size), got {cfg.batch_size}")
     full_batch = cfg.optimizer == "gd" or cfg.batch_size is None or cfg.batch_size == n
     batch_size = n if full_batch else cfg.batch_size
-    if cfg.optimizer == "eos-sgd" and batch_size < 2:
-        raise ParameterError("batch_size must be >= 2 for eos-sgd (it splits the batch in halves)")
     if cfg.optimizer == "edge-sgd" and cfg.edge_probe_size > n:
         raise ParameterError(f"edge_probe_size must be an integer in [1, {n}] (the training-set size), "
                              f"got {cfg.edge_probe_size}")

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from sdeeos import ParameterError  # noqa: E402
 from sdeeos.torch import (  # noqa: E402
+    EoSSGD,
     NonFiniteLossError,
     TrainConfig,
     build_model,
@@ -200,3 +201,16 @@ def test_runs_are_reproducible_for_a_seed():
     b = train(cfg, progress=False)
     assert np.array_equal(a.train_loss.values, b.train_loss.values)
     assert np.array_equal(a.sharpness.values, b.sharpness.values)
+
+
+def test_eos_sgd_trains_with_one_example_per_batch():
+    """B = 1 is allowed (the noise comes from per-example gradients on the curvature batch, not from
+    splitting the batch); with one refresh (at step 0, same parameters) the noise variance at B = 1
+    and B = 2 differ by exactly the batch-noise factors of the theory."""
+    cfg = dict(SMALL, optimizer="eos-sgd", eos_k=100, eos_curvature_batch_size=32)
+    one, two = (train(dict(cfg, batch_size=b), progress=False) for b in (1, 2))
+    assert np.all(np.isfinite(one.train_loss.values))
+    n = SMALL["n_train"]
+    ratio = EoSSGD.batch_noise_factor(1, n) / EoSSGD.batch_noise_factor(2, n)
+    assert one.eos_noise_variance.values[-1] > 0
+    assert one.eos_noise_variance.values[-1] / two.eos_noise_variance.values[-1] == pytest.approx(ratio, rel=1e-12)
