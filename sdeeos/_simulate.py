@@ -100,7 +100,9 @@ def simulate(
     burn_in : int in [0, n_steps - 1], default ``n_steps // 2``
     seed : int in [0, 2**64 - 1]
         With the trajectory index, keys every random draw (`sdeeos._rng`): the same seed gives
-        the same result on any backend, thread count and segmentation.
+        the same draws on every backend, and the same bits for any thread count, segmentation or
+        split into shards.  Across backends the arithmetic may differ in the last bits (libm's
+        ``log`` in SplitMix64's rare tails, BLAS in quadratic regression; docs/rng.md).
     backend : {"numba", "numpy", "cupy"}
         ``"numba"`` (default): the compiled, parallel CPU kernel.  ``"numpy"``: the vectorised
         reference, same arithmetic and random draws.  ``"cupy"``: the CUDA kernel (NVIDIA GPU with
