@@ -291,6 +291,11 @@ def _jax_ensemble(model, sampler, M, steps, chunk):
     return jax.jit(ens), batch
 
 
+def _cpus():
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def jax_worker(cfg):
     """Child process: pin to one CPU if asked, then import JAX and time/check every (model, sampler)."""
     if cfg["jax_threads"] == 1:
@@ -301,7 +306,7 @@ def jax_worker(cfg):
     from sdeeos.models import QuadraticRegression
 
     jax.config.update("jax_enable_x64", True)
-    out = {"jax": jax.__version__, "cpus": len(os.sched_getaffinity(0)), "rows": []}
+    out = {"jax": jax.__version__, "cpus": _cpus(), "rows": []}
     M, P = cfg["M"], cfg["P"]
     for kind in cfg["models"]:
         m = QuadraticRegression(n=cfg["n"], P=P, eta=cfg["eta"], batch_size=cfg["B"],
@@ -418,7 +423,9 @@ def run_jax(args, models, results):
         steps = args.steps if kind == "linear" else max(2, args.steps // 40)
         check = args.check_steps if kind == "linear" else max(1, args.check_steps // 5)
         reference[kind] = (m, sdeeos_check(m, args.M, steps * max(1, -(-check // steps))))
-    for threads in sorted({1, len(os.sched_getaffinity(0))}):
+    # pinning needs sched_setaffinity (Linux); elsewhere only the all-CPU row
+    counts = {1, _cpus()} if hasattr(os, "sched_setaffinity") else {_cpus()}
+    for threads in sorted(counts):
         out = bench_jax(args, models, threads)
         results["machine"]["jax"] = out["jax"]
         for r in out["rows"]:
