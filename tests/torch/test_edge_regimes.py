@@ -147,17 +147,18 @@ def test_bad_input_names_the_key(tmp_path):
         load_study(p)
 
 
-def test_kernel_on_a_stride_is_measured_every_kth_time_and_still_gated(tmp_path):
+def _tiny_ap(tmp_path, extra: str = "") -> pathlib.Path:
+    """A study file of one tiny ``ap`` run (digits, width 8, B = 2, 200 steps); ``extra``: top-level keys."""
     p = tmp_path / "edge_regimes.toml"
     p.write_text(textwrap.dedent("""\
         kind = "edge_regimes"
         width = 8
         n_blocks = 2
         kernel_top = 2
-        kernel_every = 2
         bs_batches = 2
         eoss = {run = false}
         label_noise = {run = false}
+        """) + extra + textwrap.dedent("""\
         [ap]
         settings = [{dataset = "digits", model = "mlp-tanh", loss = "mse"}]
         lrs = [0.2]
@@ -169,6 +170,11 @@ def test_kernel_on_a_stride_is_measured_every_kth_time_and_still_gated(tmp_path)
         measure_every = 10
         max_steps = 200
         """))
+    return p
+
+
+def test_kernel_on_a_stride_is_measured_every_kth_time_and_still_gated(tmp_path):
+    p = _tiny_ap(tmp_path, "kernel_every = 2\n")
     ds = run_study(p, tmp_path / "out", progress=False)
     c = ds.isel(setting=0, eta=0, batch_size=0, label_noise=0, seed=0)
     n = int(c.n_measurements)
@@ -198,26 +204,7 @@ def test_a_failed_kernel_solve_is_a_missing_value_not_the_end_of_the_study(tmp_p
         return real(*args, **kwargs)
 
     monkeypatch.setattr(edge_regimes, "noise_kernel", flaky)
-    p = tmp_path / "edge_regimes.toml"
-    p.write_text(textwrap.dedent("""\
-        kind = "edge_regimes"
-        width = 8
-        n_blocks = 2
-        kernel_top = 2
-        bs_batches = 2
-        eoss = {run = false}
-        label_noise = {run = false}
-        [ap]
-        settings = [{dataset = "digits", model = "mlp-tanh", loss = "mse"}]
-        lrs = [0.2]
-        batch_sizes = [2]
-        seeds = [0]
-        n_train = 48
-        warmup_steps = 40
-        window = 80
-        measure_every = 10
-        max_steps = 200
-        """))
+    p = _tiny_ap(tmp_path)
     ds = run_study(p, tmp_path / "out", progress=False)
     c = ds.isel(setting=0, eta=0, batch_size=0, label_noise=0, seed=0)
     n = int(c.n_measurements)
