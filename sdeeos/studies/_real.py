@@ -17,15 +17,26 @@ import xarray as xr
 from .._errors import ParameterError
 from .._labels import label_dataset
 from .._provenance import provenance_attrs
-from .._train_config import TrainConfig
+from .._train_config import DATASETS, LOSSES, MODELS, TrainConfig
 from ..plotting import save_figure
 from ..torch import train
 from ._schema import Field, StudyConfig
 
 __all__ = ["batch_sizes_field", "split_config", "batch_axis", "study_attrs",
-           "run_over_batch_sizes", "combine_runs", "save_study", "study_settings", "TRAIN_KEYS"]
+           "run_over_batch_sizes", "combine_runs", "save_study", "study_settings", "check_settings", "TRAIN_KEYS"]
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def check_settings(settings: list) -> list:
+    """``settings`` if each is a table {dataset, model, loss} of known values; else one line naming the key."""
+    for s in settings:
+        if not isinstance(s, dict) or set(s) != {"dataset", "model", "loss"}:
+            raise ParameterError(f"each setting must be a table with keys dataset, model, loss; got {s!r}")
+        for key, allowed in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES)):
+            if s[key] not in allowed:
+                raise ParameterError(f"setting {key} must be one of {', '.join(allowed)}; got {s[key]!r}")
+    return settings
 
 
 def _check_batch_sizes(values: list) -> list:

@@ -69,7 +69,6 @@ from .._checkpoint import load_run_arrays, save_run_arrays
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
 from .._stationarity import windowed_stationarity
-from .._train_config import DATASETS, LOSSES, MODELS
 from ..theory import self_stabilization as ss
 from ..torch import (
     EigenSolveError,
@@ -90,7 +89,7 @@ from ..torch import (
     self_stabilization_constants,
     top_k_eigenpairs,
 )
-from ._real import save_study
+from ._real import check_settings, save_study
 from ._schema import Field, Table
 
 __all__ = ["SCHEMA", "run", "plot", "PARTS", "QUANTITIES", "GATED", "edge_label", "verdicts"]
@@ -119,12 +118,7 @@ _STOPS = ("running", "stationary", "loss below loss_stop", "budget", "diverged")
 
 
 def _check_settings(settings: list) -> list:
-    for s in settings:
-        if not isinstance(s, dict) or set(s) != {"dataset", "model", "loss"}:
-            raise ParameterError(f"each setting must be a table with keys dataset, model, loss; got {s!r}")
-        for key, allowed in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES)):
-            if s[key] not in allowed:
-                raise ParameterError(f"setting {key} must be one of {', '.join(allowed)}; got {s[key]!r}")
+    for s in check_settings(settings):
         if s["loss"] != "mse":
             raise ParameterError(f"setting loss must be 'mse' (K, label noise and the claims are MSE), got {s['loss']!r}")
     return settings

@@ -52,9 +52,8 @@ from torch.func import grad
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
 from .._stationarity import stationarity
-from .._train_config import DATASETS, LOSSES, MODELS
 from ..theory import multi_direction as md
-from ._real import batch_sizes_field, save_study
+from ._real import batch_sizes_field, check_settings, save_study
 from ._schema import Field
 from ..torch import (
     EigenSolveError,
@@ -124,18 +123,8 @@ def _check(config: dict) -> dict:
     return cfg
 
 
-def _check_settings(settings: list) -> list:
-    for s in settings:
-        if not isinstance(s, dict) or set(s) != {"dataset", "model", "loss"}:
-            raise ParameterError(f"each setting must be a table with keys dataset, model, loss; got {s!r}")
-        for key, allowed in (("dataset", DATASETS), ("model", MODELS), ("loss", LOSSES)):
-            if s[key] not in allowed:
-                raise ParameterError(f"setting {key} must be one of {', '.join(allowed)}; got {s[key]!r}")
-    return settings
-
-
 SCHEMA = {
-    "settings": Field("list[any]", default=DEFAULTS["settings"], min_len=1, check=_check_settings,
+    "settings": Field("list[any]", default=DEFAULTS["settings"], min_len=1, check=check_settings,
                       doc="tables {dataset, model, loss}"),
     "batch_sizes": batch_sizes_field(DEFAULTS["batch_sizes"]),
     "lrs": Field("list[float]", default=DEFAULTS["lrs"], min_len=1, low=0.0, low_open=True, doc="step sizes eta"),

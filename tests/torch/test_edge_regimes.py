@@ -212,3 +212,9 @@ def test_a_failed_kernel_solve_is_a_missing_value_not_the_end_of_the_study(tmp_p
     assert np.isnan(k[2]) and np.all(np.isfinite(np.delete(k, 2)))
     assert np.all(np.isfinite(c.trace_lambda_max.values[:n]))
     assert str(c.stop_reason.values) != "diverged" and calls["n"] == n
+
+
+@pytest.mark.parametrize("path", sorted((STUDY.parent / "pilots").glob("*.toml")), ids=lambda p: p.name)
+def test_the_pilot_files_of_the_findings_page_are_valid_study_files(path):
+    cfg = load_study(path)
+    assert cfg.kind == "edge_regimes" and sum(cfg[part]["run"] for part in edge_regimes.PARTS) >= 1

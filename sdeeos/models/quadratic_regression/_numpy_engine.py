@@ -24,6 +24,8 @@ def _padded(rows: np.ndarray) -> np.ndarray:
     """``rows`` (m <= BLOCK, ...) with zero rows appended up to BLOCK.  Every block then has one shape:
     NumPy's matmul and einsum sum in another order for a single row (GEMV) than for several, and a
     trajectory's numbers must not depend on how many trajectories share its block (a shard of one)."""
+    if rows.shape[0] == BLOCK:  # a full block (every one but the last): no copy on the step's path
+        return rows
     out = np.zeros((BLOCK,) + rows.shape[1:])
     out[:rows.shape[0]] = rows
     return out
