@@ -157,9 +157,12 @@ def test_sigint_at_random_instants_then_resume_is_bit_identical(seed, tmp_path):
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
-        if proc.returncode == 0:
+        if proc.returncode == 0 or out.exists():
+            # out.exists(): the script had finished (the rename is its last statement) and the
+            # Ctrl-C landed in interpreter shutdown, after Python's handler was gone: the default
+            # action ends the process silently with -SIGINT, and nothing is lost
             break
-        assert "KeyboardInterrupt" in err, err
+        assert "KeyboardInterrupt" in err, (proc.returncode, err)
         if not ckpt.exists():
             # Ctrl-C before the first segment began (nothing done, nothing to save), or after
             # simulate returned and removed its checkpoint (while the script writes its output)
