@@ -11,8 +11,9 @@ Their regime: MSE, initial parameters scaled by ``init_scale`` (≈ 0.2 of PyTor
 trained until the training loss plateaus.  For each (η, B, seed): every ``every`` steps the training
 loss, :math:`\lambda_{\max}` (warm-started Lanczos, full training set) and batch sharpness; on the last
 ``1 - plateau_start_fraction`` of ``n_steps`` (the window), plateau means.  Batch sharpness and
-:math:`\lambda_{\max}` go through the stationarity gate (`sdeeos._stationarity`) on that window; a run
-that fails is extended window by window up to ``max_steps`` and judged on its last window; the ratios
+:math:`\lambda_{\max}` go through the stationarity gate (`sdeeos._stationarity.windowed_stationarity`): the
+last window against the one before it and against the one ``gate_span`` windows before it (a slow drift
+passes neighbouring windows); a run that fails is extended window by window up to ``max_steps``; the ratios
 to :math:`2/\eta` are reported for stationary runs only (drift and verdict are stored for all).  Reported: BS/(2/η) and
 :math:`\lambda_{\max}`/(2/η) with 95 % intervals over the plateau measurements (block means) and over seeds.
 """
@@ -31,7 +32,7 @@ from torch.func import grad
 
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
-from .._stationarity import stationarity
+from .._stationarity import windowed_stationarity
 from .._train_config import DATASETS, LOSSES, MODELS
 from ._real import save_study
 from ._schema import Field
@@ -43,7 +44,7 @@ DEFAULTS = {
     "dataset": "digits", "model": "mlp-tanh", "loss": "mse", "n_train": 512, "width": 64, "depth": 2,
     "init_scale": 0.2, "lrs": [0.2, 0.4], "batch_sizes": [16, 64], "seeds": [0, 1, 2], "n_steps": 4000,
     "every": 100, "plateau_start_fraction": 0.5, "bs_batches": 16, "threads": 1, "title": "", "description": "",
-    "max_steps": 0, "n_blocks": 3, "z_max": 2.0, "gap_fraction": 0.1, "edge_tolerance": 0.05,
+    "max_steps": 0, "n_blocks": 3, "gate_span": 3, "z_max": 2.0, "gap_fraction": 0.1, "edge_tolerance": 0.05,
 }
 
 
@@ -66,8 +67,12 @@ SCHEMA = {
     "bs_batches": Field("int", default=DEFAULTS["bs_batches"], low=2, doc="batches per batch-sharpness estimate"),
     "threads": Field("int", default=DEFAULTS["threads"], low=1, doc="torch threads"),
     "max_steps": Field("int", default=DEFAULTS["max_steps"], low=0,
-                       doc="extend a non-stationary run window by window up to this many steps (0: n_steps)"),
-    "n_blocks": Field("int", default=DEFAULTS["n_blocks"], low=2, doc="stationarity gate: batch-means blocks per half"),
+                       doc="extend a non-stationary run window by window up to this many steps (0: the fewest the "
+                           "gate can judge at, gate_span + 1 windows after the plateau start)"),
+    "n_blocks": Field("int", default=DEFAULTS["n_blocks"], low=2, doc="stationarity gate: batch-means blocks per window"),
+    "gate_span": Field("int", default=DEFAULTS["gate_span"], low=1,
+                       doc="gate: also the drift from the window this many windows back to the last one "
+                           "(1: neighbouring windows only; a slow drift passes those)"),
     "z_max": Field("float", default=DEFAULTS["z_max"], low=0.0, low_open=True, doc="gate: drift within this many SE"),
     "gap_fraction": Field("float", default=DEFAULTS["gap_fraction"], low=0.0, low_open=True,
                           doc="gate: drift below this fraction of the gap to 2/eta"),
@@ -92,13 +97,26 @@ def _block_ci(values, n_blocks=4):
     return float(blocks.mean()), float(stats.t.ppf(0.975, n_blocks - 1) * blocks.std(ddof=1) / math.sqrt(n_blocks))
 
 
-def _gate(values, lr, cfg):
-    r"""The stationarity gate (`sdeeos._stationarity`): drift within ``z_max`` batch-means SE and below
-    ``gap_fraction`` of :math:`\max(|2/\eta-\bar q|,\ \epsilon\,2/\eta)`."""
+def _gate(values, wlen, lr, cfg):
+    r"""The stationarity gate (`sdeeos._stationarity.windowed_stationarity`) on the records since the plateau
+    start, ``wlen`` a window: drifts within ``z_max`` batch-means SE and below ``gap_fraction`` of
+    :math:`\max(|2/\eta-\bar q|,\ \epsilon\,2/\eta)`, :math:`\bar q` over the last two windows."""
     v = np.asarray(values, float)
-    m = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-    return stationarity(v, gap=max(abs(2 / lr - m), float(cfg["edge_tolerance"]) * 2 / lr), n_blocks=int(cfg["n_blocks"]),
-                        z_max=float(cfg["z_max"]), gap_fraction=float(cfg["gap_fraction"]))
+    last_two = v[-2 * wlen:]
+    m = float(np.nanmean(last_two)) if np.isfinite(last_two).any() else float("nan")
+    return windowed_stationarity(v, wlen, span=int(cfg["gate_span"]),
+                                 gap=max(abs(2 / lr - m), float(cfg["edge_tolerance"]) * 2 / lr),
+                                 n_blocks=int(cfg["n_blocks"]), z_max=float(cfg["z_max"]),
+                                 gap_fraction=float(cfg["gap_fraction"]))
+
+
+def _windows(cfg) -> tuple[int, int, int]:
+    """(plateau start record, records per window, the fewest steps the gate can judge at: start + gate_span + 1
+    windows)."""
+    n_rec = int(cfg["n_steps"]) // int(cfg["every"]) + 1
+    start = int(float(cfg["plateau_start_fraction"]) * n_rec)
+    wlen = n_rec - start
+    return start, wlen, (start + (int(cfg["gate_span"]) + 1) * wlen - 1) * int(cfg["every"])
 
 
 def run(cfg, out_dir, *, progress: bool = True) -> xr.Dataset:
@@ -114,15 +132,18 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "bat
     if unknown:
         raise ParameterError(f"unknown batch_sharpness_anchor keys {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **config}
+    start, wlen, fewest = _windows(cfg)
+    if int(cfg["max_steps"]) and int(cfg["max_steps"]) < fewest:
+        raise ParameterError(f"max_steps must be 0 or >= {fewest} (the plateau start plus gate_span + 1 = "
+                             f"{int(cfg['gate_span']) + 1} windows of {wlen} records every {cfg['every']} steps: "
+                             f"the fewest the stationarity gate can judge), got {cfg['max_steps']}")
     torch.set_num_threads(int(cfg["threads"]))
     data = load_data(cfg["dataset"], loss=cfg["loss"], n_train=int(cfg["n_train"]), dtype=torch.float64)
     x, t, n = data.x_train, data.targets_train, data.n_train
     lrs, bsz, seeds = [float(v) for v in cfg["lrs"]], [int(b) for b in cfg["batch_sizes"]], [int(s) for s in cfg["seeds"]]
     n_steps, every = int(cfg["n_steps"]), int(cfg["every"])
-    max_steps = max(int(cfg["max_steps"]) or n_steps, n_steps)
+    max_steps = int(cfg["max_steps"]) or fewest
     n_rec = max_steps // every + 1
-    start = int(float(cfg["plateau_start_fraction"]) * (n_steps // every + 1))
-    wlen = n_steps // every + 1 - start  # records per window
     shape = (len(lrs), len(bsz), len(seeds))
     rec = {k: np.full(shape + (n_rec,), np.nan) for k in ("loss", "sharpness", "batch_sharpness", "batch_sharpness_ci95")}
     gate = {f"{k}_{f}": np.full(shape, np.nan) for k in ("batch_sharpness", "sharpness") for f in
@@ -150,7 +171,7 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "bat
                 rec["batch_sharpness"][i, j, m, r] = bs
                 rec["batch_sharpness_ci95"][i, j, m, r] = half
                 if r + 1 - start >= wlen and (r + 1 - start) % wlen == 0:  # a window ends: the gate
-                    verdicts = {k: _gate(rec[k][i, j, m, r + 1 - wlen:r + 1], lr, cfg)
+                    verdicts = {k: _gate(rec[k][i, j, m, start:r + 1], wlen, lr, cfg)
                                 for k in ("batch_sharpness", "sharpness")}
                     done = all(v.stationary for v in verdicts.values())
                     if done or step + wlen * every > max_steps:  # stationary, or the next window would pass the budget
@@ -215,14 +236,15 @@ _LONG_NAMES = {
     "plateau_batch_sharpness": ("batch sharpness, mean over the last window", "loss/parameter^2"),
     "plateau_sharpness": ("lambda_max, mean over the last window", "loss/parameter^2"),
     "plateau_loss": ("training loss, mean over the last window", "loss"),
-    "batch_sharpness_drift": ("half-window drift of batch sharpness on the last window", "loss/parameter^2"),
+    "batch_sharpness_drift": ("drift of batch sharpness from the window before the last to the last",
+                              "loss/parameter^2"),
     "batch_sharpness_drift_stderr": ("batch-means SE of that drift", "loss/parameter^2"),
-    "batch_sharpness_stationary": ("batch sharpness stationary on the last window (1) or not (0)", "1"),
-    "sharpness_drift": ("half-window drift of lambda_max on the last window", "loss/parameter^2"),
+    "batch_sharpness_stationary": ("batch sharpness stationary on the last windows (1) or not (0)", "1"),
+    "sharpness_drift": ("drift of lambda_max from the window before the last to the last", "loss/parameter^2"),
     "sharpness_drift_stderr": ("batch-means SE of that drift", "loss/parameter^2"),
-    "sharpness_stationary": ("lambda_max stationary on the last window (1) or not (0)", "1"),
+    "sharpness_stationary": ("lambda_max stationary on the last windows (1) or not (0)", "1"),
     "stationary": ("run stationary: batch sharpness and lambda_max both pass the gate", "1"),
-    "steps_run": ("steps run (n_steps, or more where extended)", "steps"),
+    "steps_run": ("steps run: the plateau start, then windows until stationary or max_steps", "steps"),
     "window_start": ("record index where the last window starts", "1"),
     "bs_over_2_over_eta": ("plateau batch sharpness over 2/eta (stationary runs only)", "1"),
     "lmax_over_2_over_eta": ("plateau lambda_max over 2/eta (stationary runs only)", "1"),

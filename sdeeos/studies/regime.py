@@ -3,10 +3,12 @@ r"""Study ``regime``: the measured SGD sharpness gap on real networks against th
 For every setting (data set × network × loss), step size η, seed and batch size B (``"full"`` = GD),
 one run of plain GD/SGD (batches uniformly without replacement, as in :mod:`sdeeos.torch._train`),
 float64 throughout.  On the plateau window (the last ``1 - plateau_start_fraction`` of ``n_steps``; if
-:math:`\lambda_1` there is not stationary by the gate of `sdeeos._stationarity` -- half-window drift within
-``z_max`` batch-means SE and below ``gap_fraction`` of :math:`\max(|2/\eta-\bar S|,\epsilon\,2/\eta)` --
-the run is extended window by window up to ``max_steps`` and judged on its last window; the drift,
-its standard error and the verdict are stored as ``sharpness_drift``, ``sharpness_drift_stderr``, ``sharpness_stationary``):
+:math:`\lambda_1` there is not stationary by the gate of `sdeeos._stationarity` -- the drift from the
+window before to the last one within ``z_max`` batch-means SE and below ``gap_fraction`` of
+:math:`\max(|2/\eta-\bar S|,\epsilon\,2/\eta)`, and the same for the last window against the one
+``gate_span`` windows before it (a slow drift passes neighbouring windows) -- the run is extended
+window by window up to ``max_steps`` and judged on its last windows; the drift, its standard error and
+the verdict are stored as ``sharpness_drift``, ``sharpness_drift_stderr``, ``sharpness_stationary``):
 
 * :math:`\lambda_1,\lambda_2` every ``sharpness_every`` steps (warm-started block Lanczos, k = 2);
 * at ``n_snapshots`` snapshots: the number of the top-k eigenvalues above :math:`2/\eta`, α₁ with
@@ -51,7 +53,7 @@ from torch.func import grad
 
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
-from .._stationarity import stationarity
+from .._stationarity import windowed_stationarity
 from ..theory import multi_direction as md
 from ._real import batch_sizes_field, check_settings, save_study
 from ._schema import Field
@@ -96,6 +98,7 @@ DEFAULTS = {
     "eig_tol": 1e-4,
     "max_steps": 0,
     "n_blocks": 3,
+    "gate_span": 3,
     "z_max": 2.0,
     "gap_fraction": 0.1,
     "edge_tolerance": 0.05,
@@ -120,7 +123,22 @@ def _check(config: dict) -> dict:
                                  f"got {b!r} (B = n_train is GD)")
     if "full" not in cfg["batch_sizes"]:
         raise ParameterError("batch_sizes must include 'full' (the GD reference S_GD)")
+    fewest = _fewest_steps(cfg)
+    if int(cfg["max_steps"]) and int(cfg["max_steps"]) < fewest:
+        raise ParameterError(f"max_steps must be 0 or >= {fewest} (the plateau start plus gate_span + 1 = "
+                             f"{int(cfg['gate_span']) + 1} windows of {int(cfg['n_steps']) - _plateau_start(cfg)} "
+                             f"steps: the fewest the stationarity gate can judge), got {cfg['max_steps']}")
     return cfg
+
+
+def _plateau_start(cfg) -> int:
+    return int(cfg["plateau_start_fraction"] * int(cfg["n_steps"]))
+
+
+def _fewest_steps(cfg) -> int:
+    """Steps until the gate can first judge: the plateau start and ``gate_span + 1`` windows."""
+    start = _plateau_start(cfg)
+    return start + (int(cfg["gate_span"]) + 1) * (int(cfg["n_steps"]) - start)
 
 
 SCHEMA = {
@@ -148,8 +166,12 @@ SCHEMA = {
     "init_scale": Field("float", default=DEFAULTS["init_scale"], low=0.0, low_open=True, doc="initial parameters scale"),
     "eig_tol": Field("float", default=DEFAULTS["eig_tol"], low=0.0, low_open=True, doc="eigensolver tolerance"),
     "max_steps": Field("int", default=DEFAULTS["max_steps"], low=0,
-                       doc="extend a non-stationary run window by window up to this many steps (0: n_steps, no extension)"),
-    "n_blocks": Field("int", default=DEFAULTS["n_blocks"], low=2, doc="stationarity gate: batch-means blocks per half window"),
+                       doc="extend a non-stationary run window by window up to this many steps (0: the fewest the "
+                           "gate can judge at, gate_span + 1 windows after the plateau start)"),
+    "n_blocks": Field("int", default=DEFAULTS["n_blocks"], low=2, doc="stationarity gate: batch-means blocks per window"),
+    "gate_span": Field("int", default=DEFAULTS["gate_span"], low=1,
+                       doc="gate: also the drift from the window this many windows back to the last one "
+                           "(1: neighbouring windows only; a slow drift passes those)"),
     "z_max": Field("float", default=DEFAULTS["z_max"], low=0.0, low_open=True, doc="gate: drift within this many SE"),
     "gap_fraction": Field("float", default=DEFAULTS["gap_fraction"], low=0.0, low_open=True,
                           doc="gate: drift below this fraction of the gap 2/eta - S"),
@@ -199,17 +221,20 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
     gen = torch.Generator().manual_seed(1000 + int(seed))
     eig_gen = torch.Generator().manual_seed(7)
     n_steps = int(cfg["n_steps"])
-    start = int(cfg["plateau_start_fraction"] * n_steps)
+    start = _plateau_start(cfg)
     every = int(cfg["sharpness_every"])
     window = n_steps - start
-    max_steps = max(int(cfg["max_steps"]) or n_steps, n_steps)
+    max_steps = int(cfg["max_steps"]) or _fewest_steps(cfg)
     snap_offsets = set(np.linspace(0, window, int(cfg["n_snapshots"]) + 1)[1:].round().astype(int).tolist())
+    # lambda_1 measurements per window after the first (whose step `start` is one more, in front)
+    per_window = len({o for o in range(1, window + 1) if o % every == 0} | snap_offsets)
     batch = None if b == "full" else int(b)
     v0 = None
     k = int(cfg["k"])
     t0 = time.perf_counter()
     w0 = start  # the current window is the steps (w0, w0 + window]; the first one also measures step `start`
     lam1, lam2, loss_tr, snap_thetas = [], [], [], []
+    series = []  # lambda_1 from `start` on, across windows, NaN where a solve failed: what the gate reads
     verdict = None
     for step in range(max_steps + 1):
         off = step - w0
@@ -222,6 +247,7 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
                 if progress:
                     print(f"  step {step}: {exc}")
                 e = None
+            series.append(e.values[0] if e is not None else np.nan)
             if e is not None:
                 v0 = e.vectors
                 lam1.append(e.values[0])
@@ -230,10 +256,10 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
             if off in snap_offsets:
                 snap_thetas.append(theta.clone())
         if off == window:
-            verdict = _gate(lam1, lr, cfg)
+            verdict = _gate(series, per_window, lr, cfg)
             if verdict.stationary or step + window > max_steps:
                 break
-            w0 += window  # not stationary: extend by one window, judged on its own
+            w0 += window  # not stationary: extend by one window, judged with the windows before it
             # its first point is this step's measurement (same parameters)
             lam1, lam2, loss_tr, snap_thetas = lam1[-1:], lam2[-1:], loss_tr[-1:], []
         if batch is None:
@@ -254,13 +280,16 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
     return out
 
 
-def _gate(lam1, lr, cfg):
-    r"""The stationarity gate (`sdeeos._stationarity`) on a window's lambda_1: drift within ``z_max`` SE and
-    below ``gap_fraction`` of the gap :math:`\\max(|2/\\eta-\\bar S|,\\ \\epsilon\\,2/\\eta)`."""
-    v = np.asarray(lam1, float)
-    gap = max(abs(2 / lr - float(np.mean(v))), float(cfg["edge_tolerance"]) * 2 / lr) if v.size else None
-    return stationarity(v, gap=gap, n_blocks=int(cfg["n_blocks"]), z_max=float(cfg["z_max"]),
-                        gap_fraction=float(cfg["gap_fraction"]))
+def _gate(series, per_window, lr, cfg):
+    r"""The stationarity gate (`sdeeos._stationarity.windowed_stationarity`) on lambda_1 since the plateau start,
+    ``per_window`` values a window: drifts within ``z_max`` SE and below ``gap_fraction`` of the gap
+    :math:`\\max(|2/\\eta-\\bar S|,\\ \\epsilon\\,2/\\eta)`, :math:`\\bar S` over the last two windows."""
+    v = np.asarray(series, float)
+    last_two = v[-2 * per_window:]
+    gap = (max(abs(2 / lr - float(np.nanmean(last_two))), float(cfg["edge_tolerance"]) * 2 / lr)
+           if np.isfinite(last_two).any() else None)
+    return windowed_stationarity(v, per_window, span=int(cfg["gate_span"]), gap=gap, n_blocks=int(cfg["n_blocks"]),
+                                 z_max=float(cfg["z_max"]), gap_fraction=float(cfg["gap_fraction"]))
 
 
 def _snapshot(fn, pfn, flat, x, t, theta, lr, b, n, k, cfg, loss, gen):
@@ -410,10 +439,11 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "reg
             ds[f"ratio_{ref}_to_{p}_ci95"] = (dims[:3], half)
     ds = ds.rename({v: output_name(v) for v in ds.data_vars})
     for f, (long_name, units) in {
-            "S_drift": ("half-window drift of lambda_1 on the last window (stationarity gate)", "loss/parameter^2"),
+            "S_drift": ("drift of lambda_1 from the window before the last to the last (stationarity gate)",
+                        "loss/parameter^2"),
             "S_drift_stderr": ("batch-means standard error of that drift", "loss/parameter^2"),
-            "S_stationary": ("1 if lambda_1 is stationary on the last window, else 0", "1"),
-            "steps_run": ("steps run (n_steps, or more where the run was extended)", "step")}.items():
+            "S_stationary": ("1 if lambda_1 is stationary on the last windows (gate), else 0", "1"),
+            "steps_run": ("steps run: the plateau start, then windows until stationary or max_steps", "step")}.items():
         ds[_out(f)].attrs.update(long_name=long_name, units=units)
     ds["regime"] = (dims[:3], _labels(ds))
     ds.attrs = provenance_attrs(study=name, study_wall_time_s=time.perf_counter() - t_start,
