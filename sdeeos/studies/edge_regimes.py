@@ -118,7 +118,14 @@ _STOPS = ("running", "stationary", "loss below loss_stop", "budget", "diverged")
 
 
 def _check_settings(settings: list) -> list:
-    for s in check_settings(settings):
+    """Tables {dataset, model, loss} (`check_settings`), each with an optional ``n_train`` that replaces the
+    part's for that setting (so that one part can compare data-set sizes)."""
+    for s in settings:
+        n = s.get("n_train", 4) if isinstance(s, dict) else 4
+        if isinstance(n, bool) or not isinstance(n, int) or n < 4:
+            raise ParameterError(f"setting n_train must be an integer >= 4, got {n!r}")
+    for s in check_settings([{k: v for k, v in s.items() if k != "n_train"} if isinstance(s, dict) else s
+                             for s in settings]):
         if s["loss"] != "mse":
             raise ParameterError(f"setting loss must be 'mse' (K, label noise and the claims are MSE), got {s['loss']!r}")
     return settings
@@ -129,7 +136,7 @@ def _part(defaults: dict, doc: str) -> Table:
     return Table(doc=doc, fields={
         "run": Field("bool", default=d["run"], doc="run this part"),
         "settings": Field("list[any]", default=d["settings"], min_len=1, check=_check_settings,
-                          doc="tables {dataset, model, loss}"),
+                          doc="tables {dataset, model, loss} and optionally n_train (replacing the part's)"),
         "lrs": Field("list[float]", default=d["lrs"], min_len=1, low=0.0, low_open=True, doc="step sizes eta"),
         "batch_sizes": Field("list[int]", default=d["batch_sizes"], min_len=1, low=1, doc="batch sizes B (< n_train)"),
         "label_noises": Field("list[float]", default=d["label_noises"], min_len=1, low=0.0,
@@ -203,13 +210,15 @@ def _jobs(cfg: dict) -> list[dict]:
         grid = {k: v for k, v in p.items() if k != "run"}
         for s, lr, b, noise, seed in itertools.product(p["settings"], p["lrs"], p["batch_sizes"], p["label_noises"],
                                                       p["seeds"]):
-            if not 1 <= b < p["n_train"]:
-                raise ParameterError(f"[{part}] batch_sizes must be integers in [1, n_train) = [1, {p['n_train']}), got {b}")
+            q = {**grid, "n_train": s.get("n_train", p["n_train"])}
+            s = {k: v for k, v in s.items() if k != "n_train"}
+            if not 1 <= b < q["n_train"]:
+                raise ParameterError(f"[{part}] batch_sizes must be integers in [1, n_train) = [1, {q['n_train']}), got {b}")
             spec = dict(part=part, setting=s, lr=float(lr), batch_size=int(b), label_noise=float(noise), seed=int(seed),
-                        **{k: grid[k] for k in ("n_train", "init_scale", "warmup_steps", "window", "measure_every",
-                                                "max_steps", "loss_stop")}, **shared)
+                        **{k: q[k] for k in ("n_train", "init_scale", "warmup_steps", "window", "measure_every",
+                                             "max_steps", "loss_stop")}, **shared)
             digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-            jobs.append(dict(spec=spec, digest=digest, name=_setting_name(part, s, p), threads=cfg["threads"]))
+            jobs.append(dict(spec=spec, digest=digest, name=_setting_name(part, s, q), threads=cfg["threads"]))
     return jobs
 
 

@@ -254,7 +254,7 @@ def noise_kernel(flat: FlatParams, x, theta: torch.Tensor, eta: float, batch_siz
         edge = 2 / (eta * (1 - (n - batch_size) / (batch_size * (n - 1))))
         warnings.warn(f"noise_kernel: K is NaN because the top Gauss-Newton eigenvalue {float(lam[0]):.6g} of loss "
                       f"{loss_name(loss)!r} is beyond the deterministic edge 2/(eta (1 + c_full)) = {edge:.6g}"
-                      + (" (a cross-entropy model? pass loss='ce')" if loss == "mse" else ""),
+                      + (" (for a model trained with cross-entropy, pass loss='ce')" if loss == "mse" else ""),
                       RuntimeWarning, stacklevel=2)
     return {"K_lower": float(k_lower), "K_upper": float(k_upper),
             "K_trace": float(eta * c_diag / (2 * n * C) * tr), "trace": tr, "top": lam,

@@ -218,3 +218,27 @@ def test_a_failed_kernel_solve_is_a_missing_value_not_the_end_of_the_study(tmp_p
 def test_the_pilot_files_of_the_findings_page_are_valid_study_files(path):
     cfg = load_study(path)
     assert cfg.kind == "edge_regimes" and sum(cfg[part]["run"] for part in edge_regimes.PARTS) >= 1
+
+
+def test_a_setting_may_set_its_own_n_train(tmp_path):
+    # the same network on 40 and 48 examples in one part: two settings, each run on its own n
+    p = _tiny_ap(tmp_path)
+    p.write_text(p.read_text().replace(
+        'settings = [{dataset = "digits", model = "mlp-tanh", loss = "mse"}]',
+        'settings = [{dataset = "digits", model = "mlp-tanh", loss = "mse", n_train = 40},\n'
+        '            {dataset = "digits", model = "mlp-tanh", loss = "mse"}]').replace("max_steps = 200", "max_steps = 120"))
+    cfg = load_study(p)
+    jobs = edge_regimes._jobs(dict(cfg))
+    assert [j["spec"]["n_train"] for j in jobs] == [40, 48]
+    assert [j["name"] for j in jobs] == ["ap:digits/mlp-tanh/n=40/init=1", "ap:digits/mlp-tanh/n=48/init=1"]
+    assert all(set(j["spec"]["setting"]) == {"dataset", "model", "loss"} for j in jobs)
+    # a setting without n_train has the digest (the resume key) of the same file without the other setting
+    plain = tmp_path / "plain.toml"
+    plain.write_text(p.read_text().replace(
+        '{dataset = "digits", model = "mlp-tanh", loss = "mse", n_train = 40},\n            ', ""))
+    assert edge_regimes._jobs(dict(load_study(plain)))[0]["digest"] == jobs[1]["digest"]
+    ds = run_study(p, tmp_path / "out", progress=False)
+    assert list(ds.setting.values) == ["ap:digits/mlp-tanh/n=40/init=1", "ap:digits/mlp-tanh/n=48/init=1"]
+    p.write_text(p.read_text().replace("n_train = 40}", "n_train = 3}"))
+    with pytest.raises(ParameterError, match="setting n_train must be an integer >= 4, got 3"):
+        load_study(p)
