@@ -151,7 +151,9 @@ def test_batch_sharpness_anchor_runner_tiny(tmp_path, tiny):
     the exact batch Hessians of a tiny net)."""
     cfg = dict(n_train=40, width=6, lrs=[0.4], batch_sizes=[8], seeds=[0, 1], n_steps=40, every=20, bs_batches=3)
     ds = run_anchor(cfg, tmp_path, progress=False)
-    assert ds.batch_sharpness.shape == (1, 1, 2, 3)
+    # records every 20 steps: 3 in n_steps (plateau from record 1, windows of 2), and max_steps = 0 runs to the
+    # fewest the gate can judge at, the plateau start and gate_span + 1 = 4 windows: 1 + 4 x 2 = 9 records
+    assert ds.batch_sharpness.shape == (1, 1, 2, 9)
     stationary = ds.stationary.values == 1  # the ratio to 2/eta is reported for stationary runs only
     np.testing.assert_allclose(ds.bs_over_2_over_eta.values, np.where(stationary, ds.plateau_batch_sharpness.values * 0.2,
                                                                        np.nan), rtol=1e-14)
