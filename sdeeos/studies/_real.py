@@ -22,7 +22,7 @@ from ..plotting import save_figure
 from ..torch import train
 from ._schema import Field, StudyConfig
 
-__all__ = ["batch_sizes_field", "split_config", "batch_axis", "study_attrs",
+__all__ = ["batch_sizes_field", "gate_fields", "split_config", "batch_axis", "study_attrs",
            "run_over_batch_sizes", "combine_runs", "save_study", "study_settings", "check_settings", "TRAIN_KEYS"]
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
@@ -49,6 +49,26 @@ def _check_batch_sizes(values: list) -> list:
 def batch_sizes_field(default: list) -> Field:
     return Field("list[any]", default=default, min_len=1, check=_check_batch_sizes,
                  doc='batch sizes: "full" (GD, B = n) or positive integers')
+
+
+def gate_fields(defaults: dict) -> dict:
+    """Schema fields of the windowed stationarity gate (`sdeeos._stationarity.windowed_stationarity`) of a
+    study whose runs start windows at a plateau start and are judged against :math:`2/\\eta`."""
+    d = defaults
+    return {
+        "max_steps": Field("int", default=d["max_steps"], low=0,
+                           doc="extend a non-stationary run window by window up to this many steps (0: the fewest "
+                               "the gate can judge at, gate_span + 1 windows after the plateau start)"),
+        "n_blocks": Field("int", default=d["n_blocks"], low=2, doc="stationarity gate: batch-means blocks per window"),
+        "gate_span": Field("int", default=d["gate_span"], low=1,
+                           doc="gate: also the drift from the window this many windows back to the last one "
+                               "(1: neighbouring windows only; a slow drift passes those)"),
+        "z_max": Field("float", default=d["z_max"], low=0.0, low_open=True, doc="gate: drift within this many SE"),
+        "gap_fraction": Field("float", default=d["gap_fraction"], low=0.0, low_open=True,
+                              doc="gate: drift below this fraction of the gap to 2/eta"),
+        "edge_tolerance": Field("float", default=d["edge_tolerance"], low=0.0, low_open=True,
+                                doc="gate: the gap is floored at this fraction of 2/eta"),
+    }
 
 
 def study_settings(cfg: StudyConfig) -> dict:

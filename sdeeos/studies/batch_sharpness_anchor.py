@@ -34,7 +34,7 @@ from .._errors import ParameterError
 from .._provenance import provenance_attrs
 from .._stationarity import windowed_stationarity
 from .._train_config import DATASETS, LOSSES, MODELS
-from ._real import save_study
+from ._real import gate_fields, save_study
 from ._schema import Field
 from ..torch import FlatParams, HessianOperator, batch_sharpness_ratios, build_model, lanczos_top, load_data, loss_function
 
@@ -66,18 +66,7 @@ SCHEMA = {
                                     low_open=True, high_open=True, doc="plateau = steps >= this fraction"),
     "bs_batches": Field("int", default=DEFAULTS["bs_batches"], low=2, doc="batches per batch-sharpness estimate"),
     "threads": Field("int", default=DEFAULTS["threads"], low=1, doc="torch threads"),
-    "max_steps": Field("int", default=DEFAULTS["max_steps"], low=0,
-                       doc="extend a non-stationary run window by window up to this many steps (0: the fewest the "
-                           "gate can judge at, gate_span + 1 windows after the plateau start)"),
-    "n_blocks": Field("int", default=DEFAULTS["n_blocks"], low=2, doc="stationarity gate: batch-means blocks per window"),
-    "gate_span": Field("int", default=DEFAULTS["gate_span"], low=1,
-                       doc="gate: also the drift from the window this many windows back to the last one "
-                           "(1: neighbouring windows only; a slow drift passes those)"),
-    "z_max": Field("float", default=DEFAULTS["z_max"], low=0.0, low_open=True, doc="gate: drift within this many SE"),
-    "gap_fraction": Field("float", default=DEFAULTS["gap_fraction"], low=0.0, low_open=True,
-                          doc="gate: drift below this fraction of the gap to 2/eta"),
-    "edge_tolerance": Field("float", default=DEFAULTS["edge_tolerance"], low=0.0, low_open=True,
-                            doc="gate: the gap is floored at this fraction of 2/eta"),
+    **gate_fields(DEFAULTS),
 }
 
 

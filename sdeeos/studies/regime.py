@@ -55,7 +55,7 @@ from .._errors import ParameterError
 from .._provenance import provenance_attrs
 from .._stationarity import windowed_stationarity
 from ..theory import multi_direction as md
-from ._real import batch_sizes_field, check_settings, save_study
+from ._real import batch_sizes_field, check_settings, gate_fields, save_study
 from ._schema import Field
 from ..torch import (
     EigenSolveError,
@@ -165,18 +165,7 @@ SCHEMA = {
     "kernel_top": Field("int", default=DEFAULTS["kernel_top"], low=1, doc="top Gauss-Newton eigenvalues for K"),
     "init_scale": Field("float", default=DEFAULTS["init_scale"], low=0.0, low_open=True, doc="initial parameters scale"),
     "eig_tol": Field("float", default=DEFAULTS["eig_tol"], low=0.0, low_open=True, doc="eigensolver tolerance"),
-    "max_steps": Field("int", default=DEFAULTS["max_steps"], low=0,
-                       doc="extend a non-stationary run window by window up to this many steps (0: the fewest the "
-                           "gate can judge at, gate_span + 1 windows after the plateau start)"),
-    "n_blocks": Field("int", default=DEFAULTS["n_blocks"], low=2, doc="stationarity gate: batch-means blocks per window"),
-    "gate_span": Field("int", default=DEFAULTS["gate_span"], low=1,
-                       doc="gate: also the drift from the window this many windows back to the last one "
-                           "(1: neighbouring windows only; a slow drift passes those)"),
-    "z_max": Field("float", default=DEFAULTS["z_max"], low=0.0, low_open=True, doc="gate: drift within this many SE"),
-    "gap_fraction": Field("float", default=DEFAULTS["gap_fraction"], low=0.0, low_open=True,
-                          doc="gate: drift below this fraction of the gap 2/eta - S"),
-    "edge_tolerance": Field("float", default=DEFAULTS["edge_tolerance"], low=0.0, low_open=True,
-                            doc="gate: the gap is floored at this fraction of 2/eta"),
+    **gate_fields(DEFAULTS),
     "threads": Field("int", default=DEFAULTS["threads"], low=1, doc="torch threads"),
 }
 
