@@ -17,12 +17,13 @@ import xarray as xr
 from .._errors import ParameterError
 from .._labels import label_dataset
 from .._provenance import provenance_attrs
+from .._stationarity import StationarityVerdict, windowed_stationarity
 from .._train_config import DATASETS, LOSSES, MODELS, TrainConfig
 from ..plotting import save_figure
 from ..torch import train
 from ._schema import Field, StudyConfig
 
-__all__ = ["batch_sizes_field", "gate_fields", "split_config", "batch_axis", "study_attrs",
+__all__ = ["batch_sizes_field", "gate_fields", "edge_gate", "check_gate_budget", "split_config", "batch_axis", "study_attrs",
            "run_over_batch_sizes", "combine_runs", "save_study", "study_settings", "check_settings", "TRAIN_KEYS"]
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
@@ -69,6 +70,27 @@ def gate_fields(defaults: dict) -> dict:
         "edge_tolerance": Field("float", default=d["edge_tolerance"], low=0.0, low_open=True,
                                 doc="gate: the gap is floored at this fraction of 2/eta"),
     }
+
+
+def edge_gate(series, window: int, lr: float, cfg: dict) -> StationarityVerdict:
+    r"""`windowed_stationarity` of a quantity judged against :math:`2/\eta` (``series`` from the plateau start on,
+    ``window`` values a window), with the `gate_fields` of ``cfg``: drifts within ``z_max`` batch-means SE and
+    below ``gap_fraction`` of :math:`\max(|2/\eta-\bar q|,\ \epsilon\,2/\eta)`, :math:`\bar q` over the last two
+    windows (no gap test where they hold no finite value: the verdict is then "too few values")."""
+    v = np.asarray(series, float)
+    last_two = v[-2 * window:]
+    gap = (max(abs(2 / lr - float(np.nanmean(last_two))), float(cfg["edge_tolerance"]) * 2 / lr)
+           if np.isfinite(last_two).any() else None)
+    return windowed_stationarity(v, window, span=int(cfg["gate_span"]), gap=gap, n_blocks=int(cfg["n_blocks"]),
+                                 z_max=float(cfg["z_max"]), gap_fraction=float(cfg["gap_fraction"]))
+
+
+def check_gate_budget(cfg: dict, fewest: int, window: str) -> None:
+    """One line, before any work, where ``max_steps`` (0: ``fewest``) is too short for the gate to judge once."""
+    if int(cfg["max_steps"]) and int(cfg["max_steps"]) < fewest:
+        raise ParameterError(f"max_steps must be 0 or >= {fewest} (the plateau start plus gate_span + 1 = "
+                             f"{int(cfg['gate_span']) + 1} windows of {window}: the fewest the stationarity gate "
+                             f"can judge), got {cfg['max_steps']}")
 
 
 def study_settings(cfg: StudyConfig) -> dict:

@@ -32,9 +32,8 @@ from torch.func import grad
 
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
-from .._stationarity import windowed_stationarity
 from .._train_config import DATASETS, LOSSES, MODELS
-from ._real import gate_fields, save_study
+from ._real import check_gate_budget, edge_gate, gate_fields, save_study
 from ._schema import Field
 from ..torch import FlatParams, HessianOperator, batch_sharpness_ratios, build_model, lanczos_top, load_data, loss_function
 
@@ -86,19 +85,6 @@ def _block_ci(values, n_blocks=4):
     return float(blocks.mean()), float(stats.t.ppf(0.975, n_blocks - 1) * blocks.std(ddof=1) / math.sqrt(n_blocks))
 
 
-def _gate(values, wlen, lr, cfg):
-    r"""The stationarity gate (`sdeeos._stationarity.windowed_stationarity`) on the records since the plateau
-    start, ``wlen`` a window: drifts within ``z_max`` batch-means SE and below ``gap_fraction`` of
-    :math:`\max(|2/\eta-\bar q|,\ \epsilon\,2/\eta)`, :math:`\bar q` over the last two windows."""
-    v = np.asarray(values, float)
-    last_two = v[-2 * wlen:]
-    m = float(np.nanmean(last_two)) if np.isfinite(last_two).any() else float("nan")
-    return windowed_stationarity(v, wlen, span=int(cfg["gate_span"]),
-                                 gap=max(abs(2 / lr - m), float(cfg["edge_tolerance"]) * 2 / lr),
-                                 n_blocks=int(cfg["n_blocks"]), z_max=float(cfg["z_max"]),
-                                 gap_fraction=float(cfg["gap_fraction"]))
-
-
 def _windows(cfg) -> tuple[int, int, int]:
     """(plateau start record, records per window, the fewest steps the gate can judge at: start + gate_span + 1
     windows)."""
@@ -122,10 +108,7 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "bat
         raise ParameterError(f"unknown batch_sharpness_anchor keys {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **config}
     start, wlen, fewest = _windows(cfg)
-    if int(cfg["max_steps"]) and int(cfg["max_steps"]) < fewest:
-        raise ParameterError(f"max_steps must be 0 or >= {fewest} (the plateau start plus gate_span + 1 = "
-                             f"{int(cfg['gate_span']) + 1} windows of {wlen} records every {cfg['every']} steps: "
-                             f"the fewest the stationarity gate can judge), got {cfg['max_steps']}")
+    check_gate_budget(cfg, fewest, f"{wlen} records every {cfg['every']} steps")
     torch.set_num_threads(int(cfg["threads"]))
     data = load_data(cfg["dataset"], loss=cfg["loss"], n_train=int(cfg["n_train"]), dtype=torch.float64)
     x, t, n = data.x_train, data.targets_train, data.n_train
@@ -160,7 +143,7 @@ def run_config(config: dict, out_dir, *, progress: bool = True, name: str = "bat
                 rec["batch_sharpness"][i, j, m, r] = bs
                 rec["batch_sharpness_ci95"][i, j, m, r] = half
                 if r + 1 - start >= wlen and (r + 1 - start) % wlen == 0:  # a window ends: the gate
-                    verdicts = {k: _gate(rec[k][i, j, m, start:r + 1], wlen, lr, cfg)
+                    verdicts = {k: edge_gate(rec[k][i, j, m, start:r + 1], wlen, lr, cfg)
                                 for k in ("batch_sharpness", "sharpness")}
                     done = all(v.stationary for v in verdicts.values())
                     if done or step + wlen * every > max_steps:  # stationary, or the next window would pass the budget

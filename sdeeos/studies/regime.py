@@ -53,9 +53,8 @@ from torch.func import grad
 
 from .._errors import ParameterError
 from .._provenance import provenance_attrs
-from .._stationarity import windowed_stationarity
 from ..theory import multi_direction as md
-from ._real import batch_sizes_field, check_settings, gate_fields, save_study
+from ._real import batch_sizes_field, check_gate_budget, check_settings, edge_gate, gate_fields, save_study
 from ._schema import Field
 from ..torch import (
     EigenSolveError,
@@ -123,11 +122,7 @@ def _check(config: dict) -> dict:
                                  f"got {b!r} (B = n_train is GD)")
     if "full" not in cfg["batch_sizes"]:
         raise ParameterError("batch_sizes must include 'full' (the GD reference S_GD)")
-    fewest = _fewest_steps(cfg)
-    if int(cfg["max_steps"]) and int(cfg["max_steps"]) < fewest:
-        raise ParameterError(f"max_steps must be 0 or >= {fewest} (the plateau start plus gate_span + 1 = "
-                             f"{int(cfg['gate_span']) + 1} windows of {int(cfg['n_steps']) - _plateau_start(cfg)} "
-                             f"steps: the fewest the stationarity gate can judge), got {cfg['max_steps']}")
+    check_gate_budget(cfg, _fewest_steps(cfg), f"{int(cfg['n_steps']) - _plateau_start(cfg)} steps")
     return cfg
 
 
@@ -245,7 +240,7 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
             if off in snap_offsets:
                 snap_thetas.append(theta.clone())
         if off == window:
-            verdict = _gate(series, per_window, lr, cfg)
+            verdict = edge_gate(series, per_window, lr, cfg)
             if verdict.stationary or step + window > max_steps:
                 break
             w0 += window  # not stationary: extend by one window, judged with the windows before it
@@ -267,18 +262,6 @@ def _one_run(setting, lr, seed, b, cfg, data, progress):
         vals = [r[key] for r in snap_rows]
         out[key] = np.mean(np.stack([np.asarray(v, float) for v in vals]), axis=0)
     return out
-
-
-def _gate(series, per_window, lr, cfg):
-    r"""The stationarity gate (`sdeeos._stationarity.windowed_stationarity`) on lambda_1 since the plateau start,
-    ``per_window`` values a window: drifts within ``z_max`` SE and below ``gap_fraction`` of the gap
-    :math:`\\max(|2/\\eta-\\bar S|,\\ \\epsilon\\,2/\\eta)`, :math:`\\bar S` over the last two windows."""
-    v = np.asarray(series, float)
-    last_two = v[-2 * per_window:]
-    gap = (max(abs(2 / lr - float(np.nanmean(last_two))), float(cfg["edge_tolerance"]) * 2 / lr)
-           if np.isfinite(last_two).any() else None)
-    return windowed_stationarity(v, per_window, span=int(cfg["gate_span"]), gap=gap, n_blocks=int(cfg["n_blocks"]),
-                                 z_max=float(cfg["z_max"]), gap_fraction=float(cfg["gap_fraction"]))
 
 
 def _snapshot(fn, pfn, flat, x, t, theta, lr, b, n, k, cfg, loss, gen):
