@@ -101,7 +101,8 @@ def _compile(source: str, tag: str):
 def _kernel(model, method, dtype, rng, variant):
     step = model.step(method)
     printed = print_python32(step) if dtype == "float32" else print_python(step)
-    src = kernel_source(step, printed, type(model).__name__, method, dtype, rng)
+    src = kernel_source(step, printed, type(model).__name__, method, dtype, rng,
+                        compress=False if variant == "no-tail" else None)
     if variant == "no-tail":
         src = _no_tail(src)
     return _compile(src, f"{type(model).__name__}_{dtype}_{rng}_{variant}")

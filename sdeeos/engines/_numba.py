@@ -6,8 +6,14 @@ is outermost and every inner loop runs over the block's trajectories without bra
 vectorises it (AVX-512 where present):
 
 1. draw this step's uniforms and the AS241 central-branch normal for all lanes (SIMD);
-2. fix up the ~15 % of lanes in the tail branch: compacted, one scalar ``log`` call each, the rest
-   of AS241's tail (both rational branches and a select) vectorised over the compacted lanes;
+2. fix up the ~15 % of lanes in the tail branch: their indices compacted (AVX-512 ``vcompress``
+   where present, `sdeeos.engines._simd`), the ``log`` of each (libm for the splitmix family, a
+   vectorised polynomial for Philox), then the rest of AS241's tail (both rational branches and a
+   select) vectorised over the compacted lanes, then scattered back.
+
+Loops are split by number width where that pays: LLVM sizes a loop's vectors by its widest type, so
+a float32 rational function sharing a loop with a float64 conversion runs at half the lanes.  Every
+split keeps the operations and their order: the normals are the same bits (tested).
 3. accumulate the observables of the current state (after burn-in) and apply the update (SIMD);
 4. every ``FOLD`` absolute steps fold partial sums into totals and check for divergence.
 
@@ -42,6 +48,7 @@ import numba
 from .._version import __version__
 from .._contract import FOLD, Engine, RunSpec, RunState
 from ._codegen import PrintedStep, print_python, print_python32
+from ._simd import compress_lanes, has_vector_compress
 
 __all__ = ["NumbaEngine", "kernel_source", "BLOCK"]
 
@@ -54,7 +61,8 @@ import numpy
 from numba import njit, prange
 from sdeeos._rng import uniform_nb, ndtri_central_nb, ndtri_tail_log_nb, ndtri_tail_finish_nb
 from sdeeos._rng import ndtri32_word_nb, ndtri32_q_nb, ndtri32_central_nb, ndtri32_tail_log_nb, ndtri32_tail_finish_nb
-from sdeeos._rng import philox4x32_nb, philox_uniform_nb, philox32_n2_nb, philox32_q_nb, philox_tail_m32_nb, philox_tail_m64_nb, neglog_int_nb
+from sdeeos._rng import philox4x32_nb, philox4x32_w32_nb, philox_uniform_nb, philox32_n2_nb, philox32_q_nb, philox_tail_m32_nb, philox_tail_m64_nb, neglog_int_nb
+from sdeeos.engines._simd import compress_beyond
 
 M32 = numpy.uint64(0xFFFFFFFF)
 S32 = numpy.uint64(32)
@@ -122,10 +130,26 @@ def _indent(lines, n):
     return "\n".join(pad + line for line in lines) if lines else pad + "pass"
 
 
+def _find_tail(k: int, dtype: str, compress: bool) -> list[str]:
+    """Lines that store in ``tail_idx[:n_tail]`` the lanes of noise ``k`` outside AS241's central branch
+    (``ub{k}`` holds q = u - 1/2 in float32 runs, u in float64 runs), in increasing order: a vector
+    at a time by `compress_beyond` where the CPU has it, the rest lane by lane (branch-free)."""
+    centre, bound = ("numpy.float32(0.0)", "numpy.float32(0.425)") if dtype == "float32" else ("0.5", "0.425")
+    lines = ["n_tail = 0", "j = 0"]
+    if compress:
+        lanes = compress_lanes(dtype)
+        lines += [f"while j + {lanes} <= m:",
+                  f"    n_tail = compress_beyond(ub{k}, j, {centre}, {bound}, tail_idx, n_tail)",
+                  f"    j += {lanes}"]
+    return lines + ["for j in range(j, m):", "    tail_idx[n_tail] = j",
+                    f"    n_tail += abs(ub{k}[j] - {centre}) > {bound}"]
+
+
 def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str, dtype: str = "float64",
-                  rng: str = "splitmix") -> str:
+                  rng: str = "splitmix", compress: bool | None = None) -> str:
     """Python source of the Numba kernel for one symbolic step (``printed`` by `print_python`, or
-    `print_python32` for ``dtype="float32"``) drawing from the random-number family ``rng``."""
+    `print_python32` for ``dtype="float32"``) drawing from the random-number family ``rng``;
+    ``compress`` (default: float32 and `has_vector_compress`) finds the tail lanes with AVX-512 compress."""
     st = spec_step.state_names
     ps = spec_step.param_names
     nz = spec_step.n_noise
@@ -144,13 +168,18 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
         # float32: 32-bit words, so that the loop converting them runs in 32-bit lanes
         word = "numpy.uint32" if single else "numpy.uint64"
         alloc += [f"pw = numpy.empty((4, BLOCK), dtype={word})", "pk0 = keys[lo] & M32", "pk1 = keys[lo] >> S32"]
-    alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int64)", f"tail_s = numpy.empty(BLOCK, dtype={real})",
+        if single:  # uint32 inputs too (the key and the trajectory index split once per block), see below
+            alloc += ["qk0 = numpy.uint32(pk0)", "qk1 = numpy.uint32(pk1)",
+                      "gl = numpy.empty(BLOCK, dtype=numpy.uint32)", "gh = numpy.empty(BLOCK, dtype=numpy.uint32)"]
+    alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int32)", f"tail_s = numpy.empty(BLOCK, dtype={real})",
               f"tail_u = numpy.empty(BLOCK, dtype={'numpy.int64' if single and rng != 'philox' else real})"] if nz else []
     alloc += ["tail_m = numpy.empty(BLOCK, dtype=numpy.int64)"] if nz and rng == "philox" else []
     load_block = [f"s{k}[j] = state[{k}, lo + j]" for k in range(len(st))]
     load_block += [f"ps{k}[j] = part_sum[{k}, lo + j]" for k in range(no)]
     load_block += [f"pq{k}[j] = part_sq[{k}, lo + j]" for k in range(no)]
     load_block += ["kk[j] = keys[lo + j]", "gg[j] = gammas[lo + j]"]
+    if single and rng == "philox" and nz:
+        load_block += ["gl[j] = numpy.uint32(gammas[lo + j] & M32)", "gh[j] = numpy.uint32(gammas[lo + j] >> S32)"]
 
     store_block = [f"state[{k}, lo + j] = s{k}[j]" for k in range(len(st))]
     store_block += [f"part_sum[{k}, lo + j] = ps{k}[j]" for k in range(no)]
@@ -171,7 +200,10 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
     update_code += [f"n{k} = {c}" for k, c in enumerate(printed.update)]
     store = [f"s{k}[j] = n{k}" for k in range(len(st))]
     noise = []
+    if compress is None:  # float64 kernels measured no faster with it: their divides hide the serial loop
+        compress = single and has_vector_compress()
     for k in range(nz):
+        find_tail = _find_tail(k, dtype, compress)
         noise += [f"c{k} = t * {nz} + {k}"]
         if rng == "philox":
             # one Philox call gives the four words of `per` draws: computed when a block starts (or
@@ -181,7 +213,13 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                 f"if c{k} % {per} == 0 or c{k} == t0 * {nz}:",
                 f"    pb = numpy.uint64(c{k} // {per})",
                 "    for j in range(m):",
+            ] + ([
+                # uint32 words in and out: LLVM vectorises this loop over 512-bit registers (8 lanes,
+                # twice the uint64 form's; benchmarks/bench_philox_lanes.py); no gain for float64
+                "        w0, w1, w2, w3 = philox4x32_w32_nb(numpy.uint32(pb & M32), numpy.uint32(pb >> S32), gl[j], gh[j], qk0, qk1)",
+            ] if single else [
                 "        w0, w1, w2, w3 = philox4x32_nb(pb & M32, pb >> S32, gg[j] & M32, gg[j] >> S32, pk0, pk1)",
+            ]) + [
                 "        pw[0, j] = w0",
                 "        pw[1, j] = w1",
                 "        pw[2, j] = w2",
@@ -197,32 +235,31 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
             noise += ["for j in range(m):", f"    u = uniform_nb(kk[j], gg[j], c{k})"]
         if single and rng == "philox":
             noise += [
-                "    q = philox32_q_nb(pw[r, j])",
-                f"    ub{k}[j] = q",
-                f"    zb{k}[j] = ndtri32_central_nb(q)",
-                "n_tail = 0",
+                # q in its own loop: mixing its float64 with float32 in one loop would halve the lanes
+                # of the float32 rational function below (LLVM sizes a loop's vectors by its widest type)
+                f"    ub{k}[j] = philox32_q_nb(pw[r, j])",
                 "for j in range(m):",
-                "    tail_idx[n_tail] = j",
-                f"    n_tail += abs(ub{k}[j]) > numpy.float32(0.425)",
+                f"    zb{k}[j] = ndtri32_central_nb(ub{k}[j])",
+                *find_tail,
                 # the tail has no libm call (`sdeeos._rng.neglog_int_nb`): one vectorised pass over the tail lanes
                 "for i in range(n_tail):",
                 "    tail_m[i] = philox_tail_m32_nb(pw[r, tail_idx[i]])",
                 f"    tail_u[i] = ub{k}[tail_idx[i]]",
+                # the float64 log and the float32 rest in separate loops, for the same reason
                 "for i in range(n_tail):",
-                "    tail_s[i] = ndtri32_tail_finish_nb(numpy.int64(tail_u[i] < 0.0) * -2 + 1, numpy.float32(neglog_int_nb(tail_m[i], 33)))",
+                "    tail_s[i] = numpy.float32(neglog_int_nb(tail_m[i], 33))",
+                "for i in range(n_tail):",
+                "    tail_s[i] = ndtri32_tail_finish_nb(numpy.int64(tail_u[i] < 0.0) * -2 + 1, tail_s[i])",
                 "for i in range(n_tail):",
                 f"    zb{k}[tail_idx[i]] = tail_s[i]",
             ]
         elif single:
             noise += [
                 f"    nb{k}[j] = n2",
-                "    q = ndtri32_q_nb(n2)",
-                f"    ub{k}[j] = q",
-                f"    zb{k}[j] = ndtri32_central_nb(q)",
-                "n_tail = 0",
-                "for j in range(m):",
-                "    tail_idx[n_tail] = j",
-                f"    n_tail += abs(ub{k}[j]) > numpy.float32(0.425)",
+                f"    ub{k}[j] = ndtri32_q_nb(n2)",
+                "for j in range(m):",  # float32 alone, as in the Philox branch
+                f"    zb{k}[j] = ndtri32_central_nb(ub{k}[j])",
+                *find_tail,
                 "for i in range(n_tail):",
                 "    j = tail_idx[i]",
                 f"    tail_u[i] = nb{k}[j]",
@@ -236,16 +273,16 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
             noise += [
                 f"    ub{k}[j] = u",
                 f"    zb{k}[j] = ndtri_central_nb(u)",
-                "n_tail = 0",
-                "for j in range(m):",
-                "    tail_idx[n_tail] = j",
-                f"    n_tail += abs(ub{k}[j] - 0.5) > 0.425",
+                *find_tail,
                 "for i in range(n_tail):",
                 "    j = tail_idx[i]",
                 "    tail_m[i] = philox_tail_m64_nb(pw[2 * r, j], pw[2 * r + 1, j])",
                 f"    tail_u[i] = ub{k}[j]",
+                # the log and the rational functions in separate loops: together they vectorise worse
                 "for i in range(n_tail):",
-                "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], neglog_int_nb(tail_m[i], 54))",
+                "    tail_s[i] = neglog_int_nb(tail_m[i], 54)",
+                "for i in range(n_tail):",
+                "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], tail_s[i])",
                 "for i in range(n_tail):",
                 f"    zb{k}[tail_idx[i]] = tail_s[i]",
             ]
@@ -253,11 +290,7 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
             noise += [
                 f"    ub{k}[j] = u",
                 f"    zb{k}[j] = ndtri_central_nb(u)",
-                # branch-free compaction of the ~15 % tail lanes, then the scalar tail on those only
-                "n_tail = 0",
-                "for j in range(m):",
-                "    tail_idx[n_tail] = j",
-                f"    n_tail += abs(ub{k}[j] - 0.5) > 0.425",
+                *find_tail,
                 # the scalar log per tail lane, then the rest of the tail vectorised, then scatter
                 "for i in range(n_tail):",
                 "    j = tail_idx[i]",
@@ -303,15 +336,16 @@ _KERNELS: dict[str, object] = {}
 _LOCK = threading.Lock()
 
 
-def compile_kernel(spec: RunSpec):
-    """The compiled ``advance`` function for ``spec``'s model step and dtype (memoised per process)."""
+def compile_kernel(spec: RunSpec, compress: bool | None = None):
+    """The compiled ``advance`` function for ``spec``'s model step and dtype (memoised per process);
+    ``compress`` as in `kernel_source` (the engine uses the default; tests force either path)."""
     step = spec.step
-    signature = step.signature() + spec.dtype + spec.rng
+    signature = step.signature() + spec.dtype + spec.rng + repr(compress)
     with _LOCK:
         if signature in _KERNELS:  # skip printing and CSE on every segment of a run
             return _KERNELS[signature]
     printed = print_python32(step) if spec.dtype == "float32" else print_python(step)
-    source = kernel_source(step, printed, type(spec.model).__name__, spec.method, spec.dtype, spec.rng)
+    source = kernel_source(step, printed, type(spec.model).__name__, spec.method, spec.dtype, spec.rng, compress)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     with _LOCK:
         if digest in _KERNELS:
