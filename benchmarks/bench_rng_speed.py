@@ -12,10 +12,11 @@ measured by the work it did, not by the wall clock.  Cycles are CPU seconds time
   generated kernel source* with parts taken out: "RNG alone" (a model whose update is x <- z: draw and
   store), "update and sums alone" (the reduced model with the noise replaced by a parameter: no RNG),
   "without the tail" (the tail fix-up pass removed: every lane keeps AS241's central branch);
-* NumPy hand-vectorised (in-place ufuncs, ``Generator.standard_normal``), float64;
+* NumPy hand-vectorised (in-place ufuncs, ``Generator.standard_normal``), float64 and float32, with
+  the kernel's four observables and their squares summed in float64 (the same work);
 * JAX (if installed; ``pip install -e .[bench]``): ``vmap`` over trajectories of a ``lax.scan`` over
   blocks of 64 steps (``FOLD``), normals from ``random.normal(fold_in(fold_in(key, traj), block))``
-  (threefry, counter-based), the same streamed sums (sharpness and x^2, with squares) and the
+  (threefry, counter-based), the same streamed sums (the four observables, with squares) and the
   divergence check at every block; compile time reported apart.  Per core from CPU time; whole
   machine from wall time.
 """
@@ -143,32 +144,36 @@ def bench_kernel(model, method, dtype, rng, variant, n_traj, n_steps, repeats, r
         numba.set_num_threads(previous)
 
 
-def bench_numpy(n_traj, n_steps, repeats):
+def bench_numpy(n_traj, n_steps, repeats, dtype="float64"):
+    """The reduced model's SGD step in in-place NumPy ufuncs: the kernel's four observables (sharpness,
+    x^2, x y, x^2 y), each summed with its square in float64, the divergence check at every fold."""
     rng = np.random.default_rng(0)
+    real = np.dtype(dtype).type
 
     def run():
-        x = np.full(n_traj, np.sqrt(2 * ALPHA / BETA))
-        y = np.zeros(n_traj)
-        s_sum, s_sq, x2_sum, x2_sq = (np.zeros(n_traj) for _ in range(4))
-        x2, xi, tmp = np.empty(n_traj), np.empty(n_traj), np.empty(n_traj)
+        x = np.full(n_traj, np.sqrt(2 * ALPHA / BETA), dtype=dtype)
+        y = np.zeros(n_traj, dtype=dtype)
+        sums = [np.zeros(n_traj) for _ in range(8)]
+        x2, xi, tmp, obs = (np.empty(n_traj, dtype=dtype) for _ in range(4))
         alive = np.ones(n_traj, bool)
         for t in range(n_steps):
-            rng.standard_normal(out=xi)
+            rng.standard_normal(out=xi, dtype=dtype)
             np.multiply(x, x, out=x2)
-            s_sum += y
-            np.multiply(y, y, out=tmp)
-            s_sq += tmp
-            x2_sum += x2
-            np.multiply(x2, x2, out=tmp)
-            x2_sq += tmp
-            np.multiply(y, ETA, out=tmp)
-            tmp += 1.0
+            for k in range(4):  # the sharpness, x^2, x y, x^2 y
+                o = x2 if k == 1 else obs
+                if k != 1:
+                    (np.add(y, real(2 / ETA), out=obs) if k == 0 else np.multiply(x if k == 2 else x2, y, out=obs))
+                sums[2 * k] += o
+                np.multiply(o, o, out=tmp)
+                sums[2 * k + 1] += tmp
+            np.multiply(y, real(ETA), out=tmp)
+            tmp += real(1.0)
             np.multiply(tmp, x, out=x)
             np.negative(x, out=x)
-            xi *= ETA * SIGMA
+            xi *= real(ETA * SIGMA)
             x += xi
-            x2 *= -0.5 * BETA * ETA
-            x2 += ETA * ALPHA
+            x2 *= real(-0.5 * BETA * ETA)
+            x2 += real(ETA * ALPHA)
             y += x2
             if (t + 1) % FOLD == 0:
                 alive &= np.abs(x) <= 1e100
@@ -189,25 +194,26 @@ def bench_jax(n_traj, n_steps, repeats, dtype):
 
     def one(key):
         def block(carry, b):
-            x, y, ss, sq, xs, xq, alive = carry
+            x, y, sums, alive = carry
             z = jax.random.normal(jax.random.fold_in(key, b), (FOLD,), dtype=real)
 
             def step(c, zt):
-                x, y, ps, pq, px, pxq = c
+                x, y, part = c
                 x2 = x * x
-                s = 2 / ETA + y
-                c = (-(1 + ETA * y) * x + ETA * SIGMA * zt, y + ETA * (ALPHA - 0.5 * BETA * x2),
-                     ps + s.astype(jnp.float64), pq + (s * s).astype(jnp.float64),
-                     px + x2.astype(jnp.float64), pxq + (x2 * x2).astype(jnp.float64))
-                return c, None
+                obs = (2 / ETA + y, x2, x * y, x2 * y)  # the kernel's four observables, each with its square
+                wide = [o.astype(jnp.float64) for o in obs]
+                part = tuple(p + v for p, v in zip(part, [w for o in wide for w in (o, o * o)]))
+                return (-(1 + ETA * y) * x + ETA * SIGMA * zt, y + ETA * (ALPHA - 0.5 * BETA * x2), part), None
 
-            zero = jnp.float64(0.0)
-            (x, y, ps, pq, px, pxq), _ = jax.lax.scan(step, (x, y, zero, zero, zero, zero), z)
-            alive = alive & (jnp.abs(x.astype(jnp.float64)) <= 1e100) & jnp.isfinite(pq)  # the divergence check at each fold
-            return (x, y, ss + ps, sq + pq, xs + px, xq + pxq, alive), None
+            zero = (jnp.float64(0.0),) * 8
+            (x, y, part), _ = jax.lax.scan(step, (x, y, zero), z)
+            ok = jnp.isfinite(jnp.stack(part)).all()
+            alive = alive & (jnp.abs(x.astype(jnp.float64)) <= 1e100) & ok  # the divergence check at each fold
+            return (x, y, tuple(s + p for s, p in zip(sums, part)), alive), None
 
-        init = (real(np.sqrt(2 * ALPHA / BETA)), real(0.0), 0.0, 0.0, 0.0, 0.0, True)
-        return jax.lax.scan(block, init, jnp.arange(n_blocks))[0]
+        init = (real(np.sqrt(2 * ALPHA / BETA)), real(0.0), (0.0,) * 8, True)
+        x, y, sums, alive = jax.lax.scan(block, init, jnp.arange(n_blocks))[0]
+        return sums, alive  # every sum returned, so that XLA computes every one
 
     @jax.jit
     def run(seed_key):
@@ -221,7 +227,7 @@ def bench_jax(n_traj, n_steps, repeats, dtype):
     out = jax.block_until_ready(compiled(key))
     per_core = _cpu_rate(lambda: jax.block_until_ready(compiled(key)), n_traj * n_blocks * FOLD, repeats)
     wall = min(_timed(lambda: jax.block_until_ready(compiled(key))) for _ in range(repeats))
-    s_mean = np.asarray(out[2]) / (n_blocks * FOLD)
+    s_mean = np.asarray(out[0][0]) / (n_blocks * FOLD)
     return per_core, n_traj * n_blocks * FOLD / wall, compile_s, float(s_mean.mean()), float(s_mean.std(ddof=1) / np.sqrt(n_traj))
 
 
@@ -267,7 +273,8 @@ def main(argv=None):
         res[(dtype, rng)] = whole
         rows.append((f"sdeeos {dtype}, rng={rng}", whole, cyc(whole), cyc(rng_only), cyc(no_tail)))
     upd = {d: bench_kernel(_NoRng(), "sgd", d, "splitmix", "full", n, T, rep) for d in ("float64", "float32")}
-    numpy_rate = bench_numpy(n, min(T, 256), rep)
+    numpy_rates = {d: bench_numpy(n, min(T, 256), rep, d) for d in ("float64", "float32")}
+    numpy_rate = numpy_rates["float64"]
     jax_rows = {d: bench_jax(n, T, rep, d) for d in ("float64", "float32")}
     elapsed = time.perf_counter() - start
 
@@ -282,7 +289,8 @@ def main(argv=None):
         print(f"| {name} | {rate:.3g} | {c_all:.1f} | {c_rng:.1f} | {c_tail:.1f} |")
     for d, rate in upd.items():
         print(f"| sdeeos {d}, update and sums alone (no RNG) | {rate:.3g} | {cyc(rate):.1f} | | |")
-    print(f"| NumPy hand-vectorised, float64 | {numpy_rate:.3g} | {cyc(numpy_rate):.1f} | | |")
+    for d, rate in numpy_rates.items():
+        print(f"| NumPy hand-vectorised, {d} | {rate:.3g} | {cyc(rate):.1f} | | |")
     for d, r in jax_rows.items():
         if r is None:
             print(f"| JAX {d} | not installed (pip install -e .[bench]) | | | |")
@@ -292,7 +300,8 @@ def main(argv=None):
     f64, f32 = res[("float64", "splitmix")], res[("float32", "philox")]
     print(f"- float32 (philox) / float64 (splitmix), per core: {f32 / f64:.2f}x "
           f"(float32 philox / float64 philox: {f32 / res[('float64', 'philox')]:.2f}x)")
-    print(f"- sdeeos float64 / NumPy same work, per core: {f64 / numpy_rate:.1f}x")
+    print(f"- sdeeos / NumPy same work, per core: float64 {f64 / numpy_rate:.1f}x, "
+          f"float32 {f32 / numpy_rates['float32']:.1f}x")
     for d, r in jax_rows.items():
         if r is not None:
             mine = f64 if d == "float64" else f32
@@ -303,7 +312,7 @@ def main(argv=None):
                   f"{se:.5f}: difference {z:+.2f} standard errors")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "update_alone": upd, "sharpness": {f"{d} {r}": v for (d, r), v in sharp.items()}, "numpy": numpy_rate,
+            json.dump({"rows": rows, "update_alone": upd, "sharpness": {f"{d} {r}": v for (d, r), v in sharp.items()}, "numpy": numpy_rates,
                        "jax": {d: r for d, r in jax_rows.items()}, "clock_hz": hz, "seconds": elapsed}, fh, indent=1)
 
 

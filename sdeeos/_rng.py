@@ -88,6 +88,10 @@ __all__ = [
     "rng_scheme",
     "normals32",
     "ndtri32_word_nb",
+    "ndtri32_word_at_nb",
+    "uniform_at_nb",
+    "ndtri_tail_pass_nb",
+    "ndtri32_tail_pass_nb",
     "ndtri32_q_nb",
     "ndtri32_central_nb",
     "ndtri32_tail_nb",
@@ -192,10 +196,17 @@ def mix64_nb(z):
 
 
 @njit(inline="always")
+def uniform_at_nb(weyl):
+    """The uniform of the draw whose Weyl sum is ``weyl = key + (counter + 1) gamma`` (mod 2**64): a
+    kernel that draws counters in order keeps this sum and adds ``gamma`` after each draw, an add in
+    place of a 64-bit multiply (same bits as `uniform_nb`)."""
+    return (float(mix64_nb(weyl) >> _S11) + 0.5) * _TWO_M53
+
+
+@njit(inline="always")
 def uniform_nb(key, gamma, counter):
     """Uniform in (0, 1) for draw ``counter`` of the stream (key, gamma)."""
-    w = mix64_nb(key + (_U(counter) + _ONE) * gamma)
-    return (float(w >> _S11) + 0.5) * _TWO_M53
+    return uniform_at_nb(key + (_U(counter) + _ONE) * gamma)
 
 
 @njit(inline="always")
@@ -217,12 +228,7 @@ def ndtri_tail_nb(u):
     q = u - 0.5
     r = u if q <= 0.0 else 1.0 - u
     r = np.sqrt(-np.log(r))
-    if r <= 5.0:
-        r = r - 1.6
-        x = _horner8(_C, r) / _horner8(_D, r)
-    else:
-        r = r - 5.0
-        x = _horner8(_E, r) / _horner8(_F, r)
+    x = _near_tail(r) if r <= 5.0 else _far_tail(r)
     return -x if q < 0.0 else x
 
 
@@ -235,17 +241,43 @@ def ndtri_tail_log_nb(u):
 
 
 @njit(inline="always")
+def _near_tail(r):
+    a = r - 1.6
+    return _horner8(_C, a) / _horner8(_D, a)
+
+
+@njit(inline="always")
+def _far_tail(r):
+    b = r - 5.0
+    return _horner8(_E, b) / _horner8(_F, b)
+
+
+@njit(inline="always")
 def ndtri_tail_finish_nb(u, s):
     """Second half of `ndtri_tail_nb` from ``s = -log(min(u, 1 - u))``: both rational branches and a
     select, no call and no branch, so a loop over tail lanes vectorises; the same operations as
     `ndtri_tail_nb` on the branch it takes, so the same bits."""
     r = np.sqrt(s)
-    a = r - 1.6
-    b = r - 5.0
-    near = _horner8(_C, a) / _horner8(_D, a)
-    far = _horner8(_E, b) / _horner8(_F, b)
-    x = near if r <= 5.0 else far
+    x = _near_tail(r) if r <= 5.0 else _far_tail(r)
     return -x if u - 0.5 < 0.0 else x
+
+
+@njit(inline="always")
+def ndtri_tail_pass_nb(u, s, z, n):
+    """``z[i] = ndtri_tail_finish_nb(u[i], s[i])`` for i < n (the compacted tail lanes), the same bits.
+
+    The far branch (r = sqrt(s) > 5, i.e. min(u, 1 - u) < exp(-25) = 1.4e-11) is computed only in the
+    rare pass that has such a lane: every other pass costs one rational function and one division per
+    lane instead of two."""
+    far = 0
+    for i in range(n):
+        r = np.sqrt(s[i])
+        far += r > 5.0
+        x = _near_tail(r)
+        z[i] = -x if u[i] - 0.5 < 0.0 else x
+    if far:
+        for i in range(n):
+            z[i] = ndtri_tail_finish_nb(u[i], s[i])
 
 
 @njit(inline="always")
@@ -266,10 +298,15 @@ _HALF_K2 = 1 << 53  # k2 of u = 1/2
 
 
 @njit(inline="always")
+def ndtri32_word_at_nb(weyl):
+    """`ndtri32_word_nb` of the draw whose Weyl sum is ``weyl`` (as in `uniform_at_nb`)."""
+    return np.int64(mix64_nb(weyl) >> _S11) * 2 + 1 - _HALF_K2
+
+
+@njit(inline="always")
 def ndtri32_word_nb(key, gamma, counter):
     """``n2 = 2**54 (u - 1/2)`` (an odd int64, never 0) of draw ``counter``; exact."""
-    w = mix64_nb(key + (_U(counter) + _ONE) * gamma)
-    return np.int64(w >> _S11) * 2 + 1 - _HALF_K2
+    return ndtri32_word_at_nb(key + (_U(counter) + _ONE) * gamma)
 
 
 @njit(inline="always")
@@ -292,12 +329,7 @@ def ndtri32_tail_nb(n2):
     m2 = k2 if n2 < 0 else 2 * _HALF_K2 - k2
     r = np.float32(m2) * _TWO_M54_F32
     r = np.sqrt(-np.log(r))
-    if r <= _FIVE_F32:
-        r = r - _ONE6_F32
-        x = _horner8(_C32, r) / _horner8(_D32, r)
-    else:
-        r = r - _FIVE_F32
-        x = _horner8(_E32, r) / _horner8(_F32, r)
+    x = _near_tail32(r) if r <= _FIVE_F32 else _far_tail32(r)
     return -x if n2 < 0 else x
 
 
@@ -310,15 +342,39 @@ def ndtri32_tail_log_nb(n2):
 
 
 @njit(inline="always")
-def ndtri32_tail_finish_nb(n2, s):
-    """Second half of `ndtri32_tail_nb` (both branches and a select: vectorises; same bits)."""
-    r = np.sqrt(s)
+def _near_tail32(r):
     a = r - _ONE6_F32
+    return _horner8(_C32, a) / _horner8(_D32, a)
+
+
+@njit(inline="always")
+def _far_tail32(r):
     b = r - _FIVE_F32
-    near = _horner8(_C32, a) / _horner8(_D32, a)
-    far = _horner8(_E32, b) / _horner8(_F32, b)
-    x = near if r <= _FIVE_F32 else far
+    return _horner8(_E32, b) / _horner8(_F32, b)
+
+
+@njit(inline="always")
+def ndtri32_tail_finish_nb(n2, s):
+    """Second half of `ndtri32_tail_nb` (both branches and a select: vectorises; same bits); only the
+    sign of ``n2`` is used."""
+    r = np.sqrt(s)
+    x = _near_tail32(r) if r <= _FIVE_F32 else _far_tail32(r)
     return -x if n2 < 0 else x
+
+
+@njit(inline="always")
+def ndtri32_tail_pass_nb(n2, s, z, n):
+    """``z[i] = ndtri32_tail_finish_nb(n2[i], s[i])`` for i < n, far branch only when needed, as
+    `ndtri_tail_pass_nb`.  ``n2`` may be any array of the draws' signs (the Philox kernel passes q)."""
+    far = 0
+    for i in range(n):
+        r = np.sqrt(s[i])
+        far += r > _FIVE_F32
+        x = _near_tail32(r)
+        z[i] = -x if n2[i] < 0 else x
+    if far:
+        for i in range(n):
+            z[i] = ndtri32_tail_finish_nb(n2[i], s[i])
 
 
 @njit

@@ -433,3 +433,75 @@ def test_philox_float64_far_tail_same_bits_in_numpy_and_numba():
     ref = np.where(upper, -1.0, 1.0) * _rng.ndtri_as241(m * 2.0**-54)
     assert np.sqrt(_rng.neglog_int(m, 54)).max() > 5.0  # the far branch is exercised
     np.testing.assert_allclose(got, ref, rtol=8 * np.finfo(float).eps, atol=0)
+
+
+@njit
+def _tail_by_lane_nb(u, s, single):
+    out = np.empty(s.size, dtype=s.dtype)
+    for i in range(s.size):
+        out[i] = _rng.ndtri32_tail_finish_nb(u[i], s[i]) if single else _rng.ndtri_tail_finish_nb(u[i], s[i])
+    return out
+
+
+@njit
+def _tail_pass_nb(u, s, n, single):
+    out = np.full(s.size, np.nan, dtype=s.dtype)
+    if single:
+        _rng.ndtri32_tail_pass_nb(u, s, out, n)
+    else:
+        _rng.ndtri_tail_pass_nb(u, s, out, n)
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tail_pass_equals_the_lane_by_lane_tail_with_and_without_far_lanes(dtype):
+    """The kernels' tail pass (near branch for all lanes, the far one only in a pass that needs it) gives
+    the bits of `ndtri_tail_finish_nb` on every lane: with no far lane, with one (at the boundary
+    r = 5, where sqrt(25 + 1 ulp) rounds to 5: still the near branch), and with many."""
+    real = np.dtype(dtype).type
+    g = np.random.default_rng(2)
+    near = g.uniform(1.7, 24.9, 200).astype(dtype)  # s = -log(min(u, 1 - u)) of tail lanes, r <= 5
+    edge = np.array([25.0, np.nextafter(real(25.0), real(30)), np.nextafter(real(26.0), real(30))], dtype=dtype)
+    far = g.uniform(25.0, 37.4, 50).astype(dtype)  # up to the float64 grid's end, -log(2**-54)
+    single = dtype == "float32"
+    for s in (near, np.concatenate([near, edge]), np.concatenate([near, far])):
+        u = np.where(np.arange(s.size) % 2 == 0, 1e-3, 1.0 - 1e-3)  # both sides of 1/2
+        sign = (u - 0.5).astype(dtype) if single else u  # the float32 pass takes the draws' signs
+        want = _tail_by_lane_nb(sign, s, single)
+        np.testing.assert_array_equal(_tail_pass_nb(sign, s, s.size, single), want)
+        got = _tail_pass_nb(sign, s, 7, single)  # only the first n lanes are written
+        np.testing.assert_array_equal(got[:7], want[:7])
+        assert np.isnan(got[7:]).all()
+    assert np.sqrt(far).min() > 5.0 and np.sqrt(near).max() <= 5.0
+
+
+def test_uniform_at_a_running_weyl_sum_is_uniform_nb():
+    """The kernels keep key + (c + 1) gamma and add gamma after each draw: the same words as
+    `uniform_nb` and `ndtri32_word_nb` at every counter, across 2**64 wrap-around."""
+    keys, gammas = _rng.stream_keys(11, 64)
+
+    @njit
+    def running(keys, gammas, c0, n):
+        u = np.empty((n, keys.size))
+        n2 = np.empty((n, keys.size), dtype=np.int64)
+        weyl = keys + np.uint64(c0 + 1) * gammas
+        for c in range(n):
+            for i in range(keys.size):
+                u[c, i] = _rng.uniform_at_nb(weyl[i])
+                n2[c, i] = _rng.ndtri32_word_at_nb(weyl[i])
+                weyl[i] += gammas[i]
+        return u, n2
+
+    @njit
+    def direct(keys, gammas, c0, n):
+        u = np.empty((n, keys.size))
+        n2 = np.empty((n, keys.size), dtype=np.int64)
+        for c in range(n):
+            for i in range(keys.size):
+                u[c, i] = _rng.uniform_nb(keys[i], gammas[i], c0 + c)
+                n2[c, i] = _rng.ndtri32_word_nb(keys[i], gammas[i], c0 + c)
+        return u, n2
+
+    for c0 in (0, 5, 2**40 + 3):
+        for a, b in zip(running(keys, gammas, c0, 300), direct(keys, gammas, c0, 300)):
+            np.testing.assert_array_equal(a, b)

@@ -59,8 +59,8 @@ _TEMPLATE = '''\
 import math
 import numpy
 from numba import njit, prange
-from sdeeos._rng import uniform_nb, ndtri_central_nb, ndtri_tail_log_nb, ndtri_tail_finish_nb
-from sdeeos._rng import ndtri32_word_nb, ndtri32_q_nb, ndtri32_central_nb, ndtri32_tail_log_nb, ndtri32_tail_finish_nb
+from sdeeos._rng import uniform_at_nb, ndtri_central_nb, ndtri_tail_log_nb, ndtri_tail_pass_nb
+from sdeeos._rng import ndtri32_word_at_nb, ndtri32_q_nb, ndtri32_central_nb, ndtri32_tail_log_nb, ndtri32_tail_pass_nb
 from sdeeos._rng import philox4x32_nb, philox4x32_w32_nb, philox_uniform_nb, philox32_n2_nb, philox32_q_nb, philox_tail_m32_nb, philox_tail_m64_nb, neglog_int_nb
 from sdeeos.engines._simd import compress_beyond
 
@@ -163,7 +163,9 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
     alloc += [f"zb{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
     alloc += [f"ub{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
     alloc += [f"nb{k} = numpy.empty(BLOCK, dtype=numpy.int64)" for k in range(nz)] if single and rng != "philox" else []
-    alloc += ["kk = numpy.empty(BLOCK, dtype=numpy.uint64)", "gg = numpy.empty(BLOCK, dtype=numpy.uint64)"]
+    alloc += ["gg = numpy.empty(BLOCK, dtype=numpy.uint64)"]
+    # splitmix: the Weyl sum key + (c + 1) gamma of the next draw c, advanced by gamma per draw
+    alloc += ["ww = numpy.empty(BLOCK, dtype=numpy.uint64)"] if rng != "philox" and nz else []
     if rng == "philox" and nz:  # the Philox key is the seed, the same for every trajectory
         # float32: 32-bit words, so that the loop converting them runs in 32-bit lanes
         word = "numpy.uint32" if single else "numpy.uint64"
@@ -172,12 +174,15 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
             alloc += ["qk0 = numpy.uint32(pk0)", "qk1 = numpy.uint32(pk1)",
                       "gl = numpy.empty(BLOCK, dtype=numpy.uint32)", "gh = numpy.empty(BLOCK, dtype=numpy.uint32)"]
     alloc += ["tail_idx = numpy.empty(BLOCK, dtype=numpy.int32)", f"tail_s = numpy.empty(BLOCK, dtype={real})",
+              f"tail_z = numpy.empty(BLOCK, dtype={real})",
               f"tail_u = numpy.empty(BLOCK, dtype={'numpy.int64' if single and rng != 'philox' else real})"] if nz else []
     alloc += ["tail_m = numpy.empty(BLOCK, dtype=numpy.int64)"] if nz and rng == "philox" else []
     load_block = [f"s{k}[j] = state[{k}, lo + j]" for k in range(len(st))]
     load_block += [f"ps{k}[j] = part_sum[{k}, lo + j]" for k in range(no)]
     load_block += [f"pq{k}[j] = part_sq[{k}, lo + j]" for k in range(no)]
-    load_block += ["kk[j] = keys[lo + j]", "gg[j] = gammas[lo + j]"]
+    load_block += ["gg[j] = gammas[lo + j]"]
+    if rng != "philox" and nz:
+        load_block += [f"ww[j] = keys[lo + j] + numpy.uint64(t0 * {nz} + 1) * gammas[lo + j]"]
     if single and rng == "philox" and nz:
         load_block += ["gl[j] = numpy.uint32(gammas[lo + j] & M32)", "gh[j] = numpy.uint32(gammas[lo + j] >> S32)"]
 
@@ -230,9 +235,9 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
             if not single:
                 noise += ["    u = philox_uniform_nb(pw[2 * r, j], pw[2 * r + 1, j])"]
         elif single:
-            noise += ["for j in range(m):", f"    n2 = ndtri32_word_nb(kk[j], gg[j], c{k})"]
+            noise += ["for j in range(m):", "    n2 = ndtri32_word_at_nb(ww[j])", "    ww[j] += gg[j]"]
         else:
-            noise += ["for j in range(m):", f"    u = uniform_nb(kk[j], gg[j], c{k})"]
+            noise += ["for j in range(m):", "    u = uniform_at_nb(ww[j])", "    ww[j] += gg[j]"]
         if single and rng == "philox":
             noise += [
                 # q in its own loop: mixing its float64 with float32 in one loop would halve the lanes
@@ -248,10 +253,9 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                 # the float64 log and the float32 rest in separate loops, for the same reason
                 "for i in range(n_tail):",
                 "    tail_s[i] = numpy.float32(neglog_int_nb(tail_m[i], 33))",
+                "ndtri32_tail_pass_nb(tail_u, tail_s, tail_z, n_tail)",  # tail_u holds q: its sign is the draw's
                 "for i in range(n_tail):",
-                "    tail_s[i] = ndtri32_tail_finish_nb(numpy.int64(tail_u[i] < 0.0) * -2 + 1, tail_s[i])",
-                "for i in range(n_tail):",
-                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+                f"    zb{k}[tail_idx[i]] = tail_z[i]",
             ]
         elif single:
             noise += [
@@ -264,10 +268,9 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                 "    j = tail_idx[i]",
                 f"    tail_u[i] = nb{k}[j]",
                 f"    tail_s[i] = ndtri32_tail_log_nb(nb{k}[j])",
+                "ndtri32_tail_pass_nb(tail_u, tail_s, tail_z, n_tail)",
                 "for i in range(n_tail):",
-                "    tail_s[i] = ndtri32_tail_finish_nb(tail_u[i], tail_s[i])",
-                "for i in range(n_tail):",
-                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+                f"    zb{k}[tail_idx[i]] = tail_z[i]",
             ]
         elif rng == "philox":
             noise += [
@@ -281,10 +284,9 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                 # the log and the rational functions in separate loops: together they vectorise worse
                 "for i in range(n_tail):",
                 "    tail_s[i] = neglog_int_nb(tail_m[i], 54)",
+                "ndtri_tail_pass_nb(tail_u, tail_s, tail_z, n_tail)",
                 "for i in range(n_tail):",
-                "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], tail_s[i])",
-                "for i in range(n_tail):",
-                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+                f"    zb{k}[tail_idx[i]] = tail_z[i]",
             ]
         else:
             noise += [
@@ -296,10 +298,9 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                 "    j = tail_idx[i]",
                 f"    tail_u[i] = ub{k}[j]",
                 f"    tail_s[i] = ndtri_tail_log_nb(ub{k}[j])",
+                "ndtri_tail_pass_nb(tail_u, tail_s, tail_z, n_tail)",
                 "for i in range(n_tail):",
-                "    tail_s[i] = ndtri_tail_finish_nb(tail_u[i], tail_s[i])",
-                "for i in range(n_tail):",
-                f"    zb{k}[tail_idx[i]] = tail_s[i]",
+                f"    zb{k}[tail_idx[i]] = tail_z[i]",
             ]
     check = [f"if not (abs(s{k}[j]) <= bound):\n{' ' * 28}ok = False" for k in range(len(st))]
     check += [f"if not (abs(pq{k}[j]) < numpy.inf):\n{' ' * 28}ok = False" for k in range(no)]

@@ -1,13 +1,14 @@
 """The Philox family in every engine: the Numba kernel, the CUDA kernel (built by g++ on the CPU) and
 the NumPy reference draw the same normals, bit for bit (the scheme calls no libm function), however a
 run is cut into segments (a segment may start in the middle of a Philox block); runs record the
-scheme they used."""
+scheme they used.  One test checks the Numba kernel's splitmix draws the same way."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import sympy as sp
+from numba import njit
 
 import sdeeos
 from sdeeos import _rng
@@ -45,21 +46,36 @@ def _run(engine, spec, cuts):
     return r
 
 
+@njit
+def _splitmix_normals_nb(keys, gammas, counter):
+    # lane by lane from the scalar functions, with the kernel's libm `log` (NumPy's may differ in the
+    # tails' last bit, as the scheme's documentation says)
+    out = np.empty(keys.size)
+    for i in range(keys.size):
+        out[i] = _rng.ndtri_nb(_rng.uniform_nb(keys[i], gammas[i], counter))
+    return out
+
+
 def _reference(spec):
     """The recorded normals from `sdeeos._rng` directly: (step, state, traj)."""
-    keys, trajs = _rng.stream_keys(spec.seed, spec.n_traj, rng="philox")
+    keys, trajs = _rng.stream_keys(spec.seed, spec.n_traj, rng=spec.rng)
     draw = _rng.normals32 if spec.dtype == "float32" else _rng.normals
+    if spec.dtype == "float64" and spec.rng == "splitmix":
+        draw = lambda k, g, c, rng: _splitmix_normals_nb(k, g, c)  # noqa: E731
     nz = spec.step.n_noise
-    return np.stack([np.stack([draw(keys, trajs, t * nz + k, rng="philox") for k in range(nz)])
+    return np.stack([np.stack([draw(keys, trajs, t * nz + k, rng=spec.rng) for k in range(nz)])
                      for t in range(spec.n_steps - 1)])
 
 
+@pytest.mark.parametrize("rng", ["philox", "splitmix"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_numba_draws_are_the_reference_philox_normals(dtype):
+def test_numba_draws_are_the_reference_normals(dtype, rng):
+    # two draws per step and odd cuts: segments start inside Philox blocks, and the splitmix kernel's
+    # running Weyl sum restarts at t0 * n_noise
     spec = RunSpec.checked(TwoNoises(), "draw", n_traj=600, n_steps=40, burn_in=0, seed=2**64 - 3, record_every=1,
-                           dtype=dtype, rng="philox")
-    a = _run(get_engine("numba"), spec, [3, 10, 11, 40])  # odd cuts: segments start inside blocks
-    # no libm call anywhere in the scheme (the tails' log is `neglog_int`): identical bits
+                           dtype=dtype, rng=rng)
+    a = _run(get_engine("numba"), spec, [3, 10, 11, 40])
+    # Philox: no libm call anywhere (the tails' log is `neglog_int`), so NumPy's draws are the same bits
     np.testing.assert_array_equal(a.rec[1:, :2], _reference(spec))
 
 

@@ -87,7 +87,7 @@ def test_kernel_source_is_generated_from_the_symbolic_step():
     step = m.step("sgd")
     src = kernel_source(step, print_python(step), "SelfStabilization", "sgd")
     assert "n0 = eta*sigma*z - x*(eta*y + 1.0)" in src
-    assert "uniform_nb(kk[j], gg[j], c0)" in src
+    assert "uniform_at_nb(ww[j])" in src
     assert "**" not in src.split("def advance", 1)[1], "integer powers must be printed as products"
     assert print_numpy(m.step("pgd")).update[1] == "numpy.minimum(0.0, alpha*eta + y)"
     assert print_c(m.step("pgd")).update[1] == "fmin(0, alpha*eta + y)"
