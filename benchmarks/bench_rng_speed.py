@@ -176,7 +176,7 @@ def bench_numpy(n_traj, n_steps, repeats, dtype="float64"):
             x2 += real(ETA * ALPHA)
             y += x2
             if (t + 1) % FOLD == 0:
-                alive &= np.abs(x) <= 1e100
+                alive &= np.abs(x) <= np.float64(1e100)  # compared in float64 (1e100 is inf in float32)
 
     return _cpu_rate(run, n_traj * n_steps, repeats)
 

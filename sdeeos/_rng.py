@@ -65,7 +65,9 @@ from __future__ import annotations
 import decimal
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from ._errors import ParameterError
 
@@ -488,35 +490,39 @@ _SQRT2 = 1.4142135623730951
 _TWO_M52 = 2.0**-52
 
 
+_MANTISSA = np.int64((1 << 52) - 1)
+_EXPONENT_OF_ONE = np.int64(1023 << 52)
+
+
+@intrinsic
+def _float64_bits(typingctx, x):
+    """The IEEE bits of a float64 as an int64 (a bitcast: one register move, vectorised)."""
+    if x != types.float64:
+        return None
+    return types.int64(types.float64), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(64))
+
+
+@intrinsic
+def _bits_float64(typingctx, bits):
+    """The float64 with IEEE bits ``bits`` (an int64)."""
+    if bits != types.int64:
+        return None
+    return types.float64(types.int64), lambda context, builder, sig, args: builder.bitcast(args[0], ir.DoubleType())
+
+
 @njit(inline="always")
 def neglog_int_nb(m, e0):
     r"""``-log(m 2**-e0)`` for an integer ``1 <= m < 2**53``, by +, -, *, / only (no libm, no branch):
     the same bits in NumPy (`neglog_int`), Numba (vectorised) and CUDA (``--fmad=false``).
 
-    ``m = f 2**e`` with ``f`` in [sqrt(1/2), sqrt(2)) (exponent by a branch-free binary search on the
-    integer, ``f`` exact), ``log f = 2 atanh s = 2 (s + s^3/3 + ... + s^23/23)`` with
+    ``m = f 2**e`` with ``f`` in [sqrt(1/2), sqrt(2)) (``e`` and ``f`` read from the bits of the float64
+    of ``m``, which is exact: an integer conversion and three bit operations, all of them vectorised),
+    ``log f = 2 atanh s = 2 (s + s^3/3 + ... + s^23/23)`` with
     ``s = (f - 1)/(f + 1)``, |s| <= 0.172 (truncation < 1e-19 relative), ``(e - e0) ln 2`` in two
     parts; error within a few ulp (tested against libm)."""
-    v = np.int64(m)
-    e = np.int64(0)
-    # unrolled by hand: Numba keeps loops over tuples as loops, which stops LLVM's vectoriser
-    t = np.int64(v >= 4294967296)
-    v = v >> (32 * t)
-    e += 32 * t
-    t = np.int64(v >= 65536)
-    v = v >> (16 * t)
-    e += 16 * t
-    t = np.int64(v >= 256)
-    v = v >> (8 * t)
-    e += 8 * t
-    t = np.int64(v >= 16)
-    v = v >> (4 * t)
-    e += 4 * t
-    t = np.int64(v >= 4)
-    v = v >> (2 * t)
-    e += 2 * t
-    e += np.int64(v >= 2)
-    f = np.float64(np.int64(m) << (52 - e)) * _TWO_M52  # in [1, 2), exact
+    bits = _float64_bits(np.float64(np.int64(m)))
+    e = (bits >> 52) - 1023
+    f = _bits_float64((bits & _MANTISSA) | _EXPONENT_OF_ONE)  # m 2**-e, in [1, 2), exact
     big = f > _SQRT2
     f = f * 0.5 if big else f
     e = e + 1 if big else e
