@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import sympy as sp
 
@@ -118,35 +119,55 @@ def _cpu_rate(fn, work, repeats):
     return work / best
 
 
-def bench_kernel(model, method, dtype, rng, variant, n_traj, n_steps, repeats, result=None):
-    """Per-core rate of one kernel variant; ``result`` (a dict) receives the last run's state."""
-    import numba
-
+def _runner(model, method, dtype, rng, variant, n_traj, n_steps, result):
+    """A compiled kernel variant, as a function that runs the whole ensemble once (into ``result``)."""
     kernel = _kernel(model, method, dtype, rng, variant)
     spec = RunSpec.checked(model, method, n_traj=n_traj, n_steps=n_steps, burn_in=0, seed=0, dtype=dtype, rng=rng)
+    small = RunSpec.checked(model, method, n_traj=64, n_steps=64, burn_in=0, dtype=dtype, rng=rng)
+    r = model.new_run(small)
+    kernel(r.state, r.params, r.keys, r.gammas, 0, 64, 64, 0, FOLD, model.divergence_bound, r.acc_sum,
+           r.acc_sq, r.part_sum, r.part_sq, r.alive, r.diverged_step, r.burn_state, r.rec, 0)  # compile
 
     def run():
         r = model.new_run(spec)
         kernel(r.state, r.params, r.keys, r.gammas, 0, n_steps, n_steps, 0, FOLD, model.divergence_bound,
                r.acc_sum, r.acc_sq, r.part_sum, r.part_sq, r.alive, r.diverged_step, r.burn_state, r.rec, 0)
-        if result is not None:
-            result["run"], result["spec"] = r, spec
+        result["run"] = r
 
+    return run
+
+
+def bench_kernels(configs, n_traj, n_steps, repeats, whole_machine=False):
+    """Rates of kernel variants ``configs`` = [(model, method, dtype, rng, variant), ...], timed in turn
+    within each repeat (best of ``repeats`` each), so that a change in the machine's load over the run
+    moves them alike and their ratios stay fair.  Per core: one thread, per CPU-second; with
+    ``whole_machine``, all of Numba's threads per wall-clock second.  Returns (rates, last runs)."""
     previous = numba.get_num_threads()
-    numba.set_num_threads(1)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS if whole_machine else 1)
+    clock = time.perf_counter if whole_machine else time.process_time
     try:
-        small = RunSpec.checked(model, method, n_traj=64, n_steps=64, burn_in=0, dtype=dtype, rng=rng)
-        r = model.new_run(small)
-        kernel(r.state, r.params, r.keys, r.gammas, 0, 64, 64, 0, FOLD, model.divergence_bound, r.acc_sum,
-               r.acc_sq, r.part_sum, r.part_sq, r.alive, r.diverged_step, r.burn_state, r.rec, 0)  # compile
-        return _cpu_rate(run, n_traj * n_steps, repeats)
+        results = [{} for _ in configs]
+        runs = [_runner(*c, n_traj, n_steps, res) for c, res in zip(configs, results)]
+        best = [float("inf")] * len(runs)
+        for _ in range(repeats):
+            for k, run in enumerate(runs):
+                t = clock()
+                run()
+                best[k] = min(best[k], clock() - t)
+        return [n_traj * n_steps / b for b in best], [res["run"] for res in results]
     finally:
         numba.set_num_threads(previous)
 
 
+def bench_kernel(model, method, dtype, rng, variant, n_traj, n_steps, repeats, whole_machine=False):
+    """The rate of one kernel variant (see `bench_kernels`)."""
+    return bench_kernels([(model, method, dtype, rng, variant)], n_traj, n_steps, repeats, whole_machine)[0][0]
+
+
 def bench_numpy(n_traj, n_steps, repeats, dtype="float64"):
-    """The reduced model's SGD step in in-place NumPy ufuncs: the kernel's four observables (sharpness,
-    x^2, x y, x^2 y), each summed with its square in float64, the divergence check at every fold."""
+    """(per-core rate, whole-machine rate) of the reduced model's SGD step in in-place NumPy ufuncs: the
+    kernel's four observables (sharpness, x^2, x y, x^2 y), each summed with its square in float64,
+    the divergence check at every fold."""
     rng = np.random.default_rng(0)
     real = np.dtype(dtype).type
 
@@ -178,7 +199,8 @@ def bench_numpy(n_traj, n_steps, repeats, dtype="float64"):
             if (t + 1) % FOLD == 0:
                 alive &= np.abs(x) <= np.float64(1e100)  # compared in float64 (1e100 is inf in float32)
 
-    return _cpu_rate(run, n_traj * n_steps, repeats)
+    wall = n_traj * n_steps / min(_timed(run) for _ in range(repeats))
+    return _cpu_rate(run, n_traj * n_steps, repeats), wall
 
 
 def bench_jax(n_traj, n_steps, repeats, dtype):
@@ -264,16 +286,21 @@ def main(argv=None):
     cyc = lambda rate: hz / rate  # noqa: E731
     start = time.perf_counter()
     rows, res, sharp = [], {}, {}
-    for dtype, rng in (("float64", "splitmix"), ("float64", "philox"), ("float32", "philox"), ("float32", "splitmix")):
-        last = {}
-        whole = bench_kernel(MODEL, "sgd", dtype, rng, "full", n, T, rep, last)
-        sharp[(dtype, rng)] = _sharpness(last["run"], T)
+    kinds = (("float64", "splitmix"), ("float64", "philox"), ("float32", "philox"), ("float32", "splitmix"))
+    # the whole steps interleaved: the float32/float64 ratio is the table's headline
+    full, last = bench_kernels([(MODEL, "sgd", d, r, "full") for d, r in kinds], n, T, rep)
+    for (dtype, rng), rate, run in zip(kinds, full, last):
+        sharp[(dtype, rng)] = _sharpness(run, T)
         rng_only = bench_kernel(_NoiseOnly(), "draw", dtype, rng, "full", n, T, rep)
         no_tail = bench_kernel(MODEL, "sgd", dtype, rng, "no-tail", n, T, rep)
-        res[(dtype, rng)] = whole
-        rows.append((f"sdeeos {dtype}, rng={rng}", whole, cyc(whole), cyc(rng_only), cyc(no_tail)))
+        res[(dtype, rng)] = rate
+        rows.append((f"sdeeos {dtype}, rng={rng}", rate, cyc(rate), cyc(rng_only), cyc(no_tail)))
     upd = {d: bench_kernel(_NoRng(), "sgd", d, "splitmix", "full", n, T, rep) for d in ("float64", "float32")}
-    numpy_rates = {d: bench_numpy(n, min(T, 256), rep, d) for d in ("float64", "float32")}
+    defaults = {"float64": "splitmix", "float32": "philox"}  # each dtype's default family
+    whole = dict(zip(defaults, bench_kernels([(MODEL, "sgd", d, r, "full") for d, r in defaults.items()], n, T, rep,
+                                             whole_machine=True)[0]))
+    numpy_both = {d: bench_numpy(n, min(T, 256), rep, d) for d in ("float64", "float32")}
+    numpy_rates = {d: r[0] for d, r in numpy_both.items()}
     numpy_rate = numpy_rates["float64"]
     jax_rows = {d: bench_jax(n, T, rep, d) for d in ("float64", "float32")}
     elapsed = time.perf_counter() - start
@@ -302,17 +329,23 @@ def main(argv=None):
           f"(float32 philox / float64 philox: {f32 / res[('float64', 'philox')]:.2f}x)")
     print(f"- sdeeos / NumPy same work, per core: float64 {f64 / numpy_rate:.1f}x, "
           f"float32 {f32 / numpy_rates['float32']:.1f}x")
+    threads = numba.config.NUMBA_NUM_THREADS
+    print(f"- whole machine ({threads} threads, wall clock): sdeeos float64 {whole['float64']:.3g} and float32 "
+          f"{whole['float32']:.3g} traj-steps/s; NumPy {numpy_both['float64'][1]:.3g} and "
+          f"{numpy_both['float32'][1]:.3g} (its ufuncs use one core), so "
+          f"{whole['float64'] / numpy_both['float64'][1]:.1f}x and {whole['float32'] / numpy_both['float32'][1]:.1f}x")
     for d, r in jax_rows.items():
         if r is not None:
             mine = f64 if d == "float64" else f32
             sm, se = sharp[(d, "splitmix" if d == "float64" else "philox")]
             z = (r[3] - sm) / np.hypot(r[4], se)  # independent streams: the gaps agree if |z| < ~3
-            print(f"- JAX {d}: sdeeos / JAX per core {mine / r[0]:.1f}x; JAX whole machine {r[1]:.3g} traj-steps/s; "
+            print(f"- JAX {d}: sdeeos / JAX per core {mine / r[0]:.1f}x, whole machine {whole[d] / r[1]:.1f}x "
+                  f"(JAX {r[1]:.3g} traj-steps/s); "
                   f"compile {r[2]:.1f} s (apart); sharpness mean JAX {r[3]:.5f} +- {r[4]:.5f}, sdeeos {sm:.5f} +- "
                   f"{se:.5f}: difference {z:+.2f} standard errors")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "update_alone": upd, "sharpness": {f"{d} {r}": v for (d, r), v in sharp.items()}, "numpy": numpy_rates,
+            json.dump({"rows": rows, "update_alone": upd, "whole_machine": whole, "sharpness": {f"{d} {r}": v for (d, r), v in sharp.items()}, "numpy": numpy_both,
                        "jax": {d: r for d, r in jax_rows.items()}, "clock_hz": hz, "seconds": elapsed}, fh, indent=1)
 
 
