@@ -732,7 +732,9 @@ def ndtri_as241(u: np.ndarray) -> np.ndarray:
 
 
 def neglog_int(m, e0: int) -> np.ndarray:
-    """`neglog_int_nb` on int64 arrays: the same operations, so the same bits.
+    """`neglog_int_nb` on int64 arrays: the same floating-point operations, so the same bits (the
+    exponent by a binary search on the integer, which finds the e that the Numba version reads from
+    the float64's bits).
 
     >>> float(neglog_int(np.array([1]), 1)[0]) == float(np.log(2.0))
     True
