@@ -9,13 +9,14 @@ vectorises it (AVX-512 where present):
 2. fix up the ~15 % of lanes in the tail branch: their indices compacted (AVX-512 ``vcompress``
    where present, `sdeeos.engines._simd`), the ``log`` of each (libm for the splitmix family, a
    vectorised polynomial for Philox), then the rest of AS241's tail (both rational branches and a
-   select) vectorised over the compacted lanes, then scattered back.
+   select; the far one only in a pass that needs it) vectorised over the compacted lanes, then
+   scattered back;
+3. accumulate the observables of the current state (after burn-in) and apply the update (SIMD);
+4. every ``FOLD`` absolute steps fold partial sums into totals and check for divergence.
 
 Loops are split by number width where that pays: LLVM sizes a loop's vectors by its widest type, so
 a float32 rational function sharing a loop with a float64 conversion runs at half the lanes.  Every
 split keeps the operations and their order: the normals are the same bits (tested).
-3. accumulate the observables of the current state (after burn-in) and apply the update (SIMD);
-4. every ``FOLD`` absolute steps fold partial sums into totals and check for divergence.
 
 ``dtype="float32"`` (``RunSpec.dtype``): the block's state, normals, update and observables are
 float32 (16 SIMD lanes per AVX-512 register instead of 8); the normals are those of the float32
