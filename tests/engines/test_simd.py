@@ -6,12 +6,12 @@ from __future__ import annotations
 import llvmlite.binding as llvm
 import numpy as np
 import pytest
-from numba import njit
+from numba import config, njit
 
 import sdeeos
 from sdeeos.engines import FOLD, RunSpec
 from sdeeos.engines._numba import compile_kernel
-from sdeeos.engines._simd import compress_beyond, compress_lanes
+from sdeeos.engines._simd import compress_beyond, compress_lanes, has_vector_compress
 
 pytestmark = pytest.mark.skipif(llvm.llvm_version_info < (19,),
                                 reason="llvm.experimental.vector.compress needs LLVM >= 19")
@@ -62,3 +62,15 @@ def test_kernel_bits_do_not_depend_on_the_compaction(dtype, rng):
         runs.append(run)
     for name in ("state", "acc_sum", "acc_sq", "alive"):
         np.testing.assert_array_equal(getattr(runs[0], name), getattr(runs[1], name), err_msg=name)
+
+
+def test_vector_compress_only_for_the_host_cpu_with_avx512(monkeypatch):
+    host_has_it = bool(llvm.get_host_cpu_features().get("avx512f", False))
+    assert has_vector_compress() == host_has_it
+    monkeypatch.setattr(config, "CPU_NAME", "generic")  # NUMBA_CPU_NAME=generic: portable code, no AVX-512
+    assert not has_vector_compress()
+    monkeypatch.setattr(config, "CPU_NAME", llvm.get_host_cpu_name())
+    monkeypatch.setattr(config, "CPU_FEATURES", "+sse2,-avx512f")
+    assert not has_vector_compress()
+    monkeypatch.setattr(config, "CPU_FEATURES", "+sse2,+avx512f,-prefer-256-bit")  # the 512-bit opt-in
+    assert has_vector_compress()
