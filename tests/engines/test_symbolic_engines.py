@@ -1,12 +1,16 @@
 """The generated engines: NumPy vs Numba agreement, and exact reproducibility across seeds,
 thread counts and segmentations of a run (the RNG is keyed by seed, trajectory and step)."""
 
+import hashlib
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
 
 import sdeeos
-from sdeeos.engines import RunSpec, get_engine
+from sdeeos import _rng
+from sdeeos.engines import RunSpec, _simd, get_engine
 from sdeeos.engines._codegen import print_c, print_numpy, print_python
 from sdeeos.engines._numba import kernel_source
 
@@ -96,3 +100,11 @@ def test_kernel_source_is_generated_from_the_symbolic_step():
 def test_unknown_backend_is_rejected():
     with pytest.raises(sdeeos.ParameterError, match="backend must be one of"):
         sdeeos.simulate(model(), backend="fortran")
+
+
+def test_kernel_source_names_the_helpers_it_inlines():
+    """Numba's cache does not see changes in functions inlined from other files: the kernel source carries
+    the SHA-256 of those files, so a changed helper makes a new kernel file (compiled afresh)."""
+    step = model().step("sgd")
+    digest = hashlib.sha256(Path(_rng.__file__).read_bytes() + Path(_simd.__file__).read_bytes()).hexdigest()
+    assert f"# Numba helpers: sha256 {digest}\n" in kernel_source(step, print_python(step), "SelfStabilization", "sgd")
