@@ -66,6 +66,8 @@ def test_kernel_bits_do_not_depend_on_the_compaction(dtype, rng):
 
 def test_vector_compress_only_for_the_host_cpu_with_avx512(monkeypatch):
     host_has_it = bool(llvm.get_host_cpu_features().get("avx512f", False))
+    monkeypatch.setattr(config, "CPU_NAME", None)  # no NUMBA_CPU_NAME / NUMBA_CPU_FEATURES: the host
+    monkeypatch.setattr(config, "CPU_FEATURES", "")
     assert has_vector_compress() == host_has_it
     monkeypatch.setattr(config, "CPU_NAME", "generic")  # NUMBA_CPU_NAME=generic: portable code, no AVX-512
     assert not has_vector_compress()
