@@ -6,15 +6,19 @@ multiple of a standard error across independent trajectories / entries (Z = 4: f
 6e-5 per check).  Theory values come from `sdeeos.theory.mean_square` (lambdified SymPy).
 """
 
+import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import sdeeos
 from sdeeos import ParameterError
+from sdeeos import _rng
 from sdeeos._rng import normals, stream_keys
+from sdeeos.models.quadratic_regression import _model as qr_model, _numba_engine as qr_numba_engine
 from sdeeos.models.quadratic_regression._numpy_engine import hessian, jacobian_residual
 from sdeeos.models import MODEL_REGISTRY, QuadraticRegression
 from sdeeos.models.quadratic_regression import DATA_STREAM_OFFSET, OBSERVABLES
@@ -299,3 +303,14 @@ def test_linear_model_predictions_match_mean_square_theory():
     assert float(ds.noise_kernel_norm_final_mean) == pytest.approx(pred["noise_kernel_norm_predicted"], rel=1e-12)
     assert float(ds.noise_kernel_norm_exact_final_mean) == pytest.approx(
         pred["noise_kernel_norm_exact_predicted"], rel=1e-12)
+
+
+def test_cached_kernels_pin_the_rng_source():
+    """Numba's cache of a ``cache=True`` function does not see changes in another file: the modules whose
+    cached kernels inline `sdeeos._rng` pin its SHA-256, so a change there must touch them (and so
+    invalidates their cache)."""
+    digest = hashlib.sha256(Path(_rng.__file__).read_bytes()).hexdigest()
+    for module in (qr_numba_engine, qr_model):
+        assert module.RNG_SOURCE_SHA256 == digest, (
+            f"sdeeos/_rng.py changed: set RNG_SOURCE_SHA256 = {digest!r} in {module.__file__} (Numba's "
+            "on-disk cache of its kernels does not see changes in _rng.py)")

@@ -34,6 +34,12 @@ from numba import njit, prange
 from ..._rng import uniform_nb
 from ._state import OBSERVABLES, QREngineBase, draw_layout
 
+#: SHA-256 of ``sdeeos/_rng.py``, whose functions the cached (``cache=True``) kernels below inline.
+#: Numba's on-disk cache is keyed by this file alone and does not see a change in ``_rng.py``; a test
+#: fails until this line is updated, and updating it changes this file, so stale machine code is
+#: never loaded.
+RNG_SOURCE_SHA256 = "cfc2beb237cb21aaf50e46c026de47979c6314dd8049b6cf69204a92e10d0a14"
+
 __all__ = ["QRNumbaEngine", "lanczos_top", "hessian_top_lanczos"]
 
 _FM = {"reassoc", "contract"}
