@@ -166,8 +166,8 @@ def bench_kernel(model, method, dtype, rng, variant, n_traj, n_steps, repeats, w
 
 def bench_numpy(n_traj, n_steps, repeats, dtype="float64"):
     """(per-core rate, whole-machine rate) of the reduced model's SGD step in in-place NumPy ufuncs: the
-    kernel's four observables (sharpness, x^2, x y, x^2 y), each summed with its square in float64,
-    the divergence check at every fold."""
+    kernel's four observables (sharpness, x^2, x y, x^2 y), each added with its square (computed in
+    ``dtype``) to float64 sums, the divergence check at every fold."""
     rng = np.random.default_rng(0)
     real = np.dtype(dtype).type
 
@@ -177,16 +177,19 @@ def bench_numpy(n_traj, n_steps, repeats, dtype="float64"):
         sums = [np.zeros(n_traj) for _ in range(8)]
         x2, xi, tmp, obs = (np.empty(n_traj, dtype=dtype) for _ in range(4))
         alive = np.ones(n_traj, bool)
+
+        def accumulate(k, o):  # observable k and its square into the float64 sums
+            sums[2 * k] += o
+            np.multiply(o, o, out=tmp)
+            sums[2 * k + 1] += tmp
+
         for t in range(n_steps):
             rng.standard_normal(out=xi, dtype=dtype)
             np.multiply(x, x, out=x2)
-            for k in range(4):  # the sharpness, x^2, x y, x^2 y
-                o = x2 if k == 1 else obs
-                if k != 1:
-                    (np.add(y, real(2 / ETA), out=obs) if k == 0 else np.multiply(x if k == 2 else x2, y, out=obs))
-                sums[2 * k] += o
-                np.multiply(o, o, out=tmp)
-                sums[2 * k + 1] += tmp
+            accumulate(0, np.add(y, real(2 / ETA), out=obs))  # the sharpness
+            accumulate(1, x2)
+            accumulate(2, np.multiply(x, y, out=obs))
+            accumulate(3, np.multiply(x2, y, out=obs))
             np.multiply(y, real(ETA), out=tmp)
             tmp += real(1.0)
             np.multiply(tmp, x, out=x)

@@ -732,21 +732,14 @@ def ndtri_as241(u: np.ndarray) -> np.ndarray:
 
 
 def neglog_int(m, e0: int) -> np.ndarray:
-    """`neglog_int_nb` on int64 arrays: the same floating-point operations, so the same bits (the
-    exponent by a binary search on the integer, which finds the e that the Numba version reads from
-    the float64's bits).
+    """`neglog_int_nb` on int64 arrays: the same operations, so the same bits.
 
     >>> float(neglog_int(np.array([1]), 1)[0]) == float(np.log(2.0))
     True
     """
-    v = np.asarray(m, dtype=np.int64)
-    m64 = v
-    e = np.zeros_like(v)
-    for sh in (32, 16, 8, 4, 2, 1):
-        t = (v >= (1 << sh)).astype(np.int64)
-        v = v >> (sh * t)
-        e = e + sh * t
-    f = (m64 << (52 - e)).astype(np.float64) * _TWO_M52
+    bits = np.asarray(m, dtype=np.int64).astype(np.float64).view(np.int64)  # exact: m < 2**53
+    e = (bits >> 52) - 1023
+    f = ((bits & _MANTISSA) | _EXPONENT_OF_ONE).view(np.float64)  # m 2**-e, in [1, 2), exact
     big = f > _SQRT2
     f = np.where(big, f * 0.5, f)
     e = e + big
