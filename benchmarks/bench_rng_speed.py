@@ -11,7 +11,9 @@ measured by the work it did, not by the wall clock.  Cycles are CPU seconds time
 * sdeeos Numba kernel, one thread, each (dtype, rng): the whole step, and three variants of the *same
   generated kernel source* with parts taken out: "RNG alone" (a model whose update is x <- z: draw and
   store), "update and sums alone" (the reduced model with the noise replaced by a parameter: no RNG),
-  "without the tail" (the tail fix-up pass removed: every lane keeps AS241's central branch);
+  "without the tail" (the tail fix-up pass removed: every lane keeps AS241's central branch); and, for
+  each precision's default family, the whole step compiled at 256-bit vectors and with one step per
+  pass (timed in turn with the whole steps);
 * NumPy hand-vectorised (in-place ufuncs, ``Generator.standard_normal``), float64 and float32, with
   the kernel's four observables and their squares summed in float64 (the same work);
 * JAX (if installed; ``pip install -e .[bench]``): ``vmap`` over trajectories of a ``lax.scan`` over
@@ -41,7 +43,8 @@ import sympy as sp
 import sdeeos
 from sdeeos.engines import FOLD, RunSpec
 from sdeeos.engines._codegen import print_python, print_python32
-from sdeeos.engines._numba import kernel_source
+from sdeeos.engines._numba import STEPS, kernel_source
+from sdeeos.engines._simd import has_wide_vectors
 from sdeeos.models import EnsembleModel, SymbolicStep
 
 ETA, ALPHA, BETA, SIGMA = 0.01, 1.0, 100.0, 10.0
@@ -104,7 +107,8 @@ def _kernel(model, method, dtype, rng, variant):
     step = model.step(method)
     printed = print_python32(step) if dtype == "float32" else print_python(step)
     src = kernel_source(step, printed, type(model).__name__, method, dtype, rng,
-                        compress=False if variant == "no-tail" else None)
+                        compress=False if variant == "no-tail" else None,
+                        wide=False if variant == "256-bit" else None, steps=1 if variant == "one-step" else STEPS)
     if variant == "no-tail":
         src = _no_tail(src)
     return _compile(src, f"{type(model).__name__}_{dtype}_{rng}_{variant}")
@@ -290,8 +294,13 @@ def main(argv=None):
     start = time.perf_counter()
     rows, res, sharp = [], {}, {}
     kinds = (("float64", "splitmix"), ("float64", "philox"), ("float32", "philox"), ("float32", "splitmix"))
+    defaults = {"float64": "splitmix", "float32": "philox"}  # each dtype's default family
+    variants = ("256-bit", "one-step")  # the kernel at 256-bit vectors, and one step per pass
     # the whole steps interleaved: the float32/float64 ratio is the table's headline
-    full, last = bench_kernels([(MODEL, "sgd", d, r, "full") for d, r in kinds], n, T, rep)
+    configs = [(MODEL, "sgd", d, r, "full") for d, r in kinds]
+    configs += [(MODEL, "sgd", d, r, v) for v in variants for d, r in defaults.items()]
+    full, last = bench_kernels(configs, n, T, rep)
+    variant_rates = dict(zip([(v, d) for v in variants for d in defaults], full[len(kinds):]))
     for (dtype, rng), rate, run in zip(kinds, full, last):
         sharp[(dtype, rng)] = _sharpness(run, T)
         rng_only = bench_kernel(_NoiseOnly(), "draw", dtype, rng, "full", n, T, rep)
@@ -299,7 +308,6 @@ def main(argv=None):
         res[(dtype, rng)] = rate
         rows.append((f"sdeeos {dtype}, rng={rng}", rate, cyc(rate), cyc(rng_only), cyc(no_tail)))
     upd = {d: bench_kernel(_NoRng(), "sgd", d, "splitmix", "full", n, T, rep) for d in ("float64", "float32")}
-    defaults = {"float64": "splitmix", "float32": "philox"}  # each dtype's default family
     whole = dict(zip(defaults, bench_kernels([(MODEL, "sgd", d, r, "full") for d, r in defaults.items()], n, T, rep,
                                              whole_machine=True)[0]))
     numpy_both = {d: bench_numpy(n, min(T, 256), rep, d) for d in ("float64", "float32")}
@@ -327,6 +335,15 @@ def main(argv=None):
         else:
             print(f"| JAX {d} (vmap, lax.scan, threefry) | {r[0]:.3g} | {cyc(r[0]):.1f} | | |")
     print()
+    print("| whole step, cycles / traj-step | float64, rng=splitmix | float32, rng=philox |")
+    print("|---|---:|---:|")
+    print(f"| the kernel ({'512' if has_wide_vectors() else '256'}-bit vectors, {STEPS} steps per pass) | "
+          f"{cyc(res[('float64', 'splitmix')]):.1f} | {cyc(res[('float32', 'philox')]):.1f} |")
+    print(f"| 256-bit vectors | {cyc(variant_rates['256-bit', 'float64']):.1f} | "
+          f"{cyc(variant_rates['256-bit', 'float32']):.1f} |")
+    print(f"| one step per pass | {cyc(variant_rates['one-step', 'float64']):.1f} | "
+          f"{cyc(variant_rates['one-step', 'float32']):.1f} |")
+    print()
     f64, f32 = res[("float64", "splitmix")], res[("float32", "philox")]
     print(f"- float32 (philox) / float64 (splitmix), per core: {f32 / f64:.2f}x "
           f"(float32 philox / float64 philox: {f32 / res[('float64', 'philox')]:.2f}x)")
@@ -348,7 +365,8 @@ def main(argv=None):
                   f"{se:.5f}: difference {z:+.2f} standard errors")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "update_alone": upd, "whole_machine": whole, "sharpness": {f"{d} {r}": v for (d, r), v in sharp.items()}, "numpy": numpy_both,
+            json.dump({"rows": rows, "variants": {f"{v} {d}": r for (v, d), r in variant_rates.items()},
+                       "update_alone": upd, "whole_machine": whole, "sharpness": {f"{d} {r}": v for (d, r), v in sharp.items()}, "numpy": numpy_both,
                        "jax": {d: r for d, r in jax_rows.items()}, "clock_hz": hz, "seconds": elapsed}, fh, indent=1)
 
 

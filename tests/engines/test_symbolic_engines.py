@@ -7,12 +7,14 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
+import sympy as sp
 
 import sdeeos
-from sdeeos import _rng
-from sdeeos.engines import RunSpec, _simd, get_engine
+from sdeeos import ParameterError, _rng
+from sdeeos.engines import FOLD, RunSpec, _simd, get_engine
 from sdeeos.engines._codegen import print_c, print_numpy, print_python
-from sdeeos.engines._numba import kernel_source
+from sdeeos.engines._numba import STEPS, compile_kernel, kernel_own_names, kernel_source
+from sdeeos.models import SymbolicStep
 
 EPS = np.finfo(float).eps
 
@@ -66,6 +68,59 @@ def test_segmentation_does_not_change_results(backend):
         engine.advance(spec, many, t1)
     for name, arr in one.arrays().items():
         np.testing.assert_array_equal(arr, getattr(many, name), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype, rng", [("float64", "splitmix"), ("float64", "philox"), ("float32", "philox"),
+                                        ("float32", "splitmix")])
+def test_steps_per_pass_do_not_change_the_bits(dtype, rng):
+    # passes before and after burn-in; burn-in, records, folds and segment ends off the grid of the
+    # passes (burn-in after a fold and a segment end); and about a third of the
+    # trajectories diverging (eta^2 beta sigma^2 > 2 alpha: no stationary state), each at some step
+    # inside a pass, detected at the next fold
+    m = sdeeos.SelfStabilization(eta=0.05, alpha=0.5, beta=10.0, sigma=16.0)
+    spec = RunSpec.checked(m, "sgd", n_traj=600, n_steps=203, burn_in=70, seed=5, record_every=5, dtype=dtype,
+                           rng=rng)
+    runs = {}
+    # 3 steps per pass (passes off the grid of folds and records) in one family: each compile costs seconds
+    for steps in (1, 3, STEPS) if (dtype, rng) == ("float64", "splitmix") else (1, STEPS):
+        kernel, run = compile_kernel(spec, steps=steps), m.new_run(spec)
+        for t1 in (1, 66, 130, 203):
+            kernel(run.state, run.params, run.keys, run.gammas, run.t, t1, spec.n_steps, spec.burn_in, FOLD,
+                   m.divergence_bound, run.acc_sum, run.acc_sq, run.part_sum, run.part_sq, run.alive,
+                   run.diverged_step, run.burn_state, run.rec, spec.record_every)
+            run.t = t1
+        runs[steps] = run
+    assert 0 < np.count_nonzero(runs[1].alive == 0) < spec.n_traj
+    for steps, run in runs.items():
+        for name, arr in runs[1].arrays().items():
+            np.testing.assert_array_equal(arr, getattr(run, name), err_msg=f"{name}, {steps} steps per pass")
+
+
+class _Clashing(sdeeos.EnsembleModel):
+    """x <- m x + b0 z: symbol names the Numba kernel also uses for its own variables."""
+
+    name, methods, labels = "clashing", ("noisy",), {}
+
+    def parameters(self):
+        return {"m": 0.9, "b0": 0.5}
+
+    def initial_state(self):
+        return {"x": 0.0}
+
+    def step(self, method):
+        x, m, b0, z = sp.symbols("x m b0 z")
+        return SymbolicStep(state=(x,), params=(m, b0), noise=(z,), update=(m * x + b0 * z,),
+                            observables={"x_sq": x**2})
+
+
+def test_model_symbols_named_like_the_kernels_own_variables_are_refused():
+    # before this check, the kernel's own `m` (lanes in the block) silently replaced the model's: NaN
+    with pytest.raises(ParameterError, match=r"^model _Clashing: symbol names \['b0', 'm'\] are names the Numba"):
+        sdeeos.simulate(_Clashing(), n_traj=10, n_steps=10, backend="numba", progress=False)
+    assert np.isfinite(float(sdeeos.simulate(_Clashing(), n_traj=10, n_steps=10, backend="numpy",
+                                             progress=False).x_sq_mean))
+    names = kernel_own_names(model().step("sgd"))
+    assert {"m", "t", "j", "b0"} <= names and not names & {"x", "y", "z", "eta", "alpha", "beta", "sigma"}
 
 
 def test_divergence_is_counted_and_excluded():
