@@ -143,7 +143,7 @@ def test_vector_compress_only_for_the_host_cpu_with_avx512(monkeypatch):
     monkeypatch.setattr(config, "CPU_NAME", llvm.get_host_cpu_name())
     monkeypatch.setattr(config, "CPU_FEATURES", "+sse2,-avx512f")
     assert not has_vector_compress()
-    monkeypatch.setattr(config, "CPU_FEATURES", "+sse2,+avx512f,-prefer-256-bit")  # the 512-bit opt-in
+    monkeypatch.setattr(config, "CPU_FEATURES", "+sse2,+avx512f,-prefer-256-bit")  # the process-wide 512-bit setting
     assert has_vector_compress()
 
 
