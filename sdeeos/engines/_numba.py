@@ -119,24 +119,16 @@ def advance(state, params, keys, gammas, t0, t1, n_steps, burn_in, fold, bound,
 {noise_steps}
             if whole_pass and t >= burn_in:
                 for j in range(m):
-{steps_body}
+{pass_sums}
             elif whole_pass:
                 for j in range(m):
-{steps_body_burn}
+{pass_burn}
             elif t >= burn_in:
                 for j in range(m):
-{load_scalars_2}
-{noise_scalars}
-{obs_code_2}
-{accumulate}
-{update_code}
-{store_2}
+{step_sums}
             else:
                 for j in range(m):
-{load_scalars_2}
-{noise_scalars}
-{update_code}
-{store_2}
+{step_burn}
             t += ns
             if t % fold == 0 or t == n_steps:
                 for j in range(m):
@@ -209,9 +201,8 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
     alloc = [f"s{k} = numpy.empty(BLOCK, dtype={real})" for k in range(len(st))]
     alloc += [f"ps{k} = numpy.empty(BLOCK)" for k in range(no)]
     alloc += [f"pq{k} = numpy.empty(BLOCK)" for k in range(no)]
-    # the normals of STEPS steps (row u: step t + u); the single-step path uses row 0
+    # the normals of STEPS steps (row u: step t + u); a single step uses row 0
     alloc += [f"zc{k} = numpy.empty((STEPS, BLOCK), dtype={real})" for k in range(nz)]
-    alloc += [f"zb{k} = zc{k}[0]" for k in range(nz)]
     alloc += [f"ub{k} = numpy.empty(BLOCK, dtype={real})" for k in range(nz)]
     alloc += [f"nb{k} = numpy.empty(BLOCK, dtype=numpy.int64)" for k in range(nz)] if single and rng != "philox" else []
     alloc += ["gg = numpy.empty(BLOCK, dtype=numpy.uint64)"]
@@ -241,32 +232,32 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
     store_block += [f"part_sum[{k}, lo + j] = ps{k}[j]" for k in range(no)]
     store_block += [f"part_sq[{k}, lo + j] = pq{k}[j]" for k in range(no)]
     load_scalars = [f"{name} = s{k}[j]" for k, name in enumerate(st)]
-    noise_scalars = [f"{spec_step.noise[k].name} = zb{k}[j]" for k in range(nz)]
     obs_code = [f"{n} = {c}" for n, c in printed.obs_temps]
     obs_code += [f"o{k} = {c}" for k, c in enumerate(printed.observables)]
     record = [f"rec[r, {k}, lo + j] = {name}" for k, name in enumerate(st)]
     record += [f"rec[r, {len(st) + k}, lo + j] = o{k}" for k in range(no)]
     burn = [f"burn_state[{k}, lo + j] = s{k}[j]" for k in range(len(st))]
+    # the partial sums in locals a{k} (values) and b{k} (squares) while a pass runs
     if single:  # widen, then square in double (as the CUDA kernel's (double)o * (double)o)
         accumulate = [f"w{k} = numpy.float64(o{k})" for k in range(no)]
         # the square is exact in float64, so one fused multiply-add gives the same bits (`_simd.fma`)
-        accumulate += [f"ps{k}[j] += w{k}" for k in range(no)] + [f"pq{k}[j] = fma(w{k}, w{k}, pq{k}[j])" for k in range(no)]
+        accumulate += [f"a{k} = a{k} + w{k}" for k in range(no)] + [f"b{k} = fma(w{k}, w{k}, b{k})" for k in range(no)]
     else:
-        accumulate = [f"ps{k}[j] += o{k}" for k in range(no)] + [f"pq{k}[j] += o{k} * o{k}" for k in range(no)]
+        accumulate = [f"a{k} = a{k} + o{k}" for k in range(no)] + [f"b{k} = b{k} + o{k} * o{k}" for k in range(no)]
     update_code = [f"{n} = {c}" for n, c in printed.update_temps]
     update_code += [f"n{k} = {c}" for k, c in enumerate(printed.update)]
-    store = [f"s{k}[j] = n{k}" for k in range(len(st))]
+    update_code += [f"{name} = n{k}" for k, name in enumerate(st)]
     if wide is None:
         wide = has_wide_vectors()
     if compress is None:  # float64 at 256 bits measured no faster with it: its divides hide the serial loop
         compress = (single or wide) and has_vector_compress()
 
-    def draw(step: str, z: str) -> list[str]:
-        """Lines that draw the normals of absolute step ``step`` into ``{z}{k}[j]`` (noise k, lane j)."""
+    def draw() -> list[str]:
+        """Lines that draw the normals of step ``t + step_in_pass`` into ``zu{k}[j]`` (noise k, lane j)."""
         noise = []
         for k in range(nz):
             find_tail = _find_tail(k, dtype, compress)
-            noise += [f"c{k} = ({step}) * {nz} + {k}"]
+            noise += [f"c{k} = (t + step_in_pass) * {nz} + {k}"]
             if rng == "philox":
                 # one Philox call gives the four words of `per` draws: computed when a block starts (or
                 # at this segment's first draw), kept for the draws after it
@@ -301,7 +292,7 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                     # of the float32 rational function below (LLVM sizes a loop's vectors by its widest type)
                     f"    ub{k}[j] = philox32_q_nb(pw[r, j])",
                     "for j in range(m):",
-                    f"    {z}{k}[j] = ndtri32_central_nb(ub{k}[j])",
+                    f"    zu{k}[j] = ndtri32_central_nb(ub{k}[j])",
                     *find_tail,
                     # the tail has no libm call (`sdeeos._rng.neglog_int_nb`): one vectorised pass over the tail lanes
                     "for i in range(n_tail):",
@@ -312,14 +303,14 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                     "    tail_s[i] = numpy.float32(neglog_int_nb(tail_m[i], 33))",
                     "ndtri32_tail_pass_nb(tail_u, tail_s, tail_z, n_tail)",  # tail_u holds q: its sign is the draw's
                     "for i in range(n_tail):",
-                    f"    {z}{k}[tail_idx[i]] = tail_z[i]",
+                    f"    zu{k}[tail_idx[i]] = tail_z[i]",
                 ]
             elif single:
                 noise += [
                     f"    nb{k}[j] = n2",
                     f"    ub{k}[j] = ndtri32_q_nb(n2)",
                     "for j in range(m):",  # float32 alone, as in the Philox branch
-                    f"    {z}{k}[j] = ndtri32_central_nb(ub{k}[j])",
+                    f"    zu{k}[j] = ndtri32_central_nb(ub{k}[j])",
                     *find_tail,
                     "for i in range(n_tail):",
                     "    j = tail_idx[i]",
@@ -327,12 +318,12 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                     f"    tail_s[i] = ndtri32_tail_log_nb(nb{k}[j])",
                     "ndtri32_tail_pass_nb(tail_u, tail_s, tail_z, n_tail)",
                     "for i in range(n_tail):",
-                    f"    {z}{k}[tail_idx[i]] = tail_z[i]",
+                    f"    zu{k}[tail_idx[i]] = tail_z[i]",
                 ]
             elif rng == "philox":
                 noise += [
                     f"    ub{k}[j] = u",
-                    f"    {z}{k}[j] = ndtri_central_nb(u)",
+                    f"    zu{k}[j] = ndtri_central_nb(u)",
                     *find_tail,
                     "for i in range(n_tail):",
                     "    j = tail_idx[i]",
@@ -343,12 +334,12 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                     "    tail_s[i] = neglog_int_nb(tail_m[i], 54)",
                     "ndtri_tail_pass_nb(tail_u, tail_s, tail_z, n_tail)",
                     "for i in range(n_tail):",
-                    f"    {z}{k}[tail_idx[i]] = tail_z[i]",
+                    f"    zu{k}[tail_idx[i]] = tail_z[i]",
                 ]
             else:
                 noise += [
                     f"    ub{k}[j] = u",
-                    f"    {z}{k}[j] = ndtri_central_nb(u)",
+                    f"    zu{k}[j] = ndtri_central_nb(u)",
                     *find_tail,
                     # the scalar log per tail lane, then the rest of the tail vectorised, then scatter
                     "for i in range(n_tail):",
@@ -357,7 +348,7 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                     f"    tail_s[i] = ndtri_tail_log_nb(ub{k}[j])",
                     "ndtri_tail_pass_nb(tail_u, tail_s, tail_z, n_tail)",
                     "for i in range(n_tail):",
-                    f"    {z}{k}[tail_idx[i]] = tail_z[i]",
+                    f"    zu{k}[tail_idx[i]] = tail_z[i]",
                 ]
         return noise
 
@@ -366,39 +357,29 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
     fold = [f"acc_sum[{k}, i] += ps{k}[j]" for k in range(no)] + [f"acc_sq[{k}, i] += pq{k}[j]" for k in range(no)]
     kill = [f"s{k}[j] = numpy.nan" for k in range(len(st))]
     reset = [f"ps{k}[j] = 0.0" for k in range(no)] + [f"pq{k}[j] = 0.0" for k in range(no)]
-    # STEPS steps per pass: the steps' lines one after the other, the state and the partial sums in
-    # locals (a{k}, b{k}) between them; the same operations in the same order as STEPS single steps
-    sum_name = {f"ps{k}[j]": f"a{k}" for k in range(no)} | {f"pq{k}[j]": f"b{k}" for k in range(no)}
-    local_accumulate = []
-    for line in accumulate:
-        if " += " in line:
-            target, _, rhs = line.partition(" += ")
-            line = f"{target} = {target} + {rhs}"
-        for name, local in sum_name.items():
-            line = line.replace(name, local)
-        local_accumulate.append(line)
-    steps_code, steps_burn = [], []  # after and before burn-in (no sums)
-    for u in range(steps):
-        draws = [f"{spec_step.noise[k].name} = zc{k}[{u}, j]" for k in range(nz)]
-        update = update_code + [f"{name} = n{k}" for k, name in enumerate(st)]
-        steps_code += draws + obs_code + local_accumulate + update
-        steps_burn += draws + update
-    load_sums = [f"a{k} = ps{k}[j]" for k in range(no)] + [f"b{k} = pq{k}[j]" for k in range(no)]
-    store_sums = [f"ps{k}[j] = a{k}" for k in range(no)] + [f"pq{k}[j] = b{k}" for k in range(no)]
-    store_state = [f"s{k}[j] = {name}" for k, name in enumerate(st)]
+    def one_pass(n: int, sums: bool) -> list[str]:
+        """The body of the loop over lanes for ``n`` steps, one after the other, with the state (and, after
+        burn-in, the partial sums) in locals between them: the same operations in the same order as
+        ``n`` single steps."""
+        lines = load_scalars + ([f"a{k} = ps{k}[j]" for k in range(no)] + [f"b{k} = pq{k}[j]" for k in range(no)]
+                                if sums else [])
+        for u in range(n):
+            lines += [f"{spec_step.noise[k].name} = zc{k}[{u}, j]" for k in range(nz)]
+            lines += (obs_code + accumulate if sums else []) + update_code
+        lines += [f"s{k}[j] = {name}" for k, name in enumerate(st)]
+        return lines + ([f"ps{k}[j] = a{k}" for k in range(no)] + [f"pq{k}[j] = b{k}" for k in range(no)]
+                        if sums else [])
+
     noise_steps = ["for step_in_pass in range(ns):"] + [f"    zu{k} = zc{k}[step_in_pass]" for k in range(nz)]
-    noise_steps += ["    " + line for line in draw("t + step_in_pass", "zu")]
+    noise_steps += ["    " + line for line in draw()]
     return _TEMPLATE.format(
         version=__version__, helpers=HELPERS_DIGEST, model=model_name, method=method, block=BLOCK, steps=steps,
         wide=_indent(["prefer_wide_vectors()"] if wide else [], 8),
         unpack_params=_indent(unpack, 4), alloc=_indent(alloc, 8), load_block=_indent(load_block, 12),
         load_scalars=_indent(load_scalars, 20), obs_code=_indent(obs_code, 20), record=_indent(record, 20),
-        burn=_indent(burn, 20), noise_scalars=_indent(noise_scalars, 24),
-        noise_steps=_indent(noise_steps if nz else [], 12), load_scalars_2=_indent(load_scalars, 24),
-        steps_body=_indent(load_scalars + load_sums + steps_code + store_state + store_sums, 20),
-        steps_body_burn=_indent(load_scalars + steps_burn + store_state, 20),
-        store_2=_indent(store, 24), obs_code_2=_indent(obs_code, 24),
-        accumulate=_indent(accumulate, 24), update_code=_indent(update_code, 24),
+        burn=_indent(burn, 20), noise_steps=_indent(noise_steps if nz else [], 12),
+        pass_sums=_indent(one_pass(steps, True), 20), pass_burn=_indent(one_pass(steps, False), 20),
+        step_sums=_indent(one_pass(1, True), 20), step_burn=_indent(one_pass(1, False), 20),
         check=_indent(check, 24), fold=_indent(fold, 28), kill=_indent(kill, 28), reset=_indent(reset, 20),
         store_block=_indent(store_block, 12),
     )
