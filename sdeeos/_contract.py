@@ -305,9 +305,6 @@ class Engine(abc.ABC):
         """``(True, "")`` or ``(False, reason)``."""
         return True, ""
 
-    def check(self, spec: RunSpec) -> None:
-        """Refuse, with one `ParameterError` line, a run this engine cannot do right (called before any work)."""
-
     @abc.abstractmethod
     def advance(self, spec: RunSpec, run: RunState, t1: int, n_threads: int | None = None) -> None:
         """Advance ``run`` from ``run.t`` to ``t1`` (exclusive) and set ``run.t = t1``."""

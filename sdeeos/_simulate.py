@@ -164,7 +164,6 @@ def simulate(
     engine = model.engine(backend)
     if spec.dtype not in engine.dtypes:
         raise ParameterError(f"dtype {spec.dtype!r} is not supported by backend {backend!r} (supported: {list(engine.dtypes)})")
-    engine.check(spec)
     method, n_traj, n_steps = spec.method, spec.n_traj, spec.n_steps
     ckpt = check_checkpoint_path(checkpoint) if checkpoint is not None else None
     sharded = scheduler is not None or n_shards is not None

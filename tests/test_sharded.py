@@ -105,9 +105,6 @@ class _FailingEngine:
     def __init__(self, engine, fail_first):
         self.engine, self.fail_first, self.dtypes = engine, fail_first, engine.dtypes
 
-    def check(self, spec):
-        self.engine.check(spec)
-
     def advance(self, spec, run, t1, n_threads=None):
         if spec.first_traj == self.fail_first:
             raise FloatingPointError("injected failure")

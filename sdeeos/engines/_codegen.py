@@ -7,6 +7,7 @@ statement is a plain scalar assignment so that the loops around it vectorise.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import sympy as sp
 from sympy.printing.c import C99CodePrinter
@@ -14,7 +15,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .._contract import SymbolicStep
 
-__all__ = ["PrintedStep", "print_python", "print_python32", "print_numpy", "print_c", "print_step", "CPrinter"]
+__all__ = ["PrintedStep", "code_names", "print_python", "print_python32", "print_numpy", "print_c", "print_step", "CPrinter"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +145,47 @@ class CPrinter(C99CodePrinter):
         return out
 
 
+#: the names of the common subexpressions ``sympy.cse`` takes out (``_tu0``, ``_to0``, ...)
+TEMP_PREFIX = "_t"
+
+
+def code_names(step: SymbolicStep) -> SymbolicStep:
+    """``step`` with every symbol renamed for generated code: ``v<rank>_<name>`` (or ``V...``).
+
+    ``rank`` (zero-padded) is the symbol's place in SymPy's order of the step's symbols, and the name
+    is kept only as far as it is ASCII letters, digits and underscores.  So a model may name its
+    symbols anything SymPy accepts (``lambda``, ``x_{1}``, ``α``, or a name an engine uses for its own
+    variables, such as the Numba kernel's ``m``): each prints as an identifier in Python and C that no
+    engine's own code uses.
+
+    SymPy orders the terms of sums and the factors of products by their symbols' names, the
+    common-subexpression temporaries' (``_tu0``) among them.  The ranks keep the order of the model's
+    names, and ``V`` (before ``_``) or ``v`` (after it) keeps their order against the temporaries'; so the
+    engines evaluate the same operations in the same order, with the same bits, as under the model's own
+    names (tested on every built-in model; a name that itself starts with ``_t`` may sort differently).
+
+    >>> import sympy as sp
+    >>> from sdeeos.models import SymbolicStep
+    >>> lam, x, big, z = sp.symbols("lambda x_{1} H z")
+    >>> step = code_names(SymbolicStep(state=(x,), params=(lam, big), noise=(z,), update=(lam * x + big * z,),
+    ...                                observables={}))
+    >>> step.state_names, step.param_names, step.update
+    (('v2_x_1',), ('v1_lambda', 'V0_H'), (V0_H*v3_z + v1_lambda*v2_x_1,))
+    """
+    symbols = sorted(set(step.state + step.params + step.noise), key=sp.default_sort_key)
+    width = len(str(len(symbols) - 1))
+    new = {s: type(s)(f"{'V' if s.name < TEMP_PREFIX else 'v'}{rank:0{width}d}_{re.sub(r'[^A-Za-z0-9_]', '', s.name)}",
+                      **s.assumptions0)
+           for rank, s in enumerate(symbols)}
+
+    def renamed(expr):
+        return sp.sympify(expr).xreplace(new)
+
+    return SymbolicStep(state=tuple(new[s] for s in step.state), params=tuple(new[s] for s in step.params),
+                        noise=tuple(new[s] for s in step.noise), update=tuple(map(renamed, step.update)),
+                        observables={k: renamed(e) for k, e in step.observables.items()})
+
+
 def print_step(step: SymbolicStep, printer, prefix: str) -> PrintedStep:
     def cse(exprs, tag):
         symbols = sp.numbered_symbols(f"{prefix}{tag}")
@@ -156,17 +198,17 @@ def print_step(step: SymbolicStep, printer, prefix: str) -> PrintedStep:
 
 
 def print_python(step: SymbolicStep) -> PrintedStep:
-    return print_step(step, _NumbaPrinter({"fully_qualified_modules": True}), "_t")
+    return print_step(step, _NumbaPrinter({"fully_qualified_modules": True}), TEMP_PREFIX)
 
 
 def print_python32(step: SymbolicStep) -> PrintedStep:
     """The step printed for a float32 Numba kernel (same CSE and operation order as `print_python`)."""
-    return print_step(step, _Numba32Printer({"fully_qualified_modules": True}), "_t")
+    return print_step(step, _Numba32Printer({"fully_qualified_modules": True}), TEMP_PREFIX)
 
 
 def print_numpy(step: SymbolicStep) -> PrintedStep:
-    return print_step(step, _NumpyPrinter({"fully_qualified_modules": True}), "_t")
+    return print_step(step, _NumpyPrinter({"fully_qualified_modules": True}), TEMP_PREFIX)
 
 
 def print_c(step: SymbolicStep) -> PrintedStep:
-    return print_step(step, CPrinter(), "_t")
+    return print_step(step, CPrinter(), TEMP_PREFIX)

@@ -57,7 +57,7 @@ static inline int __popcll(unsigned long long v) { return __builtin_popcountll(v
 static inline unsigned int __umulhi(unsigned int a, unsigned int b) { return (unsigned int)(((unsigned long long)a * b) >> 32); }
 static inline double __longlong_as_double(long long v) { double d; std::memcpy(&d, &v, sizeof d); return d; }
 using std::fabs; using std::sqrt; using std::log; using std::exp; using std::pow;
-using std::fmin; using std::fmax;
+using std::fmin; using std::fmax; using std::fma;
 #ifdef SDEEOS_PERTURB_LOG
 // A libm whose log is off by one ulp on about half the arguments (direction from the argument's bits).
 static inline double sdeeos_perturbed_log(double x)

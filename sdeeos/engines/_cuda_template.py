@@ -32,7 +32,9 @@ Precision modes (``dtype``):
 * ``"float32"``: state, update and observables in float; the normal is computed from the *same*
   64-bit word with correctly rounded single-precision ``q = u - 1/2`` and ``min(u, 1 - u)`` (integer
   arithmetic, so the tails reach |z| ~ 8.3 as in float64) and the AS241 rational functions in float;
-  partial and total sums stay in double (a float sum over 10^4 steps would lose ~1e-4 by itself).
+  partial and total sums stay in double (a float sum over 10^4 steps would lose ~1e-4 by itself); each
+  square is added with one ``fma`` of the widened observable (exact square: the same bits as a
+  multiply and an add, one FP64 instruction fewer).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from .. import _rng
 from .._errors import ParameterError
 from .._version import __version__
 from .._contract import SymbolicStep
-from ._codegen import CPrinter, PrintedStep, print_step
+from ._codegen import TEMP_PREFIX, CPrinter, PrintedStep, code_names, print_step
 
 __all__ = [
     "DTYPES",
@@ -152,7 +154,7 @@ def cuda_printer(dtype: str = "float64") -> _CudaPrinter:
 
 def print_cuda(step: SymbolicStep, dtype: str = "float64") -> PrintedStep:
     """The step printed for the CUDA kernel (same CSE and operation order as `print_c`)."""
-    return print_step(step, cuda_printer(dtype), "_t")
+    return print_step(step, cuda_printer(dtype), TEMP_PREFIX)
 
 
 # ---------------------------------------------------------------------------------- RNG in C
@@ -474,13 +476,15 @@ def _indent(lines, n: int) -> str:
 def kernel_source(step: SymbolicStep, *, dtype: str = "float64", model_name: str = "Model",
                   method: str = "step", rng: str = "splitmix") -> KernelSource:
     """CUDA C++ source of the advance and stream-key kernels for one symbolic step, drawing from the
-    random-number family ``rng`` (`sdeeos._rng`)."""
+    random-number family ``rng`` (`sdeeos._rng`).  The step's symbols go by their `code_names`, so any
+    SymPy name (a C keyword such as ``double``, LaTeX such as ``x_{1}``) prints as a C identifier."""
     rng = _rng.check_rng(rng, dtype)
     printer = cuda_printer(dtype)
-    printed = print_cuda(step, dtype)
-    st = [printer.doprint(s) for s in step.state]
-    ps = [printer.doprint(s) for s in step.params]
-    zs = [printer.doprint(s) for s in step.noise]
+    coded = code_names(step)
+    printed = print_cuda(coded, dtype)
+    st = [printer.doprint(s) for s in coded.state]
+    ps = [printer.doprint(s) for s in coded.params]
+    zs = [printer.doprint(s) for s in coded.noise]
     ns, no, nz = len(st), len(printed.observables), len(zs)
     normal = "sdeeos_normal_f64" if dtype == "float64" else "sdeeos_normal_f32"
 
@@ -524,7 +528,10 @@ def kernel_source(step: SymbolicStep, *, dtype: str = "float64", model_name: str
         weyl = (f"sdeeos_u64 sd_weyl = sd_key + ((sdeeos_u64)sd_t0 * {nz}ULL + 1ULL) * sd_gamma;  // draw t0 * {nz}"
                 if nz else "")
     accumulate = [f"sd_ps{k} += (double)sd_o{k};" for k in range(no)]
-    accumulate += [f"sd_pq{k} += (double)sd_o{k} * (double)sd_o{k};" for k in range(no)]
+    if dtype == "float32":  # the widened square is exact, so one fused multiply-add rounds the same sum (as in Numba)
+        accumulate += [f"sd_pq{k} = fma((double)sd_o{k}, (double)sd_o{k}, sd_pq{k});" for k in range(no)]
+    else:
+        accumulate += [f"sd_pq{k} += (double)sd_o{k} * (double)sd_o{k};" for k in range(no)]
     update = [f"const sdeeos_real {n} = {c};" for n, c in printed.update_temps]
     update += [f"const sdeeos_real sd_n{k} = {c};" for k, c in enumerate(printed.update)]
     store = [f"{s} = sd_n{k};" for k, s in enumerate(st)]

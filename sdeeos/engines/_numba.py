@@ -41,7 +41,6 @@ The generated module is written to a cache directory and imported, so Numba's on
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.util
 import os
@@ -52,17 +51,15 @@ from pathlib import Path
 from typing import ClassVar
 
 import numba
-import sympy as sp
 
 from .._version import __version__
-from .._contract import FOLD, Engine, RunSpec, RunState, SymbolicStep
-from .._errors import ParameterError
+from .._contract import FOLD, Engine, RunSpec, RunState
 from .. import _rng
 from . import _simd
-from ._codegen import PrintedStep, print_python, print_python32
+from ._codegen import PrintedStep, code_names, print_python, print_python32
 from ._simd import compress_lanes, has_vector_compress, has_wide_vectors
 
-__all__ = ["NumbaEngine", "kernel_source", "kernel_own_names", "check_model_names", "BLOCK"]
+__all__ = ["NumbaEngine", "kernel_source", "BLOCK"]
 
 BLOCK = 512
 #: steps per pass over a block when no boundary falls inside them (see the template)
@@ -187,7 +184,9 @@ def kernel_source(spec_step, printed: PrintedStep, model_name: str, method: str,
                   rng: str = "splitmix", compress: bool | None = None, wide: bool | None = None,
                   steps: int = STEPS) -> str:
     """Python source of the Numba kernel for one symbolic step (``printed`` by `print_python`, or
-    `print_python32` for ``dtype="float32"``) drawing from the random-number family ``rng``;
+    `print_python32` for ``dtype="float32"``) drawing from the random-number family ``rng``.  The
+    kernel prints the step's symbols by their names next to its own short ones (``m``, ``t``, ``b0``):
+    the engine passes the step with its `code_names`;
     ``wide`` (default: `has_wide_vectors`) asks LLVM for 512-bit vectors in the kernel;
     ``compress`` (default: `has_vector_compress`, and for float64 only with ``wide``) finds the tail
     lanes with AVX-512 compress; ``steps`` is the number of steps per pass over a block (``STEPS``)."""
@@ -404,49 +403,6 @@ _KERNELS: dict[str, object] = {}
 _LOCK = threading.Lock()
 
 
-def kernel_own_names(step: SymbolicStep, dtype: str = "float64", rng: str = "splitmix") -> set[str]:
-    """The names the kernel's own code uses for ``step`` (its locals, arrays, helpers, CSE temporaries).
-
-    The kernel prints the model's symbols by their names, so a model symbol with one of these names
-    would be overwritten by the kernel's own variable: a wrong result, with no error.  Found from the
-    kernel generated for a copy of ``step`` whose symbols are renamed to names no code uses."""
-    symbols = step.state + step.params + step.noise
-    probe_of = {s: sp.Symbol(f"sdeeos_probe_{i}", **s.assumptions0) for i, s in enumerate(symbols)}
-
-    def renamed(expr):
-        return sp.sympify(expr).xreplace(probe_of)
-
-    probe = SymbolicStep(state=tuple(probe_of[s] for s in step.state), params=tuple(probe_of[s] for s in step.params),
-                         noise=tuple(probe_of[s] for s in step.noise), update=tuple(map(renamed, step.update)),
-                         observables={k: renamed(e) for k, e in step.observables.items()})
-    printed = print_python32(probe) if dtype == "float32" else print_python(probe)
-    tree = ast.parse(kernel_source(probe, printed, "Probe", "probe", dtype, rng))
-    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-    used |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
-    used |= {(node.asname or node.name).split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.alias)}
-    used |= {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
-    return used - {p.name for p in probe_of.values()}
-
-
-_CHECKED: set[str] = set()
-
-
-def check_model_names(spec: RunSpec) -> None:
-    """Refuse in one line a model whose symbol names are among `kernel_own_names` (checked once per step
-    structure, dtype and RNG family in a process)."""
-    step = spec.step
-    key = step.signature() + spec.dtype + spec.rng
-    if key in _CHECKED:
-        return
-    names = [symbol.name for symbol in step.state + step.params + step.noise]
-    clash = sorted(set(names) & kernel_own_names(step, spec.dtype, spec.rng))
-    if clash:
-        raise ParameterError(f"model {type(spec.model).__name__}: symbol names {clash} are names the Numba kernel's own "
-                             f"code uses; rename them (backend='numpy' accepts them)")
-    with _LOCK:
-        _CHECKED.add(key)
-
-
 def compile_kernel(spec: RunSpec, compress: bool | None = None, wide: bool | None = None, steps: int = STEPS):
     """The compiled ``advance`` function for ``spec``'s model step and dtype (memoised per process);
     ``compress``, ``wide`` and ``steps`` as in `kernel_source` (the engine uses the defaults; tests
@@ -458,7 +414,7 @@ def compile_kernel(spec: RunSpec, compress: bool | None = None, wide: bool | Non
     with _LOCK:
         if signature in _KERNELS:  # skip printing and CSE on every segment of a run
             return _KERNELS[signature]
-    check_model_names(spec)
+    step = code_names(step)  # after the lookup: renaming is SymPy work, done once per kernel
     printed = print_python32(step) if spec.dtype == "float32" else print_python(step)
     source = kernel_source(step, printed, type(spec.model).__name__, spec.method, spec.dtype, spec.rng, compress,
                            wide, steps)
@@ -486,9 +442,6 @@ class NumbaEngine(Engine):
 
     name: ClassVar[str] = "numba"
     dtypes: ClassVar[tuple[str, ...]] = ("float64", "float32")
-
-    def check(self, spec: RunSpec) -> None:
-        check_model_names(spec)
 
     def advance(self, spec: RunSpec, run: RunState, t1: int, n_threads: int | None = None) -> None:
         kernel = compile_kernel(spec)

@@ -16,7 +16,7 @@ import numpy
 
 from .._contract import FOLD, Engine, RunSpec, RunState
 from .._rng import normals
-from ._codegen import print_numpy
+from ._codegen import code_names, print_numpy
 
 __all__ = ["NumpyEngine"]
 
@@ -29,7 +29,9 @@ _BY_SOURCE: dict[str, tuple] = {}
 
 def step_source(step) -> str:
     """Python source of ``update(state..., params..., noise...)`` and ``observe(state..., params...)``
-    for one symbolic step: parameters are arguments, so one source serves every parameter value."""
+    for one symbolic step: parameters are arguments, so one source serves every parameter value.  The
+    symbols go by their `code_names`, so any SymPy name works."""
+    step = code_names(step)
     printed = print_numpy(step)
     names = step.state_names + step.param_names + tuple(s.name for s in step.noise)
     body = [f"{n} = {c}" for n, c in printed.update_temps]

@@ -43,8 +43,9 @@ def reduced(eta=0.01, alpha=1.0, beta=100.0, sigma=10.0, **kw):
 
 
 class Toy(EnsembleModel):
-    """Exercises the printer: Min/Max, Abs, exp, pi, rationals, a negative power, two noises and a
-    custom divergence bound.  |v| is a log-normal random walk, so some trajectories diverge and some
+    """Exercises the printer: Min/Max, Abs, exp, pi, rationals, a negative power, two noises, a custom
+    divergence bound, and symbol names that are no identifiers in C or Python, or are the Numba kernel's
+    own (``w_{1}``, ``lambda``, ``double``, ``m``: `sdeeos.engines._codegen.code_names`).  |v| is a log-normal random walk, so some trajectories diverge and some
     do not.  After a divergence the state is NaN and Python's min/max semantics (the Numba kernel's)
     must be kept: ``min(v, zeta)`` stays NaN (C's ``fmin`` would give zeta), while ``min(zeta, NaN)``
     is zeta, so w becomes finite again."""
@@ -57,13 +58,13 @@ class Toy(EnsembleModel):
         self.xi, self.zeta = xi, zeta
 
     def parameters(self):
-        return {"xi": self.xi, "zeta": self.zeta}
+        return {"lambda": self.xi, "zeta": self.zeta}
 
     def initial_state(self):
-        return {"w": 0.5, "v": -0.25}
+        return {"w_{1}": 0.5, "v": -0.25}
 
     def step(self, method):
-        w, v, xi, zeta, z1, z2 = sp.symbols("w v xi zeta z1 z2")
+        w, v, xi, zeta, z1, z2 = sp.symbols("w_{1} v lambda zeta double m")
         update = (sp.Max(-zeta, sp.Min(zeta, w - xi * w / (1 + w**2) + sp.pi / 10 * z1)),
                   sp.Min(v, zeta) * sp.exp(xi * z2) - sp.Rational(1, 300) * xi * sp.Abs(w))
         return SymbolicStep(state=(w, v), params=(xi, zeta), noise=(z1, z2), update=update,

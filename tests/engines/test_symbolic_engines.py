@@ -7,14 +7,12 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
-import sympy as sp
 
 import sdeeos
-from sdeeos import ParameterError, _rng
+from sdeeos import _rng
 from sdeeos.engines import FOLD, RunSpec, _simd, get_engine
 from sdeeos.engines._codegen import print_c, print_numpy, print_python
-from sdeeos.engines._numba import STEPS, compile_kernel, kernel_own_names, kernel_source
-from sdeeos.models import SymbolicStep
+from sdeeos.engines._numba import STEPS, compile_kernel, kernel_source
 
 EPS = np.finfo(float).eps
 
@@ -94,33 +92,6 @@ def test_steps_per_pass_do_not_change_the_bits(dtype, rng):
     for steps, run in runs.items():
         for name, arr in runs[1].arrays().items():
             np.testing.assert_array_equal(arr, getattr(run, name), err_msg=f"{name}, {steps} steps per pass")
-
-
-class _Clashing(sdeeos.EnsembleModel):
-    """x <- m x + b0 z: symbol names the Numba kernel also uses for its own variables."""
-
-    name, methods, labels = "clashing", ("noisy",), {}
-
-    def parameters(self):
-        return {"m": 0.9, "b0": 0.5}
-
-    def initial_state(self):
-        return {"x": 0.0}
-
-    def step(self, method):
-        x, m, b0, z = sp.symbols("x m b0 z")
-        return SymbolicStep(state=(x,), params=(m, b0), noise=(z,), update=(m * x + b0 * z,),
-                            observables={"x_sq": x**2})
-
-
-def test_model_symbols_named_like_the_kernels_own_variables_are_refused():
-    # before this check, the kernel's own `m` (lanes in the block) silently replaced the model's: NaN
-    with pytest.raises(ParameterError, match=r"^model _Clashing: symbol names \['b0', 'm'\] are names the Numba"):
-        sdeeos.simulate(_Clashing(), n_traj=10, n_steps=10, backend="numba", progress=False)
-    assert np.isfinite(float(sdeeos.simulate(_Clashing(), n_traj=10, n_steps=10, backend="numpy",
-                                             progress=False).x_sq_mean))
-    names = kernel_own_names(model().step("sgd"))
-    assert {"m", "t", "j", "b0"} <= names and not names & {"x", "y", "z", "eta", "alpha", "beta", "sigma"}
 
 
 def test_divergence_is_counted_and_excluded():
