@@ -57,9 +57,14 @@ class SymbolicStep:
             extra = sp.sympify(expr).free_symbols - allowed
             if extra:
                 raise ValueError(f"expression {expr} uses undeclared symbols {extra}")
+        state_of = dict(zip(self.state_names, self.state))
         for name, expr in self.observables.items():
             if sp.sympify(expr).free_symbols & set(self.noise):
                 raise ValueError(f"observable {name} must not depend on the noise")
+            # a recorded run names both paths path_<name>: the same name must be the same quantity
+            if name in state_of and sp.sympify(expr) != state_of[name]:
+                raise ValueError(f"observable {name} = {expr} has the name of state variable {name} but is not it; "
+                                 f"rename the observable")
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -124,6 +129,11 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def collect(self, spec, run) -> tuple[dict, dict, dict]:
         """``(data_vars, coords, summary)`` of a finished run; ``summary`` holds the scalars."""
+
+    def output_names(self, spec) -> set[str]:
+        """The names `collect` gives a run of ``spec``, known before it starts (default: none known; the
+        dataset still refuses a prediction or summary that would replace a measured variable)."""
+        return set()
 
     # ------------------------------------------------------------------ optional hooks
     def default_method(self) -> str:

@@ -169,6 +169,8 @@ def simulate(
     sharded = scheduler is not None or n_shards is not None
     asked = per_trajectory
     per_trajectory = _check_per_trajectory(spec, per_trajectory, sharded)
+    # after the memory checks: the names come from the model's step, which may be large to derive
+    _check_no_replaced_measurements(model, "predictions", model.predictions(method), model.output_names(spec))
     if sharded or not per_trajectory:
         if isinstance(no_workers_timeout, bool) or not isinstance(no_workers_timeout, (int, float)) \
                 or not no_workers_timeout > 0:
@@ -252,14 +254,28 @@ def _check_per_trajectory(spec: RunSpec, per_trajectory, sharded: bool) -> bool:
     return True
 
 
+def _check_no_replaced_measurements(model: Model, source: str, values: dict, measured: set) -> None:
+    """Refuse in one line a model's ``source`` (its predictions or summaries) that has the name of a
+    variable the run measured: the dataset would hold the model's value under the measurement's name."""
+    clash = sorted(set(values) & set(measured))
+    if clash:
+        raise ParameterError(f"model {type(model).__name__}: its {source} {clash} have the names of measured "
+                             f"variables of the dataset and would replace them; rename them")
+
+
 def _to_dataset(spec: RunSpec, run, backend: str, wall: float, resumed_from: int, extra: dict | None = None,
                 collected: tuple | None = None) -> xr.Dataset:
     model, method = spec.model, spec.method
     data, coords, summary = model.collect(spec, run) if collected is None else collected
+    measured = {*data, *coords, *summary}
     n_div = int(summary.get("n_diverged", 0))
     if summary.get("n_alive", 1):
-        summary.update(model.summarize(method, summary))
-    for name, value in {**summary, **model.predictions(method)}.items():
+        derived = model.summarize(method, summary)
+        _check_no_replaced_measurements(model, "summaries", derived, measured)
+        summary.update(derived)
+    predictions = model.predictions(method)
+    _check_no_replaced_measurements(model, "predictions", predictions, {*measured, *summary})
+    for name, value in {**summary, **predictions}.items():
         data[name] = ((), value)
     attrs = {
         "model": model.name,

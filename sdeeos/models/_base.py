@@ -10,6 +10,7 @@ and the CUDA backend can print the same expressions as C.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import warnings
 
 import numpy as np
@@ -92,6 +93,14 @@ class EnsembleModel(Model):
     def new_run(self, spec):
         return RunState.initial(spec)
 
+    def output_names(self, spec) -> set[str]:
+        """The names `collect` gives a run of ``spec``: those of a run of one trajectory and one step,
+        collected before it starts (names depend on the step and on recording, not on the numbers)."""
+        tiny = dataclasses.replace(spec, n_traj=1, n_steps=1, burn_in=0, first_traj=0,
+                                   record_every=min(spec.record_every, 1))
+        data, coords, summary = self.collect(tiny, self.new_run(tiny))
+        return {*data, *coords, *summary}
+
     def engine(self, backend: str):
         return get_engine(backend)
 
@@ -139,6 +148,8 @@ def collect_symbolic(spec: RunSpec, run: RunState) -> tuple[dict, dict, dict]:
     if spec.record_every:
         coords["step"] = np.arange(spec.n_records) * spec.record_every
         for k, name in enumerate(list(step.state_names) + obs_names):
+            if k >= len(step.state) and name in step.state_names:
+                continue  # an observable that is a state variable itself (`SymbolicStep`): its path is there
             data[f"path_{name}"] = (("traj", "step"), run.rec[:, k, :].T.copy())
     summary["n_diverged"] = int((~alive).sum())
     summary["n_alive"] = int(alive.sum())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sdeeos import ParameterError, simulate, sweep
-from sdeeos._contract import RunSpec, RunState
+from sdeeos._contract import RunSpec, RunState, SymbolicStep
 from sdeeos._labels import unlabelled
 from sdeeos.engines import get_engine
 from sdeeos.engines._cuda_host import HostDevice, find_cxx
@@ -95,10 +95,13 @@ def test_the_numpy_engine_asks_for_the_step_once_per_segment(user_script):
             calls.append(method)
             return super().step(method)
 
-    n_steps = 500
-    _run(Counted(), "numpy", n_traj=4, n_steps=n_steps, burn_in=10)
+    counts = []
+    for n_steps in (500, 500, 5000):  # the first run also builds the labels and checks once
+        calls.clear()
+        _run(Counted(), "numpy", n_traj=4, n_steps=n_steps, burn_in=10)
+        counts.append(len(calls))
     # before: once per time step (each a fresh SymPy build); now: a few per run, whatever n_steps
-    assert 0 < len(calls) < 20, len(calls)
+    assert 0 < counts[1] == counts[2] < 50, counts
 
 
 def test_a_model_without_methods_is_refused_in_one_line(user_script):
@@ -116,3 +119,33 @@ def test_a_sweep_of_a_user_model_carries_its_labels(user_script):
     assert unlabelled(ds) == []
     assert ds.x_sq_stationary.attrs["formula"] == "s**2/(1 - a**2)"
     assert ds.x_sq_mean.attrs["long_name"].endswith("observable x_sq = x**2")
+
+
+def test_a_prediction_or_summary_named_like_a_measurement_is_refused_in_one_line(user_script, monkeypatch):
+    # before: the prediction replaced the measurement in the dataset, with exit 0 (x_sq_mean = 123.0)
+    class Clash(user_script.AR1):
+        def predictions(self, method):
+            return {"x_sq_mean": 123.0, "final_x": 7.0}
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(type(get_engine("numba")), "advance", no_work)
+    with pytest.raises(ParameterError, match=r"^model Clash: its predictions \['final_x', 'x_sq_mean'\] have the names "
+                                             r"of measured variables of the dataset and would replace them; rename them$"):
+        _run(Clash(), "numba", n_traj=4, n_steps=20, burn_in=5)
+
+    class SummaryClash(user_script.AR1):  # summaries come from the measurements: refused when they exist
+        def summarize(self, method, summary):
+            return {"x_sq_mean_stderr": 0.0, "x_sq_spread": 1.0}
+
+    with pytest.raises(ParameterError, match=r"^model SummaryClash: its summaries \['x_sq_mean_stderr'\] have the names"):
+        _run(SummaryClash(), "numpy", n_traj=4, n_steps=20, burn_in=5)
+
+
+def test_an_observable_named_like_a_state_variable_must_be_that_variable(user_script):
+    x, a, s, z = user_script.X, user_script.A, user_script.S, user_script.Z
+    step = SymbolicStep(state=(x,), params=(a, s), noise=(z,), update=(a * x + s * z,), observables={"x": x})
+    assert list(step.observables) == ["x"]  # the state itself: one path_x in a recorded run
+    with pytest.raises(ValueError, match=r"^observable x = x\*\*2 has the name of state variable x but is not it"):
+        SymbolicStep(state=(x,), params=(a, s), noise=(z,), update=(a * x + s * z,), observables={"x": x**2})
